@@ -1,0 +1,1 @@
+"""Hub: MQTT ingest and store, training with MLflow, model rollout."""

@@ -1,0 +1,226 @@
+"""The model bundle: manifest.json + model.tflite, signed with Ed25519.
+
+Layout of a bundle folder:
+    manifest.json       the Manifest below, as JSON
+    model.tflite        the int8 model; its sha256 is in the manifest
+    manifest.sig.json   {"algorithm": "ed25519", "key_id": ..., "signature": base64}
+
+The signature covers `canonical_bytes(manifest)`: JSON with sorted keys and no
+spaces. A key's id is the first 16 hex digits of sha256 of its raw public key.
+Verification needs only `cryptography` and NumPy-free code: the gateway runs it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from pydantic import BaseModel, Field, ValidationError
+
+from .preprocessing import PreprocessSpec
+
+MANIFEST = "manifest.json"
+MODEL = "model.tflite"
+SIGNATURE = "manifest.sig.json"
+BUNDLE_SCHEMA = "vigil.manifest/1"
+
+
+class BundleError(ValueError):
+    """A bundle that must not run; `reason` is a short code, str() the full story."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class TensorSpec(BaseModel):
+    name: str
+    shape: list[int]
+    dtype: str
+    scale: float = 0.0
+    zero_point: int = 0
+
+
+class Threshold(BaseModel):
+    value: float = Field(ge=0, le=1)
+    method: str  # how it was chosen, in words
+
+
+class GoldenWindow(BaseModel):
+    window: list[list[float]]  # [steps, F] normalised
+    static: list[float]  # [S] normalised
+    expected: float
+    tolerance: float = 0.02
+
+
+class Manifest(BaseModel):
+    schema_: str = Field(BUNDLE_SCHEMA, alias="schema")
+    name: str
+    version: str
+    created_at: str
+    mlflow_run_id: str = ""
+    architecture: str
+    horizon_hours: int = 6
+    task: str = "SepsisLabel: 1 from 6 h before onset (PhysioNet/CinC 2019)"
+    preprocessing: PreprocessSpec
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    threshold: Threshold
+    metrics: dict[str, float] = {}
+    dataset_fingerprint: str = ""
+    sha256: str
+    size_bytes: int
+    golden: list[GoldenWindow] = []
+
+    model_config = {"populate_by_name": True, "serialize_by_alias": True}
+
+    @property
+    def window(self):
+        return self.preprocessing.window
+
+
+def canonical_bytes(manifest: dict[str, Any]) -> bytes:
+    return json.dumps(manifest, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def key_id(public: Ed25519PublicKey) -> str:
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def generate_key(out_dir: Path, name: str = "signing") -> tuple[Path, Path, str]:
+    """Write NAME.key (PKCS8 PEM, mode 0600) and NAME.pub (PEM); return paths and key id."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    private = Ed25519PrivateKey.generate()
+    key_path = out_dir / f"{name}.key"
+    pub_path = out_dir / f"{name}.pub"
+    if key_path.exists():
+        raise FileExistsError(f"{key_path} exists: refusing to overwrite a signing key")
+    key_path.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+    pub_path.write_bytes(
+        private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return key_path, pub_path, key_id(private.public_key())
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{path} is not an Ed25519 private key")
+    return key
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    key = serialization.load_pem_public_key(Path(path).read_bytes())
+    if not isinstance(key, Ed25519PublicKey):
+        raise ValueError(f"{path} is not an Ed25519 public key")
+    return key
+
+
+def load_trusted_keys(paths: list[Path]) -> dict[str, Ed25519PublicKey]:
+    """Trusted keys by id, from .pub files or folders of them."""
+    keys: dict[str, Ed25519PublicKey] = {}
+    for p in paths:
+        p = Path(p)
+        files = sorted(p.glob("*.pub")) if p.is_dir() else [p]
+        for f in files:
+            k = load_public_key(f)
+            keys[key_id(k)] = k
+    return keys
+
+
+def sign_manifest(manifest: dict[str, Any], private: Ed25519PrivateKey) -> dict[str, str]:
+    sig = private.sign(canonical_bytes(manifest))
+    return {
+        "algorithm": "ed25519",
+        "key_id": key_id(private.public_key()),
+        "signature": base64.b64encode(sig).decode(),
+    }
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def verify_parts(
+    manifest: dict[str, Any],
+    signature: dict[str, str],
+    model_bytes: bytes,
+    trusted: dict[str, Ed25519PublicKey],
+) -> Manifest:
+    """Check signature, then sha256 and size, then the manifest schema. Raises BundleError."""
+    if signature.get("algorithm") != "ed25519":
+        raise BundleError("bad_signature", f"algorithm {signature.get('algorithm')!r}")
+    kid = signature.get("key_id", "")
+    if kid not in trusted:
+        raise BundleError("unknown_key", f"key id {kid!r} is not among the trusted keys")
+    try:
+        sig = base64.b64decode(signature.get("signature", ""), validate=True)
+        trusted[kid].verify(sig, canonical_bytes(manifest))
+    except (InvalidSignature, ValueError):
+        raise BundleError("bad_signature", f"signature does not match (key {kid})") from None
+    try:
+        m = Manifest.model_validate(manifest)
+    except ValidationError as e:
+        raise BundleError("bad_manifest", str(e).splitlines()[0]) from None
+    digest = sha256_hex(model_bytes)
+    if len(model_bytes) != m.size_bytes:
+        raise BundleError(
+            "wrong_size", f"model is {len(model_bytes)} bytes, manifest says {m.size_bytes}"
+        )
+    if digest != m.sha256:
+        raise BundleError("wrong_hash", f"model sha256 {digest[:16]}… != manifest {m.sha256[:16]}…")
+    return m
+
+
+def read_bundle(folder: Path) -> tuple[dict[str, Any], dict[str, str], bytes]:
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        signature = json.loads((folder / SIGNATURE).read_text())
+        model = (folder / MODEL).read_bytes()
+    except FileNotFoundError as e:
+        raise BundleError("incomplete", f"{folder}: missing {Path(e.filename).name}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BundleError("bad_manifest", f"{folder}: not JSON ({e})") from None
+    return manifest, signature, model
+
+
+def verify_bundle(folder: Path, trusted: dict[str, Ed25519PublicKey]) -> Manifest:
+    manifest, signature, model = read_bundle(folder)
+    return verify_parts(manifest, signature, model, trusted)
+
+
+def write_bundle(
+    folder: Path, manifest: dict[str, Any], model_bytes: bytes, private: Ed25519PrivateKey
+) -> Path:
+    """Write a signed bundle; sha256 and size are filled in from `model_bytes`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = dict(manifest)
+    manifest["sha256"] = sha256_hex(model_bytes)
+    manifest["size_bytes"] = len(model_bytes)
+    Manifest.model_validate(manifest)  # refuse to sign what the edge would refuse
+    (folder / MODEL).write_bytes(model_bytes)
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    (folder / SIGNATURE).write_text(json.dumps(sign_manifest(manifest, private), indent=2))
+    return folder

@@ -1,0 +1,198 @@
+"""MQTT message models (DESIGN.md). Every payload is JSON with schema, event_id, gw, ts.
+
+Incoming payloads are untrusted: `parse_message` validates them into these models
+and raises `MessageError` with the reason, which receivers count and dead-letter.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_serializer
+
+MAX_PAYLOAD_BYTES = 256 * 1024  # gateway telemetry; model releases have their own limit
+MAX_RELEASE_BYTES = 16 * 1024 * 1024
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso_ms(ts: datetime) -> str:
+    """UTC ISO-8601 with milliseconds and a Z, as every message carries."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class MessageError(ValueError):
+    """A payload that is not a valid Vigil message; `reason` says why."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Envelope(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+    event_id: uuid.UUID = Field(default_factory=uuid.uuid4)
+    gw: str = Field(min_length=1, max_length=64)
+    ts: datetime = Field(default_factory=utcnow)
+
+    @field_serializer("ts")
+    def _ts(self, ts: datetime) -> str:
+        return iso_ms(ts)
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class BedSummary(BaseModel):
+    bed: str
+    stay: str
+    link: Literal["ok", "stale", "down"] = "ok"
+
+
+class Status(Envelope):
+    schema_: Literal["vigil.status/1"] = Field("vigil.status/1", alias="schema")
+    state: Literal["online", "offline"]
+    agent_version: str = ""
+    model: ModelRef | None = None
+    channel: str = "stable"
+    beds: list[BedSummary] = []
+    outbox: int = 0
+
+
+class Vitals(Envelope):
+    """One step of aggregated vitals for a bed: the training data of the fleet."""
+
+    schema_: Literal["vigil.vitals/1"] = Field("vigil.vitals/1", alias="schema")
+    bed: str
+    stay: str
+    step_start: datetime
+    step_seconds: int
+    iculos_hours: float
+    values: dict[str, float | None]
+    readings: int = 0
+    static: dict[str, float | None] = {}
+
+    @field_serializer("step_start")
+    def _ss(self, ts: datetime) -> str:
+        return iso_ms(ts)
+
+
+class News2Out(BaseModel):
+    total: int
+    risk: str
+    subscores: dict[str, int]
+    missing: list[str] = []
+
+
+class Risk(Envelope):
+    schema_: Literal["vigil.risk/1"] = Field("vigil.risk/1", alias="schema")
+    bed: str
+    stay: str
+    risk: float | None  # None: insufficient data, not scored
+    threshold: float
+    alarm_level: Literal["none", "watch", "alarm", "escalated"]
+    model: ModelRef
+    news2: News2Out
+    observed: int
+    insufficient_data: bool = False
+    window_end: datetime
+
+    @field_serializer("window_end")
+    def _we(self, ts: datetime) -> str:
+        return iso_ms(ts)
+
+
+AlarmAction = Literal[
+    "raised", "escalated", "acknowledged", "silenced", "resolved", "re-alarmed", "feedback"
+]
+
+
+class Alarm(Envelope):
+    schema_: Literal["vigil.alarm/1"] = Field("vigil.alarm/1", alias="schema")
+    bed: str
+    stay: str
+    action: AlarmAction
+    level: Literal["none", "watch", "alarm", "escalated"]
+    by: str  # operator name, or "system"
+    reason: str = ""
+    risk: float | None = None
+    model: ModelRef | None = None
+    silence_seconds: int | None = None
+    feedback: Literal["deteriorating", "false_alarm"] | None = None
+    note: str | None = Field(default=None, max_length=2000)
+
+
+class ModelState(Envelope):
+    schema_: Literal["vigil.model/1"] = Field("vigil.model/1", alias="schema")
+    state: Literal["received", "verified", "active", "refused", "rolled_back"]
+    name: str
+    version: str
+    channel: str = "stable"
+    reason: str = ""
+    active: ModelRef | None = None
+
+
+class Command(Envelope):
+    schema_: Literal["vigil.cmd/1"] = Field("vigil.cmd/1", alias="schema")
+    command: Literal["join_channel", "report_status"]
+    channel: str | None = None
+
+
+class ModelRelease(Envelope):
+    """A signed bundle on vigil/v1/models/{channel}; `gw` is the publisher (hub)."""
+
+    schema_: Literal["vigil.bundle/1"] = Field("vigil.bundle/1", alias="schema")
+    channel: str
+    manifest: dict[str, Any]
+    signature: dict[str, str]
+    model_b64: str
+
+
+GatewayMessage = Annotated[
+    Status | Vitals | Risk | Alarm | ModelState, Field(discriminator="schema_")
+]
+_GATEWAY = TypeAdapter(GatewayMessage)
+AnyMessage = Annotated[
+    Status | Vitals | Risk | Alarm | ModelState | Command | ModelRelease,
+    Field(discriminator="schema_"),
+]
+_ANY = TypeAdapter(AnyMessage)
+
+
+def _validation_reason(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors()[:5]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_message(payload: bytes, *, gateway_only: bool = True, max_bytes: int | None = None):
+    """Validate one payload into its message model, or raise MessageError(reason)."""
+    limit = max_bytes or (MAX_PAYLOAD_BYTES if gateway_only else MAX_RELEASE_BYTES)
+    if len(payload) > limit:
+        raise MessageError(f"oversized: {len(payload)} bytes > limit {limit}")
+    try:
+        data = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MessageError(f"not JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise MessageError(f"not a JSON object: {type(data).__name__}")
+    if "schema" not in data:
+        raise MessageError("missing field 'schema'")
+    try:
+        return (_GATEWAY if gateway_only else _ANY).validate_python(data)
+    except ValidationError as e:
+        raise MessageError(f"schema {data.get('schema')!r}: {_validation_reason(e)}") from None

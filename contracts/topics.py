@@ -1,0 +1,71 @@
+"""MQTT topic names (DESIGN.md, prefix vigil/v1). Build and parse them only here."""
+
+from __future__ import annotations
+
+import re
+
+PREFIX = "vigil/v1"
+_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def check_id(kind: str, value: str) -> str:
+    """Gateway, bed and channel ids are path-safe tokens (no '/', '+', '#')."""
+    if not _ID.match(value):
+        raise ValueError(f"{kind} id {value!r} must be 1-64 characters of [A-Za-z0-9_.-]")
+    return value
+
+
+def status(gw: str) -> str:
+    return f"{PREFIX}/gw/{check_id('gateway', gw)}/status"
+
+
+def vitals(gw: str, bed: str) -> str:
+    return f"{PREFIX}/gw/{check_id('gateway', gw)}/bed/{check_id('bed', bed)}/vitals"
+
+
+def risk(gw: str, bed: str) -> str:
+    return f"{PREFIX}/gw/{check_id('gateway', gw)}/bed/{check_id('bed', bed)}/risk"
+
+
+def alarm(gw: str, bed: str) -> str:
+    return f"{PREFIX}/gw/{check_id('gateway', gw)}/bed/{check_id('bed', bed)}/alarm"
+
+
+def model_state(gw: str) -> str:
+    return f"{PREFIX}/gw/{check_id('gateway', gw)}/model"
+
+
+def cmd(gw: str) -> str:
+    return f"{PREFIX}/gw/{check_id('gateway', gw)}/cmd"
+
+
+def models(channel: str) -> str:
+    return f"{PREFIX}/models/{check_id('channel', channel)}"
+
+
+# What the hub subscribes to (shared subscription: workers split the load).
+HUB_SHARE_GROUP = "hub"
+GATEWAY_FILTERS = (
+    f"{PREFIX}/gw/+/status",
+    f"{PREFIX}/gw/+/model",
+    f"{PREFIX}/gw/+/bed/+/vitals",
+    f"{PREFIX}/gw/+/bed/+/risk",
+    f"{PREFIX}/gw/+/bed/+/alarm",
+)
+
+
+def shared(filter_: str, group: str = HUB_SHARE_GROUP) -> str:
+    return f"$share/{group}/{filter_}"
+
+
+_GW_TOPIC = re.compile(
+    rf"^{re.escape(PREFIX)}/gw/(?P<gw>[^/]+)/(?:(?P<kind>status|model|cmd)|bed/(?P<bed>[^/]+)/(?P<bkind>vitals|risk|alarm))$"
+)
+
+
+def parse(topic: str) -> dict[str, str | None] | None:
+    """{'gw', 'bed', 'kind'} for a gateway topic, None for anything else."""
+    m = _GW_TOPIC.match(topic)
+    if not m:
+        return None
+    return {"gw": m["gw"], "bed": m["bed"], "kind": m["kind"] or m["bkind"]}

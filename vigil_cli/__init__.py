@@ -1,0 +1,1 @@
+"""The `vigil` command: one sub-command group per part (DESIGN.md)."""

@@ -1,0 +1,69 @@
+"""`vigil`: the one command-line tool. Each part owns its group in its own `cli.py`.
+
+Groups are imported here; a part whose extra is not installed (e.g. the hub's on a
+gateway) is replaced by a group that says which extra to install, so the edge
+install works without TensorFlow. Part CLIs import heavy libraries inside commands.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+
+import typer
+
+app = typer.Typer(
+    name="vigil",
+    help="Vigil: early warning of ICU deterioration at the bedside.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+GROUPS = (
+    ("sim", "firmware_sim.cli", "Bedside monitor simulator (HL7 v2 over MLLP on a pty/TCP).", ""),
+    ("edge", "edge_agent.cli", "Bedside gateway: read, score, alarm, publish.", "edge"),
+    ("hub", "cloud_hub.cli", "Hub: ingest, store, train, roll out.", "hub"),
+    ("convert", "converters.cli", "Dataset importers and model conversion/bundles.", "hub"),
+)
+
+
+def _missing_group(name: str, extra: str, err: Exception) -> typer.Typer:
+    sub = typer.Typer(help=f"(unavailable: {err})")
+
+    @sub.callback(invoke_without_command=True)
+    def _unavailable() -> None:
+        typer.echo(
+            f"vigil {name} needs the '{extra}' extra: pip install 'vigil[{extra}]' ({err})",
+            err=True,
+        )
+        raise typer.Exit(2)
+
+    return sub
+
+
+for _name, _module, _help, _extra in GROUPS:
+    try:
+        _sub = importlib.import_module(_module).app
+    except ImportError as _e:  # a part whose extra is not installed
+        _sub = _missing_group(_name, _extra or "edge", _e)
+    app.add_typer(_sub, name=_name, help=_help)
+
+try:
+    from vigil_cli.demo import demo as _demo
+
+    app.command("demo", help="Run the whole system on this machine.")(_demo)
+except ImportError:  # pragma: no cover - demo arrives with the whole system
+    pass
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=os.environ.get("VIGIL_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    app()
+
+
+if __name__ == "__main__":
+    main()
