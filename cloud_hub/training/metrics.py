@@ -183,15 +183,17 @@ def choose_threshold(
 ) -> tuple[float, float]:
     """The threshold maximising normalised utility on these rows; returns (threshold, utility).
 
-    Candidates are quantiles of the scored risks (upper tail denser: alarms are rare),
-    so the grid adapts to each model's calibration.
+    Candidates are the distinct scored risks when there are few (NEWS2 has 21), else
+    quantiles of them (upper tail denser: alarms are rare), so the grid adapts to each
+    model's calibration.
     """
     r = np.asarray(risk)[np.asarray(scorable, dtype=bool)]
     if r.size == 0:
         raise ValueError("no scorable rows to choose a threshold on")
     upper = 1 - np.geomspace(0.01, 0.0005, n_grid // 2)
     qs = np.unique(np.concatenate([np.linspace(0.5, 0.99, n_grid // 2), upper]))
-    cands = np.unique(np.quantile(r, qs))
+    distinct = np.unique(r)
+    cands = distinct if distinct.size <= 4 * n_grid else np.unique(np.quantile(r, qs))
     table = UtilityTable.build(y, stay)
     best_t, best_u = float(cands[-1]), -np.inf
     for t in cands:
