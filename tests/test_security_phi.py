@@ -1,0 +1,206 @@
+"""No patient names or medical record numbers leave the gateway (DESIGN.md).
+
+What leaves a gateway is exactly the contract messages (`contracts/messages.py`):
+- no message model, nested ones included, has a field for a name, a record number,
+  a birth date or contact details, and none accepts such a field smuggled in
+  (`extra="forbid"`), whether built in code or parsed from a received payload;
+- payloads built from a real PhysioNet 2019 stay carry only the pseudonymous stay id,
+  bed id and gateway id as identifiers, and no string from the monitor's patient
+  identification (a name and an MRN as an HL7 PID segment would carry them).
+
+The gateway (`edge_agent/`) did not exist when this was written, so payloads are
+built from the contract models with real data rather than captured from a gateway run.
+
+Known gap, not closable by a schema: `Alarm.note` and `Alarm.reason` are free text a
+nurse may type, and `Alarm.by` names the member of staff (not the patient). A note
+can still carry a patient's name if someone types one; the UI should say so.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import tarfile
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from contracts import messages, paths
+from contracts.news2 import news2_from_row
+from contracts.vitals import VITAL_NAMES
+
+FORBIDDEN = re.compile(
+    r"(^|_)(name|first|last|given|family|surname|mrn|medical|record|patient|pid|"
+    r"dob|birth|address|street|zip|postcode|phone|email|ssn|nhs|insurance)(_|$)",
+    re.I,
+)
+# Fields whose name matches but whose content is not about a patient, and why.
+NOT_PATIENT = {
+    ("ModelRef", "name"): "the model's name from its signed manifest",
+    ("ModelState", "name"): "the model's name from its signed manifest",
+}
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # contracts.topics.check_id
+
+
+def _models() -> dict[str, type[BaseModel]]:
+    """Every model reachable from the message union, by class name."""
+    found: dict[str, type[BaseModel]] = {}
+    todo: list[type] = [
+        messages.Status,
+        messages.Vitals,
+        messages.Risk,
+        messages.Alarm,
+        messages.ModelState,
+        messages.Command,
+        messages.ModelRelease,
+    ]
+    while todo:
+        model = todo.pop()
+        if model.__name__ in found:
+            continue
+        found[model.__name__] = model
+        for f in model.model_fields.values():
+            for t in _types(f.annotation):
+                if isinstance(t, type) and issubclass(t, BaseModel):
+                    todo.append(t)
+    return found
+
+
+def _types(annotation) -> list:
+    args = getattr(annotation, "__args__", None)
+    if not args:
+        return [annotation]
+    out = []
+    for a in args:
+        out.extend(_types(a))
+    return out
+
+
+def test_no_message_has_a_field_for_patient_identity():
+    models = _models()
+    assert {"Vitals", "Risk", "Alarm", "BedSummary", "ModelRef", "News2Out"} <= set(models)
+    offenders = []
+    for cls_name, model in models.items():
+        for field, info in model.model_fields.items():
+            for label in {field, info.alias or field}:
+                if FORBIDDEN.search(label) and (cls_name, field) not in NOT_PATIENT:
+                    offenders.append(f"{cls_name}.{label}")
+    assert offenders == []
+
+
+@pytest.mark.parametrize("extra", ["patient_name", "mrn", "name", "dob", "patient_id"])
+def test_messages_refuse_identity_fields_added_in_code_or_on_the_wire(extra):
+    base = _risk("icu-1", "bed-1", "p000001", hour=3, row={"HR": 88.0})
+    with pytest.raises(ValidationError, match=extra):
+        messages.Risk(**base.model_dump(by_alias=False), **{extra: "DOE^JOHN"})
+    payload = json.loads(base.to_json())
+    payload[extra] = "DOE^JOHN"
+    with pytest.raises(messages.MessageError, match=extra):
+        messages.parse_message(json.dumps(payload).encode())
+
+
+def _physionet_stay(index: int = 0) -> tuple[str, list[dict[str, str]]]:
+    archive = paths.physionet_archive()
+    if not archive.exists():
+        pytest.skip(f"PhysioNet 2019 archive not found at {archive}")
+    with tarfile.open(archive) as tf:
+        seen = 0
+        for member in tf:
+            if member.isfile() and member.name.endswith(".psv"):
+                if seen == index:
+                    text = tf.extractfile(member).read().decode()
+                    stay = member.name.rsplit("/", 1)[-1].removesuffix(".psv")
+                    return stay, list(csv.DictReader(io.StringIO(text), delimiter="|"))
+                seen += 1
+    raise AssertionError("no stay in the archive")
+
+
+def _num(v: str) -> float | None:
+    return None if v in ("", "NaN") else float(v)
+
+
+def _risk(gw: str, bed: str, stay: str, *, hour: int, row: dict) -> messages.Risk:
+    n = news2_from_row({k: v for k, v in row.items() if v is not None})
+    return messages.Risk(
+        gw=gw,
+        bed=bed,
+        stay=stay,
+        risk=0.12,
+        threshold=0.5,
+        alarm_level="none",
+        model=messages.ModelRef(name="vigil-gru", version="1.0.0"),
+        news2=messages.News2Out(
+            total=n.total, risk=n.risk, subscores=n.subscores, missing=list(n.missing)
+        ),
+        observed=1,
+        window_end=datetime(2026, 1, 1, tzinfo=UTC) + timedelta(hours=hour),
+    )
+
+
+def test_payloads_from_a_real_stay_carry_only_pseudonymous_ids():
+    stay, rows = _physionet_stay()
+    assert re.fullmatch(r"p\d{6}", stay)  # PhysioNet's own pseudonymous stay id
+    # What the monitor knows about the patient (HL7 PID-3 MRN, PID-5 name, PID-7 DOB):
+    # the gateway receives it, and none of it may appear in what the gateway sends.
+    pid = {"mrn": "MRN-4471923", "name": "DOE^JANE^Q", "family": "DOE", "dob": "19480312"}
+    gw, bed = "icu-north-3", "bed-07"
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    payloads: list[bytes] = []
+    for i, row in enumerate(rows[:12]):
+        values = {v: _num(row[v]) for v in VITAL_NAMES}
+        vit = messages.Vitals(
+            gw=gw,
+            bed=bed,
+            stay=stay,
+            step_start=start + timedelta(hours=i),
+            step_seconds=3600,
+            iculos_hours=float(row["ICULOS"]),
+            values=values,
+            readings=sum(v is not None for v in values.values()),
+            static={k: _num(row[k]) for k in ("Age", "Gender", "HospAdmTime")},
+        )
+        payloads.append(vit.to_json())
+        payloads.append(_risk(gw, bed, stay, hour=i, row=values).to_json())
+    payloads.append(
+        messages.Alarm(
+            gw=gw, bed=bed, stay=stay, action="raised", level="alarm", by="system"
+        ).to_json()
+    )
+    payloads.append(
+        messages.Status(
+            gw=gw, state="online", beds=[messages.BedSummary(bed=bed, stay=stay)]
+        ).to_json()
+    )
+    assert len(payloads) == 26
+    for raw in payloads:
+        text = raw.decode()
+        for secret in pid.values():
+            assert secret not in text
+        msg = json.loads(text)
+        # the parsed message is what the hub stores: every key is a known field
+        messages.parse_message(raw)
+        for ident in ("gw", "bed", "stay"):
+            if ident in msg:
+                assert ID_PATTERN.match(msg[ident]), (ident, msg[ident])
+        uuid.UUID(msg["event_id"])
+        strings = list(_strings(msg))
+        identifiers = {gw, bed, stay, msg["event_id"]}
+        free_text = [s for s in strings if s not in identifiers]
+        # remaining strings are enums, timestamps, units and the model's name/version
+        for s in free_text:
+            assert re.fullmatch(r"[a-z0-9._:/+-]*|\d{4}-\d\d-\d\dT[\d:.]+Z", s, re.I), s
+
+
+def _strings(obj):
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _strings(v)
