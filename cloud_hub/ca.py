@@ -403,20 +403,28 @@ class CertificateAuthority:
         return rec
 
     # -- revocation --------------------------------------------------------------
-    def revoke(self, name: str, *, reason: str = "", kind: str = "gateway") -> list[Issued]:
-        """Revoke every valid certificate of `name` and re-sign the CRL."""
+    def revoke(
+        self, name: str, *, reason: str = "", kind: str = "gateway", serial: str | None = None
+    ) -> list[Issued]:
+        """Revoke the valid certificates of `name` (or only `serial`) and re-sign the CRL."""
         if kind == "gateway":
             check_id("gateway", name)
+        want = serial.lower().lstrip("0") if serial else None
         rows = self.index()
         now = _iso(_now())
         hit = []
         for r in rows:
+            if want is not None and r.serial.lstrip("0") != want:
+                continue
             if r.name == name and r.kind == kind and r.revoked_at is None:
                 r.revoked_at = now
                 r.reason = reason
                 hit.append(r)
         if not hit:
-            raise PkiError(f"no unrevoked {kind} certificate for {name!r} in {self.index_path}")
+            which = f" with serial {serial}" if serial else ""
+            raise PkiError(
+                f"no unrevoked {kind} certificate for {name!r}{which} in {self.index_path}"
+            )
         self._save_index(rows)
         self.write_crl()
         return hit

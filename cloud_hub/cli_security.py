@@ -121,11 +121,14 @@ def register(app: typer.Typer) -> None:
         gateway_id: str = typer.Argument(..., help="The gateway to lock out."),
         pki: Path | None = PKI_OPTION,
         reason: str = typer.Option("", help="Why (kept in the CA index)."),
+        serial: str | None = typer.Option(
+            None, help="Revoke only this certificate (hex serial, see `vigil hub ca list`)."
+        ),
     ) -> None:
         """Revoke a gateway's certificates and re-sign the CRL the broker reads."""
         ca = CertificateAuthority(pki)
         try:
-            hit = ca.revoke(gateway_id, reason=reason)
+            hit = ca.revoke(gateway_id, reason=reason, serial=serial)
         except (PkiError, ValueError) as e:
             raise _fail(e) from None
         serials = ", ".join(r.serial for r in hit)

@@ -117,6 +117,17 @@ def test_revoke_lists_every_certificate_of_the_gateway_in_a_signed_crl(ca):
         ca.revoke("gw-1")
 
 
+def test_renewal_then_revoking_only_the_old_serial_keeps_the_new_one(ca):
+    old = ca.enroll_gateway("gw-1")
+    new = ca.enroll_gateway("gw-1", renew=True)
+    ca.revoke("gw-1", serial=old.serial, reason="superseded")
+    crl = x509.load_pem_x509_crl(ca.crl_path.read_bytes())
+    assert {f"{r.serial_number:x}" for r in crl} == {old.serial}
+    assert [r.serial for r in ca.active("gw-1")] == [new.serial]
+    with pytest.raises(PkiError, match="with serial"):
+        ca.revoke("gw-1", serial=old.serial)
+
+
 def test_the_ca_is_never_overwritten(ca):
     before = ca.ca_key_path.read_bytes()
     with pytest.raises(PkiError, match="already exists"):
