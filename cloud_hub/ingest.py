@@ -1,0 +1,405 @@
+"""`vigil hub serve`: gateway telemetry from MQTT into the hub store, exactly once.
+
+Life of a message:
+1. paho-mqtt (MQTT 5) receives it on a shared subscription (`$share/hub/...`), so
+   several workers split the load; `on_message` only queues it (no I/O there).
+2. The writer thread takes up to `batch_size` messages or `batch_ms` worth, checks
+   each (`classify`: size, JSON, contract model, topic gw/bed == payload gw/bed),
+   and writes the batch in ONE transaction: good messages idempotently by
+   event_id, bad ones as dead letters with the reason.
+3. Only after the commit are the messages acknowledged to the broker (manual acks).
+   A crash before the commit leaves them unacknowledged in the broker's persistent
+   session (clean start false, session expiry), which redelivers them; a crash
+   between commit and ack redelivers messages already stored, which the event_id
+   turns into counted duplicates. Nothing is acknowledged that is not stored.
+
+A store outage stops the acks (the broker holds the messages) and the batch is
+retried with backoff; a broker outage is retried by paho with backoff, and the
+subscriptions are made again on every connect.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import Engine
+
+from cloud_hub.hub_logging import log_event
+from cloud_hub.hub_metrics import IngestMetrics
+from cloud_hub.store import Accepted, Rejected, migrate, open_engine, write_batch
+from cloud_hub.store.writer import KIND_NAME, is_transient
+from contracts import topics
+from contracts.messages import (
+    MAX_PAYLOAD_BYTES,
+    Alarm,
+    MessageError,
+    ModelState,
+    Risk,
+    Status,
+    Vitals,
+    parse_message,
+)
+
+log = logging.getLogger("cloud_hub.ingest")
+
+TOPIC_KIND = {"status": Status, "model": ModelState, "vitals": Vitals, "risk": Risk, "alarm": Alarm}
+
+
+class HubSettings(BaseSettings):
+    """Settings of one hub worker; every field can be set as VIGIL_HUB_<NAME>."""
+
+    model_config = SettingsConfigDict(env_prefix="VIGIL_HUB_")
+
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = Field(1883, ge=1, le=65535)
+    db_url: str | None = None  # None: sqlite:///<work_dir>/hub.db
+    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-1")
+    share_group: str = topics.HUB_SHARE_GROUP
+    batch_size: int = Field(200, ge=1, le=10_000)
+    batch_ms: int = Field(50, ge=1, le=60_000)
+    max_payload: int = Field(MAX_PAYLOAD_BYTES, ge=1024)
+    # Queued QoS 1 messages survive a hub restart for this long.
+    session_expiry: int = Field(7 * 24 * 3600, ge=0)
+    # Unacknowledged messages the broker may send us at once: must exceed batch_size.
+    receive_maximum: int = Field(1000, ge=1, le=65535)
+    keepalive: int = Field(30, ge=5)
+    metrics_port: int = Field(0, ge=0, le=65535)  # 0: no HTTP endpoint
+    metrics_addr: str = "0.0.0.0"
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @property
+    def client_id(self) -> str:
+        # Stable across restarts: the broker keeps this id's session (and its queue).
+        return f"vigil-hub-{self.worker_id}"
+
+
+@dataclass(frozen=True)
+class Incoming:
+    topic: str | None  # None: not valid UTF-8
+    raw_topic: bytes
+    payload: bytes
+    mid: int
+    qos: int
+    retain: bool
+    generation: int  # which connection it arrived on (acks go back on that one only)
+    received_at: datetime
+
+
+def classify(
+    topic: str | None,
+    payload: bytes,
+    received_at: datetime,
+    retained: bool = False,
+    max_bytes: int = MAX_PAYLOAD_BYTES,
+) -> Accepted | Rejected:
+    """Validate one message against the contract and its topic."""
+    where = topics.parse(topic) if topic is not None else None
+    gw = where["gw"] if where else None
+
+    def reject(kind: str, reason: str) -> Rejected:
+        return Rejected(topic if topic is not None else "", payload, kind, reason, received_at, gw)
+
+    if topic is None:
+        return reject("unknown_topic", "topic is not valid UTF-8")
+    if where is None or where["kind"] not in TOPIC_KIND:
+        return reject("unknown_topic", f"not a gateway telemetry topic: {topic!r}")
+    try:
+        msg = parse_message(payload, max_bytes=max_bytes)
+    except MessageError as e:
+        if e.reason.startswith("oversized"):
+            kind = "oversized"
+        elif e.reason.startswith(("not JSON", "not a JSON object")):
+            kind = "malformed"
+        else:
+            kind = "schema"
+        return reject(kind, e.reason)
+    expected = TOPIC_KIND[where["kind"]]
+    if not isinstance(msg, expected):
+        return reject(
+            "topic_mismatch",
+            f"a {KIND_NAME[type(msg)]} message on a {where['kind']} topic",
+        )
+    if msg.gw != where["gw"]:
+        return reject("topic_mismatch", f"payload gw {msg.gw!r} != topic gw {where['gw']!r}")
+    bed = getattr(msg, "bed", None)
+    if where["bed"] is not None and bed != where["bed"]:
+        return reject("topic_mismatch", f"payload bed {bed!r} != topic bed {where['bed']!r}")
+    return Accepted(msg, received_at, retained, topic, payload)
+
+
+class HubWorker:
+    """One ingest worker: an MQTT session, a queue and a writer thread."""
+
+    def __init__(self, settings: HubSettings, engine: Engine | None = None) -> None:
+        self.settings = settings
+        self.engine = engine or open_engine(settings.db_url)
+        self.metrics = IngestMetrics(settings.worker_id)
+        self._q: queue.Queue[Incoming] = queue.Queue()
+        self._generation = 0
+        self._connected = threading.Event()
+        self._subscribed = threading.Event()
+        self._stop = threading.Event()
+        self._busy = threading.Event()  # the writer holds a batch not yet acked
+        self._writer: threading.Thread | None = None
+        self._client: mqtt.Client | None = None
+        self._http = None
+        self.totals = {"received": 0, "stored": 0, "duplicates": 0, "dead": 0}
+
+    # -- lifecycle ------------------------------------------------------------------
+    def start(self, migrate_store: bool = True) -> HubWorker:
+        s = self.settings
+        if migrate_store:
+            migrate(self.engine)
+        if s.metrics_port:
+            self._http = self.metrics.serve(s.metrics_port, s.metrics_addr)
+        self._writer = threading.Thread(target=self._write_loop, name="hub-writer", daemon=True)
+        self._writer.start()
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=s.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        if s.tls_ca:
+            c.tls_set(
+                ca_certs=str(s.tls_ca),
+                certfile=str(s.tls_cert) if s.tls_cert else None,
+                keyfile=str(s.tls_key) if s.tls_key else None,
+            )
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
+        c.reconnect_delay_set(min_delay=1, max_delay=30)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = s.session_expiry
+        props.ReceiveMaximum = s.receive_maximum
+        c.connect_async(s.mqtt_host, s.mqtt_port, s.keepalive, clean_start=False, properties=props)
+        c.loop_start()
+        self._client = c
+        log_event(
+            log,
+            "hub_start",
+            worker=s.worker_id,
+            broker=f"{s.mqtt_host}:{s.mqtt_port}",
+            store=self.engine.url.render_as_string(),
+            metrics_port=s.metrics_port,
+        )
+        return self
+
+    def wait_ready(self, timeout: float = 10.0) -> bool:
+        """True once connected and subscribed."""
+        return self._subscribed.wait(timeout)
+
+    def stop(self, drain_seconds: float = 5.0) -> None:
+        """Commit and acknowledge what was received, then leave (the session stays)."""
+        deadline = time.monotonic() + drain_seconds
+        while time.monotonic() < deadline and (not self._q.empty() or self._busy.is_set()):
+            time.sleep(0.01)
+        if self._client is not None:
+            self._client.disconnect()
+            self._client.loop_stop()
+        self._stop.set()
+        if self._writer is not None:
+            self._writer.join(timeout=drain_seconds + 5)
+        if self._http is not None:
+            self._http[0].shutdown()
+        log_event(log, "hub_stop", worker=self.settings.worker_id, **self.totals)
+
+    # -- MQTT callbacks (paho's network thread: queue only, no I/O) ---------------
+    def _on_connect(self, client, _userdata, flags, reason_code, _props) -> None:
+        if reason_code.is_failure:
+            log_event(log, "connect_refused", logging.ERROR, reason=str(reason_code))
+            return
+        self._generation += 1
+        self._connected.set()
+        self.metrics.connected.set(1)
+        log_event(
+            log,
+            "connected",
+            worker=self.settings.worker_id,
+            session_present=flags.session_present,
+            generation=self._generation,
+        )
+        # Subscribe on every connect (idempotent); retain handling 1: retained
+        # statuses only for a new subscription, not again on each reconnect.
+        opts = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
+        client.subscribe(
+            [(topics.shared(f, self.settings.share_group), opts) for f in topics.GATEWAY_FILTERS]
+        )
+
+    def _on_subscribe(self, _client, _userdata, _mid, reason_codes, _props) -> None:
+        bad = [str(rc) for rc in reason_codes if rc.is_failure]
+        if bad:
+            log_event(log, "subscribe_refused", logging.ERROR, reasons=",".join(bad))
+            return
+        self._subscribed.set()
+
+    def _on_disconnect(self, _client, _userdata, _flags, reason_code, _props) -> None:
+        self._connected.clear()
+        self.metrics.connected.set(0)
+        level = logging.INFO if self._stop.is_set() or reason_code == 0 else logging.WARNING
+        log_event(log, "disconnected", level, reason=str(reason_code))
+
+    def _on_message(self, _client, _userdata, m: mqtt.MQTTMessage) -> None:
+        try:
+            topic: str | None = m.topic
+        except UnicodeDecodeError:
+            topic = None
+        self._q.put(
+            Incoming(
+                topic,
+                m._topic,
+                m.payload,
+                m.mid,
+                m.qos,
+                bool(m.retain),
+                self._generation,
+                datetime.now(UTC),
+            )
+        )
+
+    # -- writer thread ----------------------------------------------------------------
+    def _collect(self) -> list[Incoming]:
+        try:
+            first = self._q.get(timeout=0.1)
+        except queue.Empty:
+            return []
+        self._busy.set()
+        batch = [first]
+        deadline = time.monotonic() + self.settings.batch_ms / 1000
+        while len(batch) < self.settings.batch_size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                batch.append(self._q.get(timeout=left))
+            except queue.Empty:
+                break
+        return batch
+
+    def _write_loop(self) -> None:
+        while not (self._stop.is_set() and self._q.empty()):
+            batch = self._collect()
+            if batch:
+                try:
+                    self._commit(batch)
+                finally:
+                    self._busy.clear()
+
+    def _commit(self, batch: list[Incoming]) -> None:
+        s, m = self.settings, self.metrics
+        accepted: list[Accepted] = []
+        rejected: list[Rejected] = []
+        for inc in batch:
+            item = classify(inc.topic, inc.payload, inc.received_at, inc.retain, s.max_payload)
+            kind = where["kind"] if inc.topic and (where := topics.parse(inc.topic)) else "unknown"
+            m.messages_in.labels(kind=kind).inc()
+            (accepted if isinstance(item, Accepted) else rejected).append(item)
+        for r in rejected:
+            log_event(
+                log,
+                "dead_letter",
+                logging.WARNING,
+                topic=r.topic,
+                reason_kind=r.reason_kind,
+                reason=r.reason,
+                size=len(r.payload),
+            )
+        delay = 0.5
+        while True:
+            t0 = time.perf_counter()
+            try:
+                res = write_batch(self.engine, accepted, rejected)
+                break
+            except Exception as e:  # any store failure: keep the batch, retry, never ack
+                m.store_errors.inc()
+                transient = not hasattr(e, "orig") or is_transient(e)
+                log_event(
+                    log,
+                    "store_retry",
+                    logging.ERROR,
+                    error=str(e).splitlines()[0],
+                    transient=transient,
+                    retry_in=delay,
+                )
+                if self._stop.wait(delay):
+                    # Shutting down with a store that refuses: nothing is acked, so the
+                    # broker redelivers this batch to the next worker that starts.
+                    log_event(log, "batch_abandoned", logging.ERROR, size=len(batch))
+                    return
+                delay = min(delay * 2, 30)
+        m.batch_seconds.observe(time.perf_counter() - t0)
+        m.batch_size.observe(len(batch))
+        self._ack(batch)
+        now = datetime.now(UTC)
+        for a in accepted:
+            ts = a.message.ts if a.message.ts.tzinfo else a.message.ts.replace(tzinfo=UTC)
+            m.ingest_lag.observe(max(0.0, (now - ts).total_seconds()))
+        for k, n in res.stored.items():
+            m.stored.labels(kind=k).inc(n)
+        for k, n in res.duplicates.items():
+            if n:
+                m.duplicates.labels(kind=k).inc(n)
+        for k, n in res.dead.items():
+            m.dead_lettered.labels(reason=k).inc(n)
+        for gw, t in res.last_seen.items():
+            m.gateway_last_seen.labels(gw=gw).set(t.timestamp())
+        m.queue_depth.set(self._q.qsize())
+        self.totals["received"] += len(batch)
+        self.totals["stored"] += sum(res.stored.values())
+        self.totals["duplicates"] += sum(res.duplicates.values())
+        self.totals["dead"] += sum(res.dead.values())
+        log.debug(
+            "event=batch size=%d stored=%d duplicates=%d dead=%d",
+            len(batch),
+            sum(res.stored.values()),
+            sum(res.duplicates.values()),
+            sum(res.dead.values()),
+        )
+
+    def _ack(self, batch: list[Incoming]) -> None:
+        """Acknowledge, in arrival order, the messages of the current connection.
+
+        Messages from an earlier connection are redelivered by the broker anyway
+        (and recognised as duplicates); acking their old packet ids on a new
+        connection could acknowledge a different message.
+        """
+        c, gen = self._client, self._generation
+        if c is None:
+            return
+        for inc in batch:
+            if inc.qos > 0 and inc.generation == gen and self._connected.is_set():
+                c.ack(inc.mid, inc.qos)
+
+
+def serve(settings: HubSettings) -> None:
+    """Run one worker until SIGINT/SIGTERM."""
+    worker = HubWorker(settings).start()
+    done = threading.Event()
+
+    def _bye(signum, _frame) -> None:
+        log_event(log, "signal", signal=signal.Signals(signum).name)
+        done.set()
+
+    signal.signal(signal.SIGINT, _bye)
+    signal.signal(signal.SIGTERM, _bye)
+    done.wait()
+    worker.stop()

@@ -1,0 +1,96 @@
+"""Engines and migrations: SQLite file by default, PostgreSQL by URL.
+
+`open_engine(url)` creates the engine (SQLite in WAL mode with a busy timeout so
+several processes can share the file) and `migrate(engine)` runs the Alembic
+migrations shipped in this package up to head. Both are what `vigil hub serve`
+does on start; nothing else creates tables.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, text
+
+from contracts.paths import work_dir
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# Any fixed number: serialises concurrent `upgrade head` of several hub workers on PostgreSQL.
+_PG_MIGRATION_LOCK = 0x56494749  # "VIGI"
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or migrated; the message says what and what to do."""
+
+
+def default_url() -> str:
+    """The embedded default: a SQLite file in the work folder."""
+    return f"sqlite:///{work_dir() / 'hub.db'}"
+
+
+def postgres_url(db: str, host: str = "127.0.0.1", port: int = 5432, user: str = "postgres") -> str:
+    return f"postgresql+psycopg://{user}@{host}:{port}/{db}"
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL: readers (fleet, export) do not block the ingest writer; FULL: a committed
+    # (hence acknowledged) batch survives a power cut, not only a process crash.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def open_engine(url: str | None = None) -> Engine:
+    """An engine for `url` (default: `default_url()`); creates the SQLite folder."""
+    url = url or default_url()
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if url.startswith("postgresql") and "+" not in url.split(":", 1)[0]:
+        # psycopg 3 is the driver installed with the hub extra (not psycopg2).
+        url = url.replace("postgresql", "postgresql+psycopg", 1)
+    return create_engine(url, pool_pre_ping=True)
+
+
+def alembic_config(engine: Engine) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    return cfg
+
+
+def migrate(engine: Engine, revision: str = "head") -> str:
+    """Upgrade the schema to `revision`; returns the revision now current."""
+    cfg = alembic_config(engine)
+    try:
+        with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+            current = MigrationContext.configure(conn).get_current_revision()
+    except Exception as e:  # connection refused, missing database, permissions...
+        raise StoreError(
+            f"cannot migrate the hub store at {engine.url.render_as_string()}: {e}"
+        ) from e
+    log.info("store migrated url=%s revision=%s", engine.url.render_as_string(), current)
+    return current or ""
+
+
+def head_revision() -> str:
+    script = ScriptDirectory.from_config(alembic_config(create_engine("sqlite://")))
+    return script.get_current_head() or ""

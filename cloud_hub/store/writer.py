@@ -1,0 +1,433 @@
+"""Idempotent writes of validated gateway messages (and dead letters) in batches.
+
+One `write_batch` call is one transaction: the ingest commits a batch, then (and
+only then) acknowledges its messages to the broker. Rows are inserted with
+`INSERT ... ON CONFLICT (event_id) DO NOTHING ... RETURNING event_id` on both
+SQLite and PostgreSQL, so a redelivered message is recognised as a duplicate and
+the registry side effects (gateway state, stays, labels from feedback) are applied
+only for messages stored for the first time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, or_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from contracts.messages import Alarm, ModelState, Risk, Status, Vitals
+
+from .models import (
+    AlarmEvent,
+    DeadLetter,
+    Gateway,
+    GatewayStatus,
+    ModelStateEvent,
+    OutcomeLabel,
+    RiskEvent,
+    Stay,
+    VitalsSummary,
+)
+
+log = logging.getLogger(__name__)
+
+# Dead letters keep the raw bytes up to this size (plus the full size and sha256), so
+# a flood of oversized junk cannot fill the store.
+DEAD_LETTER_KEEP_BYTES = 64 * 1024
+
+KIND_TABLE: dict[type, Table] = {
+    Status: GatewayStatus.__table__,
+    Vitals: VitalsSummary.__table__,
+    Risk: RiskEvent.__table__,
+    Alarm: AlarmEvent.__table__,
+    ModelState: ModelStateEvent.__table__,
+}
+KIND_NAME: dict[type, str] = {
+    Status: "status",
+    Vitals: "vitals",
+    Risk: "risk",
+    Alarm: "alarm",
+    ModelState: "model",
+}
+
+GatewayMessage = Status | Vitals | Risk | Alarm | ModelState
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A validated message and when/how the hub received it."""
+
+    message: GatewayMessage
+    received_at: datetime
+    retained: bool = False
+    topic: str = ""
+    payload: bytes = b""  # as received, kept if the store refuses the row
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A message that failed validation: kept as a dead letter with the reason."""
+
+    topic: str
+    payload: bytes
+    reason_kind: (
+        str  # malformed | oversized | schema | topic_mismatch | unknown_topic | store_error
+    )
+    reason: str
+    received_at: datetime
+    gw: str | None = None
+
+
+@dataclass
+class BatchResult:
+    stored: Counter[str] = field(default_factory=Counter)  # by kind
+    duplicates: Counter[str] = field(default_factory=Counter)
+    dead: Counter[str] = field(default_factory=Counter)  # by reason_kind
+    stored_ids: set[str] = field(default_factory=set)
+    last_seen: dict[str, datetime] = field(default_factory=dict)  # gw -> received_at
+
+    def merge(self, other: BatchResult) -> None:
+        self.stored.update(other.stored)
+        self.duplicates.update(other.duplicates)
+        self.dead.update(other.dead)
+        self.stored_ids |= other.stored_ids
+        for gw, t in other.last_seen.items():
+            if gw not in self.last_seen or t > self.last_seen[gw]:
+                self.last_seen[gw] = t
+
+
+def _insert(conn: Connection, table: Table):
+    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
+
+
+def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> set[str]:
+    """Insert rows, skipping those whose event_id exists; returns the ids inserted."""
+    if not rows:
+        return set()
+    stmt = _insert(conn, table).on_conflict_do_nothing(index_elements=["event_id"])
+    return {r[0] for r in conn.execute(stmt.returning(table.c.event_id), list(rows))}
+
+
+def _model(ref) -> tuple[str | None, str | None]:
+    return (ref.name, ref.version) if ref is not None else (None, None)
+
+
+def as_utc(ts: datetime) -> datetime:
+    """Store UTC only (SQLite keeps wall time without the offset); naive means UTC."""
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
+
+def message_row(m: GatewayMessage, received_at: datetime, retained: bool = False) -> dict:
+    """The row of a message in its kind's table."""
+    base = {
+        "event_id": str(m.event_id),
+        "gw": m.gw,
+        "ts": as_utc(m.ts),
+        "received_at": as_utc(received_at),
+    }
+    if isinstance(m, Status):
+        name, version = _model(m.model)
+        return base | {
+            "state": m.state,
+            "agent_version": m.agent_version,
+            "model_name": name,
+            "model_version": version,
+            "channel": m.channel,
+            "outbox": m.outbox,
+            "beds": [b.model_dump() for b in m.beds],
+            "retained": retained,
+        }
+    if isinstance(m, Vitals):
+        return base | {
+            "bed": m.bed,
+            "stay": m.stay,
+            "step_start": as_utc(m.step_start),
+            "step_seconds": m.step_seconds,
+            "iculos_hours": m.iculos_hours,
+            "values": m.values,
+            "readings": m.readings,
+            "static": m.static,
+        }
+    if isinstance(m, Risk):
+        return base | {
+            "bed": m.bed,
+            "stay": m.stay,
+            "risk": m.risk,
+            "threshold": m.threshold,
+            "alarm_level": m.alarm_level,
+            "model_name": m.model.name,
+            "model_version": m.model.version,
+            "news2_total": m.news2.total,
+            "news2_risk": m.news2.risk,
+            "news2": m.news2.model_dump(),
+            "observed": m.observed,
+            "insufficient_data": m.insufficient_data,
+            "window_end": as_utc(m.window_end),
+        }
+    if isinstance(m, Alarm):
+        name, version = _model(m.model)
+        return base | {
+            "bed": m.bed,
+            "stay": m.stay,
+            "action": m.action,
+            "level": m.level,
+            "by": m.by,
+            "reason": m.reason,
+            "risk": m.risk,
+            "model_name": name,
+            "model_version": version,
+            "silence_seconds": m.silence_seconds,
+            "feedback": m.feedback,
+            "note": m.note,
+        }
+    if isinstance(m, ModelState):
+        name, version = _model(m.active)
+        return base | {
+            "state": m.state,
+            "name": m.name,
+            "version": m.version,
+            "channel": m.channel,
+            "reason": m.reason,
+            "active_name": name,
+            "active_version": version,
+        }
+    raise TypeError(f"not a gateway message: {type(m).__name__}")
+
+
+def dead_letter_row(r: Rejected) -> dict:
+    return {
+        "topic": r.topic,
+        "gw": r.gw,
+        "reason_kind": r.reason_kind,
+        "reason": r.reason,
+        "payload": r.payload[:DEAD_LETTER_KEEP_BYTES],
+        "size": len(r.payload),
+        "truncated": len(r.payload) > DEAD_LETTER_KEEP_BYTES,
+        "sha256": hashlib.sha256(r.payload).hexdigest(),
+        "received_at": r.received_at,
+    }
+
+
+def _touch_gateways(conn: Connection, last_seen: dict[str, datetime]) -> None:
+    """Per-gateway last seen (any message), creating unknown gateways on first sight."""
+    g = Gateway.__table__
+    for gw, t in last_seen.items():
+        stmt = _insert(conn, g).values(
+            gw=gw,
+            state="unknown",
+            agent_version="",
+            channel="",
+            outbox=0,
+            beds=[],
+            first_seen=t,
+            last_seen=t,
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["gw"],
+            set_={"last_seen": stmt.excluded.last_seen},
+            where=g.c.last_seen < stmt.excluded.last_seen,
+        )
+        conn.execute(stmt)
+
+
+def _apply_status(conn: Connection, s: Status, received_at: datetime) -> None:
+    """The registry follows the newest status by arrival: a last will carries the time
+    its session started (it was composed at connect), so it is older than the
+    'online' it overrides; the broker delivers a topic's messages in order."""
+    g = Gateway.__table__
+    name, version = _model(s.model)
+    values = {
+        "state": s.state,
+        "agent_version": s.agent_version,
+        "model_name": name,
+        "model_version": version,
+        "channel": s.channel,
+        "outbox": s.outbox,
+        "beds": [b.model_dump() for b in s.beds],
+        "status_ts": as_utc(s.ts),
+        "status_received_at": received_at,
+    }
+    stmt = _insert(conn, g).values(gw=s.gw, first_seen=received_at, last_seen=received_at, **values)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["gw"],
+        set_={k: stmt.excluded[k] for k in values},
+        where=or_(
+            g.c.status_received_at.is_(None),
+            g.c.status_received_at <= stmt.excluded.status_received_at,
+        ),
+    )
+    conn.execute(stmt)
+
+
+def _apply_model_state(conn: Connection, m: ModelState) -> None:
+    g = Gateway.__table__
+    conn.execute(
+        g.update()
+        .where(g.c.gw == m.gw)
+        .values(model_state=m.state, model_state_version=m.version, model_state_reason=m.reason)
+    )
+
+
+def _upsert_stays(conn: Connection, rows: Iterable[dict]) -> None:
+    st = Stay.__table__
+    latest: dict[str, dict] = {}
+    for r in rows:
+        cur = latest.get(r["stay"])
+        if cur is None or r["received_at"] > cur["last_seen"]:
+            latest[r["stay"]] = {
+                "stay": r["stay"],
+                "gw": r["gw"],
+                "bed": r["bed"],
+                "first_seen": r["received_at"],
+                "last_seen": r["received_at"],
+            }
+    for row in latest.values():
+        stmt = _insert(conn, st).values(**row)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["stay"],
+            set_={
+                "last_seen": stmt.excluded.last_seen,
+                "gw": stmt.excluded.gw,
+                "bed": stmt.excluded.bed,
+            },
+            where=st.c.last_seen < stmt.excluded.last_seen,
+        )
+        conn.execute(stmt)
+
+
+def _feedback_labels(conn: Connection, alarms: Iterable[Alarm]) -> None:
+    rows = [
+        {
+            "stay": a.stay,
+            "source": "feedback",
+            "source_ref": str(a.event_id),
+            "kind": a.feedback,
+            "onset_time": as_utc(a.ts),
+            "by": a.by,
+            "recorded_at": as_utc(a.ts),
+        }
+        for a in alarms
+        if a.action == "feedback" and a.feedback is not None
+    ]
+    if rows:
+        stmt = _insert(conn, OutcomeLabel.__table__).on_conflict_do_nothing(
+            index_elements=["source", "source_ref"]
+        )
+        conn.execute(stmt, rows)
+
+
+def _write(
+    conn: Connection, accepted: Sequence[Accepted], rejected: Sequence[Rejected]
+) -> BatchResult:
+    res = BatchResult()
+    by_kind: dict[type, list[Accepted]] = {}
+    seen: set[str] = set()
+    for a in accepted:
+        gw_t = res.last_seen.get(a.message.gw)
+        if gw_t is None or a.received_at > gw_t:
+            res.last_seen[a.message.gw] = a.received_at
+        eid = str(a.message.event_id)
+        if eid in seen:  # the same message twice in one batch
+            res.duplicates[KIND_NAME[type(a.message)]] += 1
+            continue
+        seen.add(eid)
+        by_kind.setdefault(type(a.message), []).append(a)
+    for r in rejected:
+        if r.gw:
+            gw_t = res.last_seen.get(r.gw)
+            if gw_t is None or r.received_at > gw_t:
+                res.last_seen[r.gw] = r.received_at
+
+    _touch_gateways(conn, res.last_seen)
+    for kind, items in by_kind.items():
+        rows = [message_row(a.message, a.received_at, a.retained) for a in items]
+        new = insert_ignore(conn, KIND_TABLE[kind], rows)
+        name = KIND_NAME[kind]
+        res.stored[name] += len(new)
+        res.duplicates[name] += len(items) - len(new)
+        res.stored_ids |= new
+        fresh = [a for a in items if str(a.message.event_id) in new]
+        if kind is Status:
+            for a in sorted(fresh, key=lambda a: a.received_at):
+                _apply_status(conn, a.message, a.received_at)
+        elif kind is ModelState:
+            for a in sorted(fresh, key=lambda a: a.received_at):
+                _apply_model_state(conn, a.message)
+        elif kind in (Vitals, Risk, Alarm):
+            _upsert_stays(conn, (r for r in rows if r["event_id"] in new))
+            if kind is Alarm:
+                _feedback_labels(conn, (a.message for a in fresh))
+    if rejected:
+        conn.execute(DeadLetter.__table__.insert(), [dead_letter_row(r) for r in rejected])
+        res.dead.update(r.reason_kind for r in rejected)
+    return res
+
+
+def is_transient(e: BaseException) -> bool:
+    """Connection trouble (retry the batch later) rather than a row the store refuses."""
+    return isinstance(e, OperationalError | InterfaceError) or (
+        isinstance(e, DBAPIError) and e.connection_invalidated
+    )
+
+
+def write_batch(
+    engine: Engine, accepted: Sequence[Accepted], rejected: Sequence[Rejected] = ()
+) -> BatchResult:
+    """Store a batch in one transaction.
+
+    If the store refuses the batch because of one row (e.g. PostgreSQL refuses a NUL
+    character in text), every message is retried in its own transaction and the ones
+    still refused become dead letters (reason_kind 'store_error'), so one bad row can
+    never block the stream. Connection errors propagate: the caller retries the batch
+    later and acknowledges nothing meanwhile.
+    """
+    try:
+        with engine.begin() as conn:
+            return _write(conn, accepted, rejected)
+    except DBAPIError as e:
+        if is_transient(e):
+            raise
+        log.warning(
+            "event=batch_refused size=%d error=%s; storing one by one",
+            len(accepted) + len(rejected),
+            str(e.orig).strip().splitlines()[0],
+        )
+    total = BatchResult()
+    for a in accepted:
+        try:
+            with engine.begin() as conn:
+                total.merge(_write(conn, [a], []))
+        except DBAPIError as e:
+            if is_transient(e):
+                raise
+            reason = (
+                f"store refused {KIND_NAME[type(a.message)]}: {str(e.orig).strip().splitlines()[0]}"
+            )
+            rej = Rejected(
+                topic=a.topic,
+                payload=a.payload or a.message.to_json(),
+                reason_kind="store_error",
+                reason=reason,
+                received_at=a.received_at,
+                gw=a.message.gw,
+            )
+            with engine.begin() as conn:
+                total.merge(_write(conn, [], [rej]))
+    if rejected:
+        with engine.begin() as conn:
+            total.merge(_write(conn, [], rejected))
+    return total
+
+
+def utc(ts: datetime | None) -> datetime | None:
+    """Timestamps read back from SQLite are naive; they were written in UTC."""
+    if ts is None:
+        return None
+    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
