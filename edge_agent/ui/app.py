@@ -1,0 +1,243 @@
+"""The nurse terminal: a Textual app over the gateway core; `run_ui(gateway)` starts it.
+
+The app polls the core once a second in a worker thread (the gateway never waits on
+the UI), pushes the resulting `WardView` down to the screens, and sends the nurse's
+actions (acknowledge, silence, feedback) back through the core's alarm path, also in
+a worker thread, so a slow disk never freezes the screen.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+from textual.reactive import reactive
+
+from edge_agent.ui.messages import NurseAction, OpenBed
+from edge_agent.ui.port import ActionRefused, CorePort
+from edge_agent.ui.screens import (
+    BedsideScreen,
+    EventsScreen,
+    HelpScreen,
+    LoginScreen,
+    QuitScreen,
+    WardScreen,
+)
+from edge_agent.ui.screens.base import WardViewScreen
+from edge_agent.ui.screens.help import help_text
+from edge_agent.ui.view import WardView
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SILENCE_CHOICES = (60, 120, 300, 600)
+
+
+class VigilApp(App[None]):
+    """Ward, bedside, events and help screens over one `CorePort`."""
+
+    CSS_PATH = Path(__file__).parent / "styles" / "app.tcss"
+    TITLE = "Vigil"
+    ENABLE_COMMAND_PALETTE = False
+    BINDINGS = [
+        Binding("question_mark", "help", "Help", tooltip="this list of keys"),
+        Binding("w", "show_ward", "Ward", tooltip="all beds, sickest first"),
+        Binding("e", "show_events", "Events", tooltip="alarms, feedback, model and connection"),
+        Binding("q", "quit_ui", "Quit", tooltip="quit the terminal (asks first)"),
+    ]
+
+    ward: reactive[WardView | None] = reactive(None, always_update=True, init=False)
+    operator: reactive[str | None] = reactive(None, init=False)
+
+    def __init__(
+        self,
+        port: CorePort,
+        *,
+        operator: str | None = None,
+        refresh_seconds: float = 1.0,
+        silence_choices: tuple[int, ...] = DEFAULT_SILENCE_CHOICES,
+        blink: bool = True,
+    ) -> None:
+        super().__init__()
+        self.port = port
+        self._initial_operator = operator.strip() if operator and operator.strip() else None
+        self.refresh_seconds = refresh_seconds
+        self.silence_choices = silence_choices
+        self.blink = blink
+        self._fetching = False
+        self._alarming: set[str] = set()
+        self.actions_done = 0  # for tests and the bench: actions the core accepted
+
+    def screen_text(self) -> str:
+        """The current screen as plain text (for logs, the README and tests)."""
+        width, height = self.size
+        console = Console(
+            width=width,
+            height=height,
+            file=io.StringIO(),
+            force_terminal=True,
+            record=True,
+            legacy_windows=False,
+            safe_box=False,
+        )
+        console.print(
+            self.screen._compositor.render_update(
+                full=True, screen_stack=self._background_screens, simplify=True
+            )
+        )
+        return console.export_text()
+
+    # -- life cycle ---------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        self.push_screen(WardScreen(name="ward"))
+        self.operator = self._initial_operator
+        if self.operator is None:
+            self.push_screen(LoginScreen(name="login"), self._signed_in)
+        self.set_interval(self.refresh_seconds, self.poll)
+        if self.blink:
+            self.set_interval(0.5, self._blink)
+        self.poll()
+
+    def _signed_in(self, name: str | None) -> None:
+        if name:
+            self.operator = name
+            log.info("operator %s signed in to the terminal", name)
+
+    def _blink(self) -> None:
+        for banner in self.screen.query("AlarmBanner"):
+            banner.toggle_class("-blink")
+
+    # -- state down ---------------------------------------------------------------
+
+    def poll(self) -> None:
+        """Fetch a fresh view unless the last fetch is still running (never queue up)."""
+        if not self._fetching:
+            self._fetching = True
+            self._fetch()
+
+    @work(thread=True, group="poll")
+    def _fetch(self) -> None:
+        try:
+            view = self.port.ward_view()
+        except Exception:  # the screen keeps its last view; the log says why
+            log.exception("reading the gateway state for the terminal failed")
+            self.call_from_thread(self._fetch_done, None)
+            return
+        self.call_from_thread(self._fetch_done, view)
+
+    def _fetch_done(self, view: WardView | None) -> None:
+        self._fetching = False
+        if view is not None:
+            self.ward = view
+
+    def watch_ward(self, ward: WardView | None) -> None:
+        if ward is None:
+            return
+        alarming = {b.bed for b in ward.beds if b.alarming}
+        if alarming - self._alarming:
+            self.bell()  # a new alarm: the terminal rings as well as showing the banner
+        self._alarming = alarming
+        for screen in self.screen_stack:
+            if isinstance(screen, WardViewScreen):
+                screen.ward = ward
+
+    def watch_operator(self, operator: str | None) -> None:
+        for screen in self.screen_stack:
+            if isinstance(screen, WardViewScreen):
+                screen.operator = operator
+
+    def _feed(self, screen: WardViewScreen) -> WardViewScreen:
+        screen.ward = self.ward
+        screen.operator = self.operator
+        return screen
+
+    # -- navigation ---------------------------------------------------------------
+
+    def on_open_bed(self, message: OpenBed) -> None:
+        self._leave_to_ward()
+        self.push_screen(self._feed(BedsideScreen(message.bed, self.silence_choices)))
+
+    def _leave_to_ward(self) -> None:
+        while len(self.screen_stack) > 2 and not isinstance(self.screen, WardScreen):
+            self.pop_screen()
+
+    def action_show_ward(self) -> None:
+        self._leave_to_ward()
+
+    def action_show_events(self) -> None:
+        if isinstance(self.screen, EventsScreen):
+            return
+        self._leave_to_ward()
+        self.push_screen(self._feed(EventsScreen()))
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        screens = {"WARD": WardScreen, "BEDSIDE": BedsideScreen, "EVENTS": EventsScreen}
+        self.push_screen(HelpScreen(help_text(type(self), screens)))
+
+    def action_quit_ui(self) -> None:
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self.exit()
+
+        self.push_screen(QuitScreen(name="quit"), answer)
+
+    # -- actions up ---------------------------------------------------------------
+
+    def on_nurse_action(self, message: NurseAction) -> None:
+        if not self.operator:
+            self.notify("Sign in first: actions are recorded with your name.", severity="error")
+            self.push_screen(LoginScreen(name="login"), self._signed_in)
+            return
+        self._perform(message.request, self.operator)
+
+    @work(thread=True, group="actions")
+    def _perform(self, req: NurseAction.Request, by: str) -> None:
+        try:
+            if req.action == "acknowledge":
+                self.port.acknowledge(req.bed, by)
+                done = f"Bed {req.bed}: alarm acknowledged by {by}"
+            elif req.action == "silence":
+                seconds = int(req.silence_seconds or 0)
+                self.port.silence(req.bed, by, seconds)
+                done = f"Bed {req.bed}: silenced {seconds // 60} min by {by}"
+            elif req.action == "feedback":
+                self.port.feedback(req.bed, by, req.feedback or "", req.note)
+                done = f"Bed {req.bed}: feedback '{req.feedback}' recorded for {by}"
+            else:
+                raise ActionRefused(f"unknown action {req.action!r}")
+        except ActionRefused as e:
+            self.call_from_thread(self.notify, f"Bed {req.bed}: {e}", severity="warning")
+            return
+        except Exception as e:  # stored nowhere: the nurse must know it did not happen
+            log.exception("nurse action %s on bed %s failed", req.action, req.bed)
+            self.call_from_thread(
+                self.notify, f"Bed {req.bed}: {req.action} FAILED: {e}", severity="error"
+            )
+            return
+        log.info(done)
+        self.call_from_thread(self._action_done, done)
+
+    def _action_done(self, text: str) -> None:
+        self.actions_done += 1
+        self.notify(text)
+        self.poll()
+
+
+def run_ui(gateway: Any, *, operator: str | None = None, **kw: Any) -> None:
+    """Run the terminal over a started gateway core until the nurse quits.
+
+    The gateway keeps running in its own threads; the caller stops it afterwards.
+    `operator` defaults to the gateway's configured operator, else a sign-in prompt.
+    """
+    from edge_agent.ui.gateway_port import GatewayPort
+
+    port = GatewayPort(gateway)
+    VigilApp(port, operator=operator or port.configured_operator(), **kw).run()

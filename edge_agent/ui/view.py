@@ -1,0 +1,163 @@
+"""What the nurse terminal shows: immutable views of the gateway, built once per refresh.
+
+The screens render only these dataclasses. `edge_agent.ui.port` builds them from the
+gateway core's observable state; tests and snapshots can build them from fixed data
+with a fixed clock, so what is drawn is deterministic. Keeping the views frozen means a
+refresh never races with the data path: the core is read once, under its own lock, and
+the UI works on a copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from contracts.vitals import BY_NAME
+
+# A reading older than this is greyed and shown with its age (monitors send ~1 Hz).
+STALE_AFTER_SECONDS = 30.0
+
+ALARM_LEVELS = ("none", "watch", "alarm", "escalated")
+LEVEL_RANK = {name: i for i, name in enumerate(ALARM_LEVELS)}
+
+# The tiles of the bedside view, in patient-monitor order. Blood pressure is one tile
+# (systolic/diastolic with the mean in brackets), as monitors show NIBP.
+TILES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("hr", "HR", ("HR",)),
+    ("spo2", "SpO2", ("O2Sat",)),
+    ("bp", "BP", ("SBP", "DBP", "MAP")),
+    ("resp", "RESP", ("Resp",)),
+    ("temp", "TEMP", ("Temp",)),
+)
+
+# Units as a nurse reads them (the catalogue holds UCUM codes).
+DISPLAY_UNIT = {"/min": "/min", "%": "%", "Cel": "°C", "mm[Hg]": "mmHg"}
+
+
+def display_unit(vital: str) -> str:
+    unit = BY_NAME[vital].unit
+    return DISPLAY_UNIT.get(unit, unit)
+
+
+@dataclass(frozen=True)
+class VitalView:
+    """The latest reading of one vital sign on one bed."""
+
+    name: str  # catalogue name (HR, O2Sat, ...)
+    value: float | None
+    age_seconds: float | None  # since the reading; None: never seen
+    history: tuple[float, ...] = ()  # recent values, oldest first, for the sparkline
+
+    @property
+    def missing(self) -> bool:
+        return self.value is None
+
+    @property
+    def stale(self) -> bool:
+        return self.age_seconds is not None and self.age_seconds > STALE_AFTER_SECONDS
+
+
+@dataclass(frozen=True)
+class News2View:
+    total: int
+    band: str  # low, low-medium, medium, high
+    subscores: dict[str, int]
+    missing: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BedView:
+    """Everything the bedside tile set and the ward row show for one bed."""
+
+    bed: str
+    stay: str
+    vitals: dict[str, VitalView]
+    risk: float | None  # None: not scored yet (insufficient data)
+    risk_history: tuple[float, ...]
+    threshold: float
+    alarm_level: str  # none / watch / alarm / escalated
+    alarm_state: str  # none / active / acknowledged / silenced
+    model_name: str
+    model_version: str
+    news2: News2View | None = None
+    silenced_seconds_left: float | None = None
+    acknowledged_by: str | None = None
+    link: str = "ok"  # ok / stale / down (the monitor line of this bed)
+    insufficient_data: bool = False
+
+    @property
+    def alarming(self) -> bool:
+        """An alarm the nurse has not yet acknowledged or silenced: the banner shows."""
+        return self.alarm_level in ("alarm", "escalated") and self.alarm_state == "active"
+
+    def vital(self, name: str) -> VitalView:
+        return self.vitals.get(name) or VitalView(name=name, value=None, age_seconds=None)
+
+
+@dataclass(frozen=True)
+class GatewayView:
+    """The gateway's own health, for the status line."""
+
+    gw: str
+    broker_connected: bool
+    outbox: int
+    serial_link: str  # ok / stale / down
+    model_name: str
+    model_version: str
+    now: datetime
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EventView:
+    """One line of the events screen: alarms, feedback, model changes, connection state."""
+
+    ts: datetime
+    kind: str  # alarm / feedback / model / connection / ...
+    bed: str | None
+    text: str
+    by: str | None = None
+
+
+@dataclass(frozen=True)
+class WardView:
+    gateway: GatewayView
+    beds: tuple[BedView, ...]
+    events: tuple[EventView, ...] = ()
+
+    def bed(self, bed: str) -> BedView | None:
+        return next((b for b in self.beds if b.bed == bed), None)
+
+    def by_risk(self) -> tuple[BedView, ...]:
+        """Sickest first: unacknowledged alarms, then alarm level, then model risk, then NEWS2."""
+        return tuple(sorted(self.beds, key=ward_sort_key))
+
+
+def ward_sort_key(b: BedView) -> tuple:
+    return (
+        0 if b.alarming else 1,
+        -LEVEL_RANK.get(b.alarm_level, 0),
+        -(b.risk if b.risk is not None else -1.0),
+        -(b.news2.total if b.news2 else -1),
+        b.bed,
+    )
+
+
+def format_age(seconds: float | None) -> str:
+    """Compact age for a reading: 12s, 4m, 2h."""
+    if seconds is None:
+        return "never"
+    s = max(0, int(seconds))
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    return f"{s // 3600}h"
+
+
+def format_value(name: str, value: float | None) -> str:
+    if value is None:
+        return "---"
+    if name == "Temp":
+        return f"{value:.1f}"
+    return f"{value:.0f}"

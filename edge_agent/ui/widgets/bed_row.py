@@ -1,0 +1,69 @@
+"""One bed in the ward list: key vitals, risk, NEWS2 and alarm state on one line.
+
+Rendered as one Rich Text per row (64 beds refresh every second); the colours come
+from the component classes below, which app.tcss sets, so colour stays out of Python.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widgets import ListItem
+
+from edge_agent.ui.view import BedView, format_value
+
+# name, width, component class (monitor colours)
+COLUMNS = (
+    ("HR", 4, "bedrow--hr"),
+    ("O2Sat", 4, "bedrow--spo2"),
+    ("SBP", 4, "bedrow--bp"),
+    ("Resp", 4, "bedrow--resp"),
+    ("Temp", 5, "bedrow--temp"),
+)
+
+HEADER = (
+    f"{'BED':<8}{'RISK':>6} {'':1} {'NEWS2':>5}  "
+    + " ".join(f"{n if n != 'O2Sat' else 'SpO2':>{w}}" for n, w, _ in COLUMNS)
+    + "  ALARM"
+)
+
+
+class BedRow(ListItem):
+    COMPONENT_CLASSES = {
+        "bedrow--hr",
+        "bedrow--spo2",
+        "bedrow--bp",
+        "bedrow--resp",
+        "bedrow--temp",
+        "bedrow--stale",
+        "bedrow--none",
+        "bedrow--watch",
+        "bedrow--alarm",
+        "bedrow--escalated",
+    }
+
+    bed: reactive[BedView | None] = reactive(None, always_update=True)
+
+    def render(self) -> Text:
+        b = self.bed
+        if b is None:
+            return Text("")
+        style = self.get_component_rich_style
+        t = Text(no_wrap=True, overflow="ellipsis")
+        t.append(f"{b.bed:<8}")
+        risk = f"{b.risk:.2f}" if b.risk is not None else "--"
+        t.append(f"{risk:>6} ")
+        t.append("!" if b.alarming else " ", style("bedrow--alarm") if b.alarming else "")
+        n2 = str(b.news2.total) if b.news2 else "--"
+        t.append(f" {n2:>5}  ")
+        for i, (name, width, cls) in enumerate(COLUMNS):
+            v = b.vital(name)
+            s = style("bedrow--stale") if (v.missing or v.stale) else style(cls)
+            t.append(f"{format_value(name, v.value):>{width}}", s)
+            if i < len(COLUMNS) - 1:
+                t.append(" ")
+        state = {"acknowledged": " ack", "silenced": " silenced"}.get(b.alarm_state, "")
+        if b.alarm_level == "none":
+            state = ""
+        t.append(f"  {b.alarm_level.upper()}{state}", style(f"bedrow--{b.alarm_level}"))
+        return t

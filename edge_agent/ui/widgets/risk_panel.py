@@ -1,0 +1,54 @@
+"""The model's risk for one bed: score with its trend, threshold, alarm level, model version.
+
+Every risk shown carries the model name and version (patient safety: a nurse must
+know which model said so).
+"""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.reactive import reactive
+from textual.widget import Widget
+from textual.widgets import Sparkline, Static
+
+from edge_agent.ui.view import ALARM_LEVELS, BedView
+
+
+def trend_arrow(history: tuple[float, ...]) -> str:
+    """Rising, falling or steady over the last few scores (0.05 of risk is a real move)."""
+    if len(history) < 2:
+        return " "
+    recent = history[-min(len(history), 5) :]
+    delta = recent[-1] - recent[0]
+    if delta > 0.05:
+        return "▲"
+    if delta < -0.05:
+        return "▼"
+    return "▶"
+
+
+class RiskPanel(Widget):
+    bed: reactive[BedView | None] = reactive(None, always_update=True, layout=False)
+
+    def compose(self) -> ComposeResult:
+        yield Static("RISK", classes="risk--score", markup=False)
+        yield Sparkline([], classes="risk--trend")
+        yield Static("", classes="risk--level", markup=False)
+        yield Static("", classes="risk--model", markup=False)
+
+    def watch_bed(self, bed: BedView | None) -> None:
+        if not self.is_mounted or bed is None:
+            return
+        if bed.risk is None:
+            score = "RISK  --  not scored (insufficient data)"
+        else:
+            arrow = trend_arrow(bed.risk_history)
+            score = f"RISK {bed.risk:.2f} {arrow}  thr {bed.threshold:.2f}"
+        self.query_one(".risk--score", Static).update(score)
+        self.query_one(Sparkline).data = list(bed.risk_history)
+        level = self.query_one(".risk--level", Static)
+        for name in ALARM_LEVELS:
+            level.set_class(bed.alarm_level == name, f"-{name}")
+        state = {"acknowledged": " (ack)", "silenced": " (silenced)"}.get(bed.alarm_state, "")
+        level.update(f"{bed.alarm_level.upper()}{state}")
+        self.query_one(".risk--model", Static).update(f"{bed.model_name} {bed.model_version}")

@@ -1,0 +1,41 @@
+"""The status line: broker connected or buffering (outbox size), model, serial link, operator."""
+
+from __future__ import annotations
+
+from textual.reactive import reactive
+from textual.widgets import Static
+
+from edge_agent.ui.view import GatewayView
+
+
+def status_text(gw: GatewayView | None, operator: str | None) -> str:
+    if gw is None:
+        return "waiting for the gateway…"
+    broker = "● MQTT ok" if gw.broker_connected else "○ MQTT DOWN, buffering"
+    # Short enough for 80 columns: the model version must never be cut off.
+    return (
+        f"{gw.gw} │ {broker} │ outbox {gw.outbox} │ {gw.model_name} {gw.model_version}"
+        f" │ serial {gw.serial_link} │ {operator or 'not signed in'} │ "
+        f"{gw.now.strftime('%H:%M:%SZ')}"
+    )
+
+
+class StatusLine(Static):
+    gateway: reactive[GatewayView | None] = reactive(None, always_update=True, layout=False)
+    operator: reactive[str | None] = reactive(None)
+
+    def __init__(self, *args, **kw) -> None:
+        kw.setdefault("markup", False)  # bed ids and notes are text, not markup
+        super().__init__(*args, **kw)
+
+    def _refresh_text(self) -> None:
+        gw = self.gateway
+        self.update(status_text(gw, self.operator))
+        self.set_class(gw is not None and not gw.broker_connected, "-buffering")
+        self.set_class(gw is not None and gw.serial_link != "ok", "-link-trouble")
+
+    def watch_gateway(self, _gw: GatewayView | None) -> None:
+        self._refresh_text()
+
+    def watch_operator(self, _op: str | None) -> None:
+        self._refresh_text()
