@@ -63,7 +63,9 @@ class BedRow(ListItem):
             if i < len(COLUMNS) - 1:
                 t.append(" ")
         state = {"acknowledged": " ack", "silenced": " silenced"}.get(b.alarm_state, "")
-        if b.alarm_level == "none":
-            state = ""
-        t.append(f"  {b.alarm_level.upper()}{state}", style(f"bedrow--{b.alarm_level}"))
+        level = "·" if b.alarm_level == "none" else b.alarm_level.upper()
+        t.append(
+            f"  {level}{state if b.alarm_level != 'none' else ''}",
+            style(f"bedrow--{b.alarm_level}"),
+        )
         return t

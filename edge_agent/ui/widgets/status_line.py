@@ -11,12 +11,14 @@ from edge_agent.ui.view import GatewayView
 def status_text(gw: GatewayView | None, operator: str | None) -> str:
     if gw is None:
         return "waiting for the gateway…"
-    broker = "● MQTT ok" if gw.broker_connected else "○ MQTT DOWN, buffering"
+    if gw.broker_connected:
+        broker = f"● MQTT ok, outbox {gw.outbox}"
+    else:
+        broker = f"○ MQTT DOWN, buffering {gw.outbox}"
     # Short enough for 80 columns: the model version must never be cut off.
     return (
-        f"{gw.gw} │ {broker} │ outbox {gw.outbox} │ {gw.model_name} {gw.model_version}"
-        f" │ serial {gw.serial_link} │ {operator or 'not signed in'} │ "
-        f"{gw.now.strftime('%H:%M:%SZ')}"
+        f"{broker} │ {gw.model_name} {gw.model_version} │ serial {gw.serial_link}"
+        f" │ {gw.gw} │ {operator or 'not signed in'} │ {gw.now.strftime('%H:%M:%SZ')}"
     )
 
 
