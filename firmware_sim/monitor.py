@@ -92,6 +92,9 @@ class Monitor:
             self.plan.add(spec)
         self.seq = 0
         self.stats = MonitorStats()
+        # Called with every Observation built (before faults touch the frame): for
+        # tests comparing sent and received values, and for in-process demos.
+        self.on_observation: Callable[[Observation], None] | None = None
         self.finished = False
 
     @classmethod
@@ -192,6 +195,8 @@ class Monitor:
             icu_admit=self.icu_admit,
             hospital_admit=self.hospital_admit,
         )
+        if self.on_observation is not None:
+            self.on_observation(obs)
         body = build_oru(obs).encode("ascii")
         out = b""
         for f in active:

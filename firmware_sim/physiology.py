@@ -19,10 +19,12 @@ Replay of the canonical table
 -----------------------------
 The row with ICULOS = k is played during simulated hours [k, k+1) after ICU admission
 (floor of the gateway's ICULOS = k). Its charted value is held through the hour; the
-change to the next charted hour is a linear ramp of `ramp_s` seconds (default 1200 s)
+change to the next charted hour is a linear ramp of `ramp_s` seconds (default 600 s)
 centred on the hour boundary, so trends are smooth and the median of an hour of
-readings is the charted value within the noise (`ramp_s=3600` interpolates linearly
-between hour centres). A value missing in an hour (NaN) is a sensor off for that whole
+readings (`contracts.preprocessing.aggregate_readings`) is the charted value within
+one noise sigma plus the display resolution (tested at 60 readings per hour);
+`ramp_s=3600` interpolates linearly between hour centres instead, at the price of
+hourly medians pulled towards the neighbouring hours. A value missing in an hour (NaN) is a sensor off for that whole
 hour: no ramp into or out of it, the last value is held to the end of its own hour.
 Hours beyond the last row end the replay. Static data: Age -> PID-7 birth date,
 Gender -> PID-8, ICULOS of the first row -> ICU admission time (PV1-44) such that the
@@ -135,7 +137,7 @@ class ReplaySource:
         values: np.ndarray,
         patient: Patient,
         seed: int = 0,
-        ramp_s: float = 1200.0,
+        ramp_s: float = 600.0,
     ) -> None:
         hours = np.asarray(iculos, dtype=np.float64)
         if hours.size == 0:
@@ -199,7 +201,7 @@ def _opt(x: object) -> float | None:
 
 
 def load_replay(
-    path: str | Path, stay_ids: Sequence[str], seed: int = 0, ramp_s: float = 1200.0
+    path: str | Path, stay_ids: Sequence[str], seed: int = 0, ramp_s: float = 600.0
 ) -> list[ReplaySource]:
     """Replay sources for `stay_ids` from the canonical Parquet table at `path`.
 
