@@ -160,6 +160,7 @@ class HubWorker:
         self._writer: threading.Thread | None = None
         self._client: mqtt.Client | None = None
         self._http = None
+        self._stopped = False
         self.totals = {"received": 0, "stored": 0, "duplicates": 0, "dead": 0}
 
     # -- lifecycle ------------------------------------------------------------------
@@ -208,14 +209,48 @@ class HubWorker:
         """True once connected and subscribed."""
         return self._subscribed.wait(timeout)
 
-    def stop(self, drain_seconds: float = 5.0) -> None:
-        """Commit and acknowledge what was received, then leave (the session stays)."""
+    def wait_idle(self, quiet: float = 0.5, timeout: float = 30.0) -> bool:
+        """True once nothing has arrived for `quiet` seconds and everything is committed."""
+        deadline = time.monotonic() + timeout
+        last = (-1, time.monotonic())
+        while time.monotonic() < deadline:
+            n = self.totals["received"] + self._q.qsize()
+            if n != last[0] or not self._q.empty() or self._busy.is_set():
+                last = (n, time.monotonic())
+            elif time.monotonic() - last[1] >= quiet:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def stop(self, drain_seconds: float = 5.0, retire: bool = False) -> None:
+        """Commit and acknowledge what was received, then leave.
+
+        By default the broker keeps this worker's session, and keeps queueing its
+        share of the shared subscription for it until it comes back (Mosquitto
+        does). `retire=True` is for a worker that will not come back: it leaves the
+        group, takes in what is still queued for it, and ends its session.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        c = self._client
+        if retire and c is not None and self._connected.is_set():
+            c.unsubscribe(
+                [topics.shared(f, self.settings.share_group) for f in topics.GATEWAY_FILTERS]
+            )
+            self.wait_idle(quiet=0.5, timeout=max(drain_seconds, 1.0))
         deadline = time.monotonic() + drain_seconds
         while time.monotonic() < deadline and (not self._q.empty() or self._busy.is_set()):
             time.sleep(0.01)
-        if self._client is not None:
-            self._client.disconnect()
-            self._client.loop_stop()
+        if c is not None:
+            props = None
+            if retire:
+                props = Properties(PacketTypes.DISCONNECT)
+                props.SessionExpiryInterval = 0
+            c.disconnect(properties=props)
+            c.loop_stop()
+            if retire:
+                log_event(log, "retired", worker=self.settings.worker_id)
         self._stop.set()
         if self._writer is not None:
             self._writer.join(timeout=drain_seconds + 5)

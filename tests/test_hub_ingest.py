@@ -81,7 +81,7 @@ def hub(broker, engine):
 
     yield start
     for w in workers:
-        w.stop(drain_seconds=1)
+        w.stop(drain_seconds=1, retire=True)
 
 
 def count(engine, model, *where) -> int:
@@ -211,3 +211,23 @@ def test_metrics_endpoint_reports_ingest(broker, engine, hub):
 def test_topic_of_helper_matches_contract():
     # guards the helper the other tests rely on
     assert topic_of(vitals(gw="g", bed="b")) == "vigil/v1/gw/g/bed/b/vitals"
+
+
+def test_a_retired_worker_takes_in_its_queue_and_stops_getting_a_share(broker, engine, hub):
+    group = f"g{uuid.uuid4().hex[:6]}"
+    gone_id = f"gone-{uuid.uuid4().hex[:6]}"
+    a = hub(share_group=group)
+    gone = hub(share_group=group, worker_id=gone_id)
+    gone.stop(drain_seconds=1)  # stopped, not retired: the broker keeps its share
+    pub = Publisher(broker.port)
+    pub.send_messages([vitals(hour=h / 10) for h in range(40)])
+    a.wait_idle()
+    assert 0 < a.totals["stored"] < 40, a.totals  # the rest waits in gone's session
+    back = hub(share_group=group, worker_id=gone_id)
+    wait_until(lambda: count(engine, VitalsSummary) == 40, what="the queued share")
+    back.stop(drain_seconds=2, retire=True)
+    before = a.totals["stored"]
+    pub.send_messages([vitals(hour=10 + h / 10) for h in range(20)])
+    wait_until(lambda: a.totals["stored"] == before + 20, what="every message at the survivor")
+    assert count(engine, VitalsSummary) == 60
+    pub.close()

@@ -20,6 +20,8 @@ from sqlalchemy import Engine, create_engine, event, text
 from contracts.paths import work_dir
 
 log = logging.getLogger(__name__)
+# Alembic narrates every step at INFO; the hub logs one line per migration instead.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # Any fixed number: serialises concurrent `upgrade head` of several hub workers on PostgreSQL.

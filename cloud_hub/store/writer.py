@@ -255,9 +255,12 @@ def _apply_status(conn: Connection, s: Status, received_at: datetime) -> None:
         "status_received_at": received_at,
     }
     stmt = _insert(conn, g).values(gw=s.gw, first_seen=received_at, last_seen=received_at, **values)
+    # 'offline' (usually the last will, composed when the session began) changes the
+    # state only: versions, channel, outbox and beds stay as last reported online.
+    keys = values if s.state == "online" else ("state", "status_ts", "status_received_at")
     stmt = stmt.on_conflict_do_update(
         index_elements=["gw"],
-        set_={k: stmt.excluded[k] for k in values},
+        set_={k: stmt.excluded[k] for k in keys},
         where=or_(
             g.c.status_received_at.is_(None),
             g.c.status_received_at <= stmt.excluded.status_received_at,

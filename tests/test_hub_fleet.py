@@ -1,0 +1,134 @@
+"""Fleet registry from retained statuses and last wills, through a REAL Mosquitto.
+
+A "gateway" here is a separate process (a paho client with a last will); killing it
+with SIGKILL is the unclean loss the will exists for: the broker publishes the will
+and the hub marks the gateway offline.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import uuid
+
+import pytest
+from hub_support import (
+    Mosquitto,
+    Publisher,
+    fresh_engine,
+    needs_mosquitto,
+    postgres_database,
+    status,
+    vitals,
+    wait_until,
+)
+from typer.testing import CliRunner
+
+from cloud_hub.fleet import fleet
+from cloud_hub.ingest import HubSettings, HubWorker
+from vigil_cli.main import app
+
+pytestmark = needs_mosquitto
+
+GATEWAY = textwrap.dedent(
+    """
+    import sys, time, threading
+    sys.path.insert(0, {tests!r})
+    from hub_support import Publisher, status
+    gw, port = sys.argv[1], int(sys.argv[2])
+    will = status(gw=gw, state="offline")
+    pub = Publisher(port, client_id=gw, will=will)
+    pub.send_messages([status(gw=gw, outbox=12, version="4")], retain=True)
+    print("ready", flush=True)
+    time.sleep(600)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory):
+    b = Mosquitto(tmp_path_factory.mktemp("mosquitto")).start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="module")
+def pg_url():
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path):
+    url = (
+        f"sqlite:///{tmp_path}/hub.db"
+        if request.param == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    e = fresh_engine(url)
+    yield url, e
+    e.dispose()
+
+
+def start_gateway(broker, gw: str) -> subprocess.Popen:
+    from pathlib import Path
+
+    code = GATEWAY.format(tests=str(Path(__file__).parent))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, gw, str(broker.port)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def by_gw(engine) -> dict:
+    return {g.gw: g for g in fleet(engine)}
+
+
+def test_fleet_from_retained_status_and_last_will(broker, db):
+    url, engine = db
+    gw_a, gw_b = f"gwa-{uuid.uuid4().hex[:6]}", f"gwb-{uuid.uuid4().hex[:6]}"
+    gateway = start_gateway(broker, gw_a)  # online BEFORE the hub starts: retained
+    worker = HubWorker(
+        HubSettings(mqtt_port=broker.port, worker_id=uuid.uuid4().hex[:8], batch_ms=20), engine
+    ).start(migrate_store=False)
+    try:
+        assert worker.wait_ready()
+        wait_until(lambda: gw_a in by_gw(engine), what="the retained status")
+        g = by_gw(engine)[gw_a]
+        assert (g.state, g.outbox, g.model, g.agent_version) == (
+            "online",
+            12,
+            "vigil-gru@4",
+            "0.1.0",
+        )
+        # a second gateway comes and goes cleanly, telling the hub it is offline
+        pub = Publisher(broker.port)
+        pub.send_messages([status(gw=gw_b), vitals(gw=gw_b)])
+        wait_until(lambda: by_gw(engine).get(gw_b) and by_gw(engine)[gw_b].state == "online")
+        gateway.kill()  # SIGKILL: no DISCONNECT, the broker publishes the will
+        gateway.wait(10)
+        wait_until(lambda: by_gw(engine)[gw_a].state == "offline", what="the last will")
+        pub.send_messages([status(gw=gw_b, state="offline")], retain=True)
+        wait_until(lambda: by_gw(engine)[gw_b].state == "offline")
+        pub.close()
+    finally:
+        if gateway.poll() is None:
+            gateway.kill()
+        worker.stop(drain_seconds=1, retire=True)
+        for gw in (gw_a, gw_b):  # clear the retained messages for the next parameter
+            p = Publisher(broker.port)
+            p.send(f"vigil/v1/gw/{gw}/status", b"", retain=True)
+            p.close()
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["hub", "fleet", "--json", "--db", url])
+    assert res.exit_code == 0, res.output
+    rows = {r["gw"]: r for r in json.loads(res.output)}
+    assert rows[gw_a]["state"] == "offline" and rows[gw_a]["model"] == "vigil-gru@4"
+    assert rows[gw_a]["last_seen"].endswith("Z")
+    table = runner.invoke(app, ["hub", "fleet", "--db", url]).output
+    assert "GATEWAY" in table and gw_a in table and "offline" in table
+    assert "2 gateways, 0 online" in table
