@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from contracts import paths
+from contracts import paths, topics
 from contracts.topics import check_id
 
 HUB_IDENTITY = "hub"
@@ -335,6 +335,8 @@ class CertificateAuthority:
             folder=str(folder.relative_to(self.root)),
         )
         self._save_index([*self.index(), rec])
+        if kind in ("gateway", "hub"):
+            self.write_broker_access()
         return rec
 
     def enroll_gateway(
@@ -400,6 +402,7 @@ class CertificateAuthority:
             key_file="server.key",
         )
         _write_public(self.broker_dir / "crl.pem", self.crl_path.read_bytes())
+        self.write_broker_access()
         return rec
 
     # -- revocation --------------------------------------------------------------
@@ -427,6 +430,7 @@ class CertificateAuthority:
             )
         self._save_index(rows)
         self.write_crl()
+        self.write_broker_access()
         return hit
 
     def write_crl(self, *, days: int = DEFAULT_CRL_DAYS) -> Path:
@@ -460,3 +464,76 @@ class CertificateAuthority:
         if self.broker_dir.exists():
             _write_public(self.broker_dir / "crl.pem", pem)
         return self.crl_path
+
+    # -- broker access for the strict config (Mosquitto dynamic-security plugin) --------
+    @property
+    def broker_access_path(self) -> Path:
+        return self.broker_dir / "dynamic-security.json"
+
+    def write_broker_access(self) -> Path:
+        """Write the dynamic-security config for `deploy/mosquitto/mosquitto-strict.conf`.
+
+        One client and role per valid identity (Mosquitto 2.0's plugin has no `%u`
+        patterns). Unlike the acl_file it also checks SUBSCRIBE, so a gateway cannot
+        join the hub's `$share/hub/...` group. The broker reads it at start.
+        """
+        now = _iso(_now())
+        valid = [r for r in self.index() if r.revoked_at is None and r.not_after > now]
+        clients, roles = [], []
+        for name in sorted({r.name for r in valid if r.kind == "gateway"}):
+            role = f"gateway-{name}"
+            clients.append({"username": name, "roles": [{"rolename": role}]})
+            roles.append({"rolename": role, "acls": gateway_acls(name)})
+        if any(r.kind == "hub" for r in valid):
+            clients.append({"username": HUB_IDENTITY, "roles": [{"rolename": "hub"}]})
+            roles.append({"rolename": "hub", "acls": hub_acls()})
+        doc = {
+            "defaultACLAccess": {
+                "publishClientSend": False,
+                "publishClientReceive": False,
+                "subscribe": False,
+                "unsubscribe": True,
+            },
+            "clients": clients,
+            "groups": [],
+            "roles": roles,
+        }
+        _write_public(self.broker_access_path, json.dumps(doc, indent=2).encode())
+        return self.broker_access_path
+
+
+def _acl(kind: str, topic: str) -> dict[str, object]:
+    return {"acltype": kind, "topic": topic, "priority": 0, "allow": True}
+
+
+def gateway_acls(gw: str) -> list[dict[str, object]]:
+    """DESIGN.md "Access" for one gateway, as dynamic-security ACLs."""
+    bed = "BED"  # topics.* validate ids; swap in the MQTT wildcard afterwards
+    own = [
+        topics.status(gw),
+        topics.model_state(gw),
+        topics.vitals(gw, bed).replace(bed, "+"),
+        topics.risk(gw, bed).replace(bed, "+"),
+        topics.alarm(gw, bed).replace(bed, "+"),
+    ]
+    reads = [topics.cmd(gw), f"{topics.PREFIX}/models/#"]
+    return (
+        [_acl("publishClientSend", t) for t in own]
+        + [_acl("subscribePattern", t) for t in reads]
+        + [_acl("publishClientReceive", t) for t in reads]
+    )
+
+
+def hub_acls() -> list[dict[str, object]]:
+    """The hub reads every gateway topic (also as `$share/hub/...`), sends models and cmds."""
+    fleet = f"{topics.PREFIX}/gw/#"
+    models = f"{topics.PREFIX}/models/#"
+    return [
+        _acl("subscribePattern", fleet),
+        _acl("subscribePattern", topics.shared(fleet)),
+        _acl("subscribePattern", models),
+        _acl("publishClientReceive", fleet),
+        _acl("publishClientReceive", models),
+        _acl("publishClientSend", models),
+        _acl("publishClientSend", f"{topics.PREFIX}/gw/+/cmd"),
+    ]

@@ -128,6 +128,32 @@ def test_renewal_then_revoking_only_the_old_serial_keeps_the_new_one(ca):
         ca.revoke("gw-1", serial=old.serial)
 
 
+def test_strict_broker_access_lists_valid_identities_only(ca):
+    import json
+
+    ca.issue_server()
+    ca.issue_hub()
+    ca.enroll_gateway("gw-1")
+    ca.enroll_gateway("gw-2")
+    ca.revoke("gw-2")
+    doc = json.loads(ca.broker_access_path.read_text())
+    assert [c["username"] for c in doc["clients"]] == ["gw-1", "hub"]
+    assert not any(doc["defaultACLAccess"][k] for k in ("publishClientSend", "subscribe"))
+    roles = {r["rolename"]: r["acls"] for r in doc["roles"]}
+    sends = {a["topic"] for a in roles["gateway-gw-1"] if a["acltype"] == "publishClientSend"}
+    assert sends == {
+        "vigil/v1/gw/gw-1/status",
+        "vigil/v1/gw/gw-1/model",
+        "vigil/v1/gw/gw-1/bed/+/vitals",
+        "vigil/v1/gw/gw-1/bed/+/risk",
+        "vigil/v1/gw/gw-1/bed/+/alarm",
+    }
+    subs = {a["topic"] for a in roles["gateway-gw-1"] if a["acltype"] == "subscribePattern"}
+    assert subs == {"vigil/v1/gw/gw-1/cmd", "vigil/v1/models/#"}
+    hub_subs = {a["topic"] for a in roles["hub"] if a["acltype"] == "subscribePattern"}
+    assert "$share/hub/vigil/v1/gw/#" in hub_subs
+
+
 def test_the_ca_is_never_overwritten(ca):
     before = ca.ca_key_path.read_bytes()
     with pytest.raises(PkiError, match="already exists"):
