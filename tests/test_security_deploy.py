@@ -69,7 +69,7 @@ def test_compose_file_is_valid_for_the_compose_cli(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     resolved = yaml.safe_load(out.stdout)
-    assert set(resolved["services"]) == {"mosquitto", "postgres", "mlflow", "hub"}
+    assert set(resolved["services"]) == {"mosquitto-init", "mosquitto", "postgres", "mlflow", "hub"}
     # a missing secret is an error naming it, not an empty password
     env.pop("POSTGRES_PASSWORD")
     out = subprocess.run(
@@ -81,7 +81,7 @@ def test_compose_file_is_valid_for_the_compose_cli(tmp_path):
 def test_compose_runs_the_shipped_broker_config_with_data_volumes():
     doc = yaml.safe_load(COMPOSE.read_text())
     services = doc["services"]
-    assert set(services) == {"mosquitto", "postgres", "mlflow", "hub"}
+    assert set(services) == {"mosquitto-init", "mosquitto", "postgres", "mlflow", "hub"}
     mq = services["mosquitto"]
     assert mq["image"].startswith("eclipse-mosquitto:2")
     mounts = {v.split(":")[1]: v.split(":")[0] for v in mq["volumes"]}
@@ -95,7 +95,8 @@ def test_compose_runs_the_shipped_broker_config_with_data_volumes():
     assert "--artifacts-destination=/var/lib/mlflow/artifacts" in args
     assert ml["build"]["dockerfile"] == "deploy/docker/hub.Dockerfile"
     hub = services["hub"]
-    assert hub["environment"]["VIGIL_MQTT_PORT"] == "8883"
+    assert hub["environment"]["VIGIL_HUB_MQTT_PORT"] == "8883"
+    assert hub["environment"]["VIGIL_HUB_MQTT_HOST"] == "mosquitto"
     assert set(hub["secrets"]) == {"hub_tls_key", "bundle_signing_key"}
     named = set(doc["volumes"])
     assert named == {"mosquitto-data", "postgres-data", "mlflow-artifacts", "hub-data"}
@@ -103,6 +104,20 @@ def test_compose_runs_the_shipped_broker_config_with_data_volumes():
     assert named <= used
     for path in (ROOT / ml["build"]["dockerfile"], DEPLOY / "docker" / "postgres-init.sql"):
         assert path.exists(), path
+
+
+def test_compose_hub_settings_are_ones_the_hub_reads():
+    from cloud_hub.ingest import HubSettings
+
+    env = yaml.safe_load(COMPOSE.read_text())["services"]["hub"]["environment"]
+    fields = set(HubSettings.model_fields)
+    hub_vars = [k for k in env if k.startswith("VIGIL_HUB_")]
+    assert len(hub_vars) >= 6
+    for var in hub_vars:
+        assert var.removeprefix("VIGIL_HUB_").lower() in fields, var
+    azure = (AZURE / "modules" / "containerapps.bicep").read_text()
+    for var in re.findall(r"name: '(VIGIL_HUB_\w+)'", azure):
+        assert var.removeprefix("VIGIL_HUB_").lower() in fields, var
 
 
 # --- containers ------------------------------------------------------------------

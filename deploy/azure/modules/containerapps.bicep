@@ -158,14 +158,16 @@ resource hub 'Microsoft.App/containerApps@2024-03-01' = {
           args: ['hub', 'serve']
           env: [
             { name: 'VIGIL_HOME', value: '/var/lib/vigil' }
-            { name: 'VIGIL_HUB_DATABASE_URL', secretRef: 'database-url' }
+            // cloud_hub.ingest.HubSettings reads VIGIL_HUB_<FIELD>
+            { name: 'VIGIL_HUB_DB_URL', secretRef: 'database-url' }
+            { name: 'VIGIL_HUB_MQTT_HOST', value: mqttHost }
+            { name: 'VIGIL_HUB_MQTT_PORT', value: '8883' }
+            // Event Grid presents a publicly trusted server certificate: the system CA store.
+            { name: 'VIGIL_HUB_TLS_CA', value: '/etc/ssl/certs/ca-certificates.crt' }
+            { name: 'VIGIL_HUB_TLS_CERT', value: '/mnt/secrets/hub-tls-cert' }
+            { name: 'VIGIL_HUB_TLS_KEY', value: '/mnt/secrets/hub-tls-key' }
+            { name: 'VIGIL_HUB_METRICS_PORT', value: '8000' }
             { name: 'MLFLOW_TRACKING_URI', value: 'https://${mlflowHost}' }
-            { name: 'VIGIL_MQTT_HOST', value: mqttHost }
-            { name: 'VIGIL_MQTT_PORT', value: '8883' }
-            // Event Grid presents a publicly trusted server certificate: system CA store.
-            { name: 'VIGIL_MQTT_TLS_CA', value: '' }
-            { name: 'VIGIL_MQTT_TLS_CERT', value: '/mnt/secrets/hub-tls-cert' }
-            { name: 'VIGIL_MQTT_TLS_KEY', value: '/mnt/secrets/hub-tls-key' }
             { name: 'VIGIL_SIGNING_KEY_FILE', value: '/mnt/secrets/bundle-signing-key' }
             { name: 'AZURE_CLIENT_ID', value: identityClientId }
             { name: 'POSTGRES_HOST', value: postgresHost }
