@@ -132,7 +132,7 @@ def parse_fault(spec: str) -> FaultSpec:
     """Parse one fault spec; FaultSpecError naming what is wrong."""
     text = spec.strip()
     rest, _, beds = text.partition("#")
-    rest, _, when = rest.partition("@")
+    rest, at, when = rest.partition("@")
     kind, _, arg = rest.partition(":")
     kind = kind.strip()
     if kind not in KINDS:
@@ -150,7 +150,7 @@ def parse_fault(spec: str) -> FaultSpec:
     elif arg_v is not None:
         raise FaultSpecError(f"fault {spec!r}: {kind} takes no argument")
     start = length = None
-    if when:
+    if at:
         s, _, ln = when.partition("+")
         start = parse_time(s, spec, "start")
         if ln:

@@ -10,7 +10,8 @@ the next frame is written.
   not translated; the gateway opens `device` (e.g. /dev/pts/5) with pyserial. The
   simulator keeps the slave open so the gateway may close and reopen it; pyserial
   flushes the input on open, so a gateway starts with fresh frames (and may see the
-  tail of a frame first: skip to the next 0x0B).
+  tail of a frame first: skip to the next 0x0B). `flow_control=s` makes a full
+  buffer wait up to s seconds for the reader instead of dropping (RTS/CTS-like).
 - `SerialTransport`: a real serial device path (e.g. /dev/ttyUSB0) opened with
   pyserial at `baud`, 8N1, non-blocking writes.
 - `TcpServerTransport`: the monitor listens on host:port and the gateway connects as
@@ -27,6 +28,7 @@ import contextlib
 import errno
 import logging
 import os
+import select
 import socket
 import termios
 import tty
@@ -52,20 +54,32 @@ class Transport(Protocol):
 
 
 class _FdWriter:
-    """Whole-frame, non-blocking writes to a file descriptor."""
+    """Whole-frame, non-blocking writes to a file descriptor.
 
-    def __init__(self, fd: int) -> None:
+    With `flow_control` > 0 a full buffer makes the writer wait up to that many
+    seconds for the reader (as RTS/CTS hardware flow control would) before dropping.
+    """
+
+    def __init__(self, fd: int, flow_control: float = 0.0) -> None:
         self._fd = fd
         self._pending = b""
+        self.flow_control = flow_control
         self.overruns = 0
         self.bytes_sent = 0
         os.set_blocking(fd, False)
+
+    def _wait_writable(self) -> bool:
+        if self.flow_control <= 0:
+            return False
+        return bool(select.select([], [self._fd], [], self.flow_control)[1])
 
     def _flush(self) -> bool:
         while self._pending:
             try:
                 n = os.write(self._fd, self._pending)
             except BlockingIOError:
+                if self._wait_writable():
+                    continue
                 return False
             except OSError as e:
                 if e.errno in (errno.EIO, errno.EAGAIN):
@@ -76,32 +90,36 @@ class _FdWriter:
         return True
 
     def write(self, data: bytes) -> bool:
-        if not self._flush():
+        if not self._flush():  # the previous frame is still going out: drop this one whole
             self.overruns += 1
             return False
         try:
             n = os.write(self._fd, data)
         except (BlockingIOError, InterruptedError):
-            self.overruns += 1
-            return False
+            if not self._wait_writable():
+                self.overruns += 1
+                return False
+            n = 0
         except OSError as e:
             if e.errno == errno.EIO:  # no slave open on some systems
                 self.overruns += 1
                 return False
             raise
         self.bytes_sent += n
-        self._pending = data[n:]  # finish this frame before the next one
+        self._pending = data[n:]  # finished before the next frame is written
+        if self._pending and self.flow_control > 0:
+            self._flush()
         return True
 
 
 class PtyTransport(_FdWriter):
     """A pseudo-terminal pair; the gateway opens `address` (the slave device)."""
 
-    def __init__(self) -> None:
+    def __init__(self, flow_control: float = 0.0) -> None:
         self._master, self._slave = os.openpty()
         tty.setraw(self._slave, termios.TCSANOW)  # no CR->NL, no echo: bytes as sent
         self.device = os.ttyname(self._slave)
-        super().__init__(self._master)
+        super().__init__(self._master, flow_control)
 
     @property
     def address(self) -> str:

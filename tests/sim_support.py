@@ -65,7 +65,10 @@ class LineReader(threading.Thread):
 
     def run(self) -> None:
         while not self._halt.is_set():
-            chunk = self._read()
+            try:
+                chunk = self._read()
+            except OSError:  # the monitor went away (pty hung up): end of the line
+                return
             if chunk:
                 with self._lock:
                     self.data.extend(chunk)
