@@ -285,6 +285,9 @@ class HubWorker:
         if bad:
             log_event(log, "subscribe_refused", logging.ERROR, reasons=",".join(bad))
             return
+        log_event(
+            log, "subscribed", worker=self.settings.worker_id, group=self.settings.share_group
+        )
         self._subscribed.set()
 
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _props) -> None:
