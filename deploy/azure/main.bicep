@@ -7,7 +7,7 @@ targetScope = 'resourceGroup'
 @description('Azure region for every resource.')
 param location string = resourceGroup().location
 
-@description('Short prefix for resource names (3-10 lowercase letters/digits).')
+@description('Short prefix for resource names (3-10 lowercase letters/digits, no hyphen: storage account names allow none).')
 @minLength(3)
 @maxLength(10)
 param namePrefix string = 'vigil'
@@ -50,7 +50,7 @@ module vault 'modules/keyvault.bicep' = {
   name: 'keyvault'
   params: {
     location: location
-    name: '${namePrefix}kv${suffix}'
+    name: take('${namePrefix}kv${suffix}', 24) // Key Vault: at most 24 characters
     readerPrincipalId: identity.properties.principalId
     tags: tags
   }
@@ -60,7 +60,7 @@ module storage 'modules/storage.bicep' = {
   name: 'storage'
   params: {
     location: location
-    name: '${namePrefix}st${suffix}'
+    name: take(toLower('${namePrefix}st${suffix}'), 24) // storage: 3-24 lowercase letters/digits
     contributorPrincipalId: identity.properties.principalId
     tags: tags
   }
