@@ -58,9 +58,9 @@ def register(app: typer.Typer) -> None:
         ),
         window: int = typer.Option(12, "--window", help="Window length in hours (steps)."),
         units: int = typer.Option(32, "--units", help="Recurrent units."),
-        epochs: int = typer.Option(4, "--epochs", help="Maximum epochs (best by val AUROC kept)."),
+        epochs: int = typer.Option(12, "--epochs", help="Maximum epochs (best by val AUROC kept)."),
         lr: float = typer.Option(2e-3, "--lr", help="Adam learning rate."),
-        batch_size: int = typer.Option(512, "--batch-size", help="Training batch size."),
+        batch_size: int = typer.Option(1024, "--batch-size", help="Training batch size."),
         class_weight: str = typer.Option(
             "auto", "--class-weight", help="auto (balanced by class frequency) or none."
         ),

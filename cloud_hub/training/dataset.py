@@ -280,8 +280,11 @@ def load_table(path: str) -> tuple[pd.DataFrame, str]:
             f"canonical table {p} not found: import one first "
             "(vigil convert physionet --out data/canonical/physionet2019.parquet)"
         )
-    try:
+    try:  # the importers' reader: it also checks the columns and returns the fingerprint
         from converters.physionet import load_canonical
-    except ImportError as e:  # the importer is another part; say what is missing
-        raise DatasetError(f"cannot read {p}: converters.physionet unavailable ({e})") from e
+    except ImportError:
+        try:
+            from converters.canonical_io import load_canonical
+        except ImportError as e:  # the importers are another part; say what is missing
+            raise DatasetError(f"cannot read {p}: no canonical reader in converters ({e})") from e
     return load_canonical(p)

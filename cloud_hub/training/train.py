@@ -54,10 +54,11 @@ class TrainConfig:
     archs: tuple[str, ...] = ARCHITECTURES
     steps: int = 12
     units: int = 32
-    epochs: int = 4
+    epochs: int = 12
     lr: float = 2e-3
-    batch_size: int = 512
+    batch_size: int = 1024
     class_weight: str = "auto"  # auto: balanced by class frequency; none
+    patience: int = 3  # epochs without a better validation AUROC before stopping
     seed: int = 2019
     limit_stays: int | None = None
     min_observed: int = 3
@@ -257,6 +258,7 @@ def train(
                 "epochs": cfg.epochs,
                 "lr": cfg.lr,
                 "batch_size": cfg.batch_size,
+                "patience": cfg.patience,
                 "class_weight": cfg.class_weight,
                 "class_weight_values": json.dumps(weights) if weights else "none",
                 "parameters": model.count_params(),
@@ -278,7 +280,7 @@ def train(
                 _epoch_callback(arch, cfg.epochs, echo),
                 # Keep the epoch with the best validation AUROC, not merely the last.
                 keras.callbacks.EarlyStopping(
-                    monitor="val_auc", mode="max", patience=2, restore_best_weights=True
+                    monitor="val_auc", mode="max", patience=cfg.patience, restore_best_weights=True
                 ),
             ],
         )
