@@ -1,0 +1,248 @@
+"""`vigil convert tflite` (Keras or MLflow model → signed int8 bundle) and `vigil convert verify`.
+
+    vigil convert tflite [--model-uri models:/vigil-sepsis@champion | --keras M.keras]
+        --data CANONICAL.parquet --key signing.key --out models/default
+    vigil convert verify BUNDLE [--trusted DIR_OR_PUB ...]
+
+`tflite` rebuilds the run's split from the canonical table (seed, window, subset from
+the MLflow run, or from the options for a bare .keras file), checks that the data
+reproduces the run's preprocessing exactly (else: train/serve skew, refused), then
+calls `converters.bundle_build.build_bundle`. `verify` makes every check a gateway
+makes before activating a bundle and exits non-zero with the reason on failure.
+TensorFlow and MLflow are imported inside the commands (`vigil --help` stays fast).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from contracts.paths import default_trusted_keys_dir, work_dir
+
+DEFAULT_MODEL_URI = "models:/vigil-sepsis@champion"
+
+
+def _fail(msg: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {msg}", err=True)
+    return typer.Exit(code)
+
+
+def default_trusted() -> list[Path]:
+    """The repository's trusted keys and the local key folder, where they exist."""
+    return [p for p in (default_trusted_keys_dir(), work_dir() / "keys") if p.exists()]
+
+
+def _load_table(path: Path) -> tuple[Any, str]:
+    """Canonical table and its fingerprint, read as training reads it."""
+    from cloud_hub.training.dataset import load_table
+
+    return load_table(str(path))
+
+
+def _from_mlflow(uri: str, tracking_uri: str | None) -> dict[str, Any]:
+    """The model and what its run recorded: spec, seed, window, subset, metrics."""
+    import mlflow
+    import mlflow.keras
+    from mlflow.exceptions import MlflowException
+
+    from cloud_hub.training import tracking
+
+    mlflow.set_tracking_uri(tracking.resolve_tracking_uri(tracking_uri))
+    try:
+        return _read_run(uri)
+    except MlflowException as e:
+        raise ValueError(f"{uri}: {str(e).splitlines()[0]}") from None
+
+
+def _read_run(uri: str) -> dict[str, Any]:
+    import mlflow
+    import mlflow.keras
+
+    from contracts.preprocessing import PreprocessSpec
+
+    client = mlflow.MlflowClient()
+    version = ""
+    if uri.startswith("models:/"):
+        ref = uri[len("models:/") :]
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            mv = client.get_model_version_by_alias(name, alias)
+        else:
+            name, ver = ref.rsplit("/", 1)
+            mv = client.get_model_version(name, ver)
+        run_id, version = mv.run_id, str(mv.version)
+    elif uri.startswith("runs:/"):
+        run_id = uri[len("runs:/") :].split("/", 1)[0]
+    else:
+        raise ValueError("--model-uri must be models:/NAME@ALIAS, models:/NAME/V or runs:/ID/…")
+    run = client.get_run(run_id)
+    params = run.data.params
+    spec = PreprocessSpec.model_validate(
+        mlflow.artifacts.load_dict(f"runs:/{run_id}/preprocess_spec.json")
+    )
+    limit = params.get("limit_stays", "all")
+    return {
+        "model": mlflow.keras.load_model(uri),
+        "run_id": run_id,
+        "version": version,
+        "spec": spec,
+        "architecture": params.get("architecture", run.data.tags.get("architecture", "")),
+        "seed": int(params.get("seed", 2019)),
+        "limit_stays": None if limit in ("all", "None", "") else int(limit),
+        "fingerprint": params.get("dataset_fingerprint", ""),
+        "metrics": {k: v for k, v in run.data.metrics.items() if k.startswith(("val_", "test_"))},
+    }
+
+
+def _window_steps(model: Any) -> int:
+    return next((int(t.shape[1]) for t in model.inputs if t.name == "window"), 0)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("tflite")
+    def tflite_cmd(
+        model_uri: str | None = typer.Option(
+            None, "--model-uri", help=f"MLflow model (default {DEFAULT_MODEL_URI})."
+        ),
+        keras_path: Path | None = typer.Option(
+            None, "--keras", help="A .keras file instead of an MLflow model."
+        ),
+        data: Path | None = typer.Option(
+            None,
+            "--data",
+            help="Canonical table (default <work_dir>/canonical/physionet2019.parquet).",
+        ),
+        key: Path | None = typer.Option(
+            None, "--key", help="Signing key (default <work_dir>/keys/signing.key)."
+        ),
+        out: Path = typer.Option(..., "--out", help="Bundle folder to write (replaced whole)."),
+        tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow store."),
+        seed: int | None = typer.Option(None, help="Split seed (--keras; default 2019)."),
+        limit_stays: int | None = typer.Option(
+            None, "--limit-stays", help="Seeded subset of N stays, as in training (--keras)."
+        ),
+        name: str = typer.Option("vigil-sepsis", help="Bundle name."),
+        version: str | None = typer.Option(
+            None, help="Bundle version (default: registry version, else a UTC timestamp)."
+        ),
+        architecture: str | None = typer.Option(None, help="Architecture (default: the run's)."),
+        max_abs_diff: float = typer.Option(0.10, help="Refuse if max |float - int8| exceeds."),
+        max_delta_auroc: float = typer.Option(0.02, help="Refuse if |ΔAUROC| exceeds."),
+        timeout: float = typer.Option(600.0, help="Converter time limit, seconds."),
+    ) -> None:
+        """Convert a trained model to a signed int8 TFLite bundle (parity-checked)."""
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        logging.getLogger("tensorflow").setLevel(logging.ERROR)
+        from cloud_hub.training.dataset import DatasetError, prepare
+        from cloud_hub.training.train import default_data_path
+
+        from .bundle_build import build_bundle, utc_now
+        from .tflite import ConversionError, Tolerances
+
+        if model_uri and keras_path:
+            raise _fail("give --model-uri or --keras, not both")
+        signing_key = key or work_dir() / "keys" / "signing.key"
+        if not signing_key.exists():
+            raise _fail(f"signing key {signing_key} not found: run `vigil hub keys init`")
+        try:
+            if keras_path is not None:
+                import keras
+
+                if not keras_path.exists():
+                    raise _fail(f"Keras model {keras_path} not found")
+                model = keras.models.load_model(keras_path, compile=False)
+                src: dict[str, Any] = {
+                    "model": model,
+                    "run_id": "",
+                    "version": "",
+                    "spec": None,
+                    "architecture": model.name,
+                    "seed": 2019 if seed is None else seed,
+                    "limit_stays": limit_stays,
+                    "fingerprint": "",
+                    "metrics": {},
+                }
+            else:
+                src = _from_mlflow(model_uri or DEFAULT_MODEL_URI, tracking_uri)
+                if src["spec"].window.steps != _window_steps(src["model"]):
+                    raise _fail("the run's preprocessing window differs from the model's input")
+            steps = _window_steps(src["model"])
+            if not steps:
+                raise _fail("the model has no input named 'window' [steps, features]")
+            table = data or default_data_path()
+            typer.echo(f"reading {table}")
+            df, fingerprint = _load_table(table)
+            if src["fingerprint"] and fingerprint != src["fingerprint"]:
+                raise _fail(
+                    f"{table} has fingerprint {fingerprint[:16]}…, the run was trained on "
+                    f"{src['fingerprint'][:16]}…: convert with the run's data"
+                )
+            prepared = prepare(
+                df,
+                steps=steps,
+                seed=src["seed"],
+                fingerprint=fingerprint,
+                limit_stays=src["limit_stays"],
+                min_observed=src["spec"].min_observed if src["spec"] else 3,
+            )
+            del df
+            if src["spec"] is not None and prepared.spec != src["spec"]:
+                raise _fail(
+                    "the data does not reproduce the run's preprocessing (normalisation "
+                    "constants differ): refusing a bundle that would skew train and serve"
+                )
+            built = build_bundle(
+                src["model"],
+                out,
+                signing_key,
+                spec=prepared.spec,
+                representative=prepared.splits["train"],
+                validation=prepared.splits["val"],
+                architecture=architecture or src["architecture"] or "unknown",
+                version=version or src["version"] or utc_now().replace(":", "").split(".")[0],
+                name=name,
+                metrics=src["metrics"],
+                mlflow_run_id=src["run_id"],
+                dataset_fingerprint=fingerprint,
+                tolerances=Tolerances(max_abs_diff=max_abs_diff, delta_auroc=max_delta_auroc),
+                timeout=timeout,
+                echo=typer.echo,
+            )
+        except ConversionError as e:
+            raise _fail(f"conversion {e}", 1) from None
+        except (DatasetError, ValueError, OSError) as e:
+            raise _fail(str(e)) from None
+        typer.echo(f"signed bundle: {built.folder}")
+
+    @app.command("verify")
+    def verify_cmd(
+        bundle: Path = typer.Argument(..., help="Bundle folder."),
+        trusted: list[Path] | None = typer.Option(
+            None,
+            "--trusted",
+            help="Trusted public key (.pub) or folder of them; repeatable "
+            "(default: models/trusted_keys and <work_dir>/keys).",
+        ),
+    ) -> None:
+        """Check a bundle as a gateway would: signature, sha256, schema, LiteRT, golden windows."""
+        from contracts.bundle import BundleError, load_trusted_keys
+
+        from .verify import verify_full
+
+        paths = trusted or default_trusted()
+        try:
+            keys = load_trusted_keys(paths)
+        except (OSError, ValueError) as e:
+            raise _fail(f"cannot read trusted keys: {e}") from None
+        if not keys:
+            raise _fail("no trusted public keys: pass --trusted DIR_OR_PUB")
+        try:
+            result = verify_full(bundle, keys)
+        except BundleError as e:
+            typer.echo(f"FAILED {bundle}: {e.reason}: {e.detail}")
+            raise typer.Exit(1) from None
+        typer.echo(result.line())
