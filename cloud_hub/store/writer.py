@@ -217,24 +217,29 @@ def dead_letter_row(r: Rejected) -> dict:
 
 def _touch_gateways(conn: Connection, last_seen: dict[str, datetime]) -> None:
     """Per-gateway last seen (any message), creating unknown gateways on first sight."""
+    if not last_seen:
+        return
     g = Gateway.__table__
-    for gw, t in last_seen.items():
-        stmt = _insert(conn, g).values(
-            gw=gw,
-            state="unknown",
-            agent_version="",
-            channel="",
-            outbox=0,
-            beds=[],
-            first_seen=t,
-            last_seen=t,
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["gw"],
-            set_={"last_seen": stmt.excluded.last_seen},
-            where=g.c.last_seen < stmt.excluded.last_seen,
-        )
-        conn.execute(stmt)
+    stmt = _insert(conn, g)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["gw"],
+        set_={"last_seen": stmt.excluded.last_seen},
+        where=g.c.last_seen < stmt.excluded.last_seen,
+    )
+    rows = [
+        {
+            "gw": gw,
+            "state": "unknown",
+            "agent_version": "",
+            "channel": "",
+            "outbox": 0,
+            "beds": [],
+            "first_seen": t,
+            "last_seen": t,
+        }
+        for gw, t in sorted(last_seen.items())  # one order for all writers: no deadlocks
+    ]
+    conn.execute(stmt, rows)
 
 
 def _apply_status(conn: Connection, s: Status, received_at: datetime) -> None:
@@ -291,18 +296,19 @@ def _upsert_stays(conn: Connection, rows: Iterable[dict]) -> None:
                 "first_seen": r["received_at"],
                 "last_seen": r["received_at"],
             }
-    for row in latest.values():
-        stmt = _insert(conn, st).values(**row)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["stay"],
-            set_={
-                "last_seen": stmt.excluded.last_seen,
-                "gw": stmt.excluded.gw,
-                "bed": stmt.excluded.bed,
-            },
-            where=st.c.last_seen < stmt.excluded.last_seen,
-        )
-        conn.execute(stmt)
+    if not latest:
+        return
+    stmt = _insert(conn, st)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["stay"],
+        set_={
+            "last_seen": stmt.excluded.last_seen,
+            "gw": stmt.excluded.gw,
+            "bed": stmt.excluded.bed,
+        },
+        where=st.c.last_seen < stmt.excluded.last_seen,
+    )
+    conn.execute(stmt, [latest[k] for k in sorted(latest)])
 
 
 def _feedback_labels(conn: Connection, alarms: Iterable[Alarm]) -> None:
