@@ -83,7 +83,7 @@ def register(app: typer.Typer) -> None:
             path = ca.write_crl(days=days)
         except (PkiError, ValueError) as e:
             raise _fail(e) from None
-        typer.echo(f"CRL: {path} (reload the broker: systemctl reload mosquitto)")
+        typer.echo(f"CRL: {path} (copy it to the broker, then: systemctl reload mosquitto)")
 
     @ca_app.command("list")
     def ca_list(pki: Path | None = PKI_OPTION) -> None:
@@ -134,5 +134,6 @@ def register(app: typer.Typer) -> None:
         serials = ", ".join(r.serial for r in hit)
         typer.echo(
             f"revoked {gateway_id} (serial {serials}); CRL {ca.crl_path}. Copy it to the "
-            "broker's crlfile and restart the broker so connected sessions are dropped."
+            "broker's crlfile and restart the broker (a reload refuses new connections; "
+            "a restart also drops the open session)."
         )

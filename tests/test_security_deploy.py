@@ -169,19 +169,25 @@ def test_gateway_image_copies_no_hub_code_and_runs_as_vigil():
 # --- systemd ---------------------------------------------------------------------
 
 
-def _unit_for_here(tmp_path: Path) -> Path:
-    """The shipped unit with ExecStart pointed at this checkout's vigil (verify needs it)."""
-    text = UNIT.read_text().replace("/opt/vigil/venv/bin/vigil", str(BIN / "vigil"))
-    out = tmp_path / UNIT.name
+def _unit_for_here(tmp_path: Path, unit: Path = UNIT) -> Path:
+    """A shipped unit with ExecStart pointed at this checkout's vigil (verify needs it)."""
+    text = unit.read_text().replace("/opt/vigil/venv/bin/vigil", str(BIN / "vigil"))
+    out = tmp_path / unit.name
     out.write_text(text)
     return out
 
 
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
-def test_systemd_unit_verifies_cleanly(tmp_path):
-    unit = _unit_for_here(tmp_path)
+@pytest.mark.parametrize("name", ["vigil-gateway.service", "vigil-crl.service"])
+def test_systemd_units_verify_cleanly(tmp_path, name):
+    unit = _unit_for_here(tmp_path, DEPLOY / "systemd" / name)
+    units = [unit]
+    timer = unit.with_suffix(".timer")
+    if (DEPLOY / "systemd" / timer.name).exists():
+        shutil.copy(DEPLOY / "systemd" / timer.name, timer)
+        units.append(timer)
     out = subprocess.run(
-        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60
+        ["systemd-analyze", "verify", *map(str, units)], capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stderr
     # unknown or misspelt keys are only warned about: treat any warning as a failure
