@@ -152,19 +152,24 @@ def build_bundle(
     golden_count: int = GOLDEN_COUNT,
     golden_tolerance: float = GOLDEN_TOLERANCE,
     timeout: float = DEFAULT_TIMEOUT_S,
+    tflite: bytes | None = None,
     echo: Callable[[str], None] | None = None,
 ) -> BuiltBundle:
     """Convert, check parity, choose/record the threshold, sign and write a bundle.
 
     Raises `converters.tflite.ConversionError` (conversion failed or refused) or
     `contracts.bundle.BundleError` (the written bundle does not verify); nothing is
-    written when conversion or parity fails.
+    written when conversion or parity fails. `tflite`: the model already converted
+    by `convert_int8` (conversion skipped; parity and everything else still run).
     """
     say = echo or log.info
     private = _private(signing_key)
     steps = spec.window.steps
-    say(f"converting {architecture} to int8 TFLite (window {steps} h, in a child process)")
-    blob = convert_int8(model, representative, timeout=timeout)
+    if tflite is None:
+        say(f"converting {architecture} to int8 TFLite (window {steps} h, in a child process)")
+        blob = convert_int8(model, representative, timeout=timeout)
+    else:
+        blob = bytes(tflite)
     say(f"int8 model: {len(blob) / 1024:.1f} KiB")
     parity = check_parity(model, blob, validation, tolerances=tolerances)
     say(parity.summary())
