@@ -153,7 +153,7 @@ print(json.dumps({{"risk": risk, "heavy": heavy}}))
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["heavy"] == [], f"imported without need: {out['heavy']}"
     np.testing.assert_allclose(out["risk"], expected, atol=1e-6)
-    assert 0.0 <= min(out["risk"]) and max(out["risk"]) <= 1.0
+    assert min(out["risk"]) >= 0.0 and max(out["risk"]) <= 1.0
 
 
 def test_inputs_are_mapped_by_name_not_position(small):
