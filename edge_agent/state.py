@@ -1,0 +1,378 @@
+"""The gateway's observable state: what the nurse terminal (and tests) read.
+
+The data path (decoder, windows, scoring, alarms, publisher) writes into one
+`GatewayState`; readers take `snapshot()`, an immutable, consistent copy built under
+the state's lock, so a screen refresh never races with the data path and never holds
+it up for longer than the copy. Changes are observable: `subscribe(fn)` calls `fn`
+with a `Change` after every update (from the writer's thread: keep it short, e.g. put
+it on a queue), and `changes()` gives such a queue ready-made.
+
+Stable interface for the UI (edge_agent/ui): `GatewayState.snapshot()` ->
+`GatewaySnapshot` (gateway health, counters, events) with one `BedSnapshot` per bed
+(latest vitals with their age, risk history, NEWS2 with sub-scores, alarm level and
+state, model name/version, monitor link). Nurse actions do not go through here: they
+go to `Gateway.acknowledge/silence/feedback`, which runs the alarm path and then
+updates this state.
+
+Time: wall-clock UTC from an injectable `clock`; reading ages are measured on that
+clock from when the reading ARRIVED (observation times run accelerated in replays).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from contracts.vitals import VITAL_NAMES
+
+VITAL_HISTORY = 120  # readings per vital kept for sparklines
+RISK_HISTORY = 48  # scored steps kept per bed
+EVENT_HISTORY = 500  # events kept for the events screen
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Change:
+    """What changed: kind is reading / risk / alarm / link / broker / outbox / model / event."""
+
+    kind: str
+    bed: str | None = None
+
+
+@dataclass(frozen=True)
+class VitalSnapshot:
+    name: str
+    value: float | None  # None: sensor off or never seen
+    age_seconds: float | None  # since the reading arrived; None: never seen
+    obs_time: datetime | None  # the monitor's observation time of that reading
+    history: tuple[float, ...] = ()  # recent valid values, oldest first
+
+
+@dataclass(frozen=True)
+class News2Snapshot:
+    total: int
+    band: str  # low / low-medium / medium / high
+    subscores: Mapping[str, int]
+    missing: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RiskPoint:
+    window_end: datetime  # observation time at which the scored step closed
+    risk: float | None  # None: insufficient data
+
+
+@dataclass(frozen=True)
+class BedSnapshot:
+    bed: str
+    stay: str
+    vitals: Mapping[str, VitalSnapshot]
+    risk: float | None  # latest model risk; None: not scored (insufficient data / no model)
+    risk_history: tuple[RiskPoint, ...]
+    threshold: float
+    insufficient_data: bool
+    observed: int  # raw vital values in the latest window
+    news2: News2Snapshot | None
+    alarm_level: str  # none / watch / alarm / escalated
+    alarm_state: str  # none / active / acknowledged / silenced
+    acknowledged_by: str | None
+    silenced_until: datetime | None
+    silenced_seconds_left: float | None
+    model_name: str
+    model_version: str
+    link: str  # ok / stale / down: the monitor line of this bed
+    readings: int  # decoded readings for this bed since start
+    last_obs_time: datetime | None
+
+
+@dataclass(frozen=True)
+class EventSnapshot:
+    ts: datetime
+    kind: str  # alarm / feedback / model / connection / link / decoder
+    bed: str | None
+    text: str
+    by: str | None = None
+
+
+@dataclass(frozen=True)
+class GatewaySnapshot:
+    gw: str
+    operator: str | None
+    now: datetime
+    broker_connected: bool
+    outbox: int  # messages written but not yet acknowledged by the broker
+    serial_link: str  # worst link over the beds: ok / stale / down
+    model_name: str
+    model_version: str
+    counters: Mapping[str, int]
+    beds: tuple[BedSnapshot, ...]
+    events: tuple[EventSnapshot, ...] = ()
+
+    @property
+    def buffering(self) -> bool:
+        """Messages are waiting in the outbox (broker down or slow)."""
+        return (not self.broker_connected) or self.outbox > 0
+
+    def bed(self, bed: str) -> BedSnapshot | None:
+        return next((b for b in self.beds if b.bed == bed), None)
+
+
+_LINK_RANK = {"ok": 0, "stale": 1, "down": 2}
+
+
+@dataclass
+class _Vital:
+    value: float | None = None
+    at: datetime | None = None
+    obs_time: datetime | None = None
+    history: deque = field(default_factory=lambda: deque(maxlen=VITAL_HISTORY))
+
+
+@dataclass
+class _Bed:
+    bed: str
+    stay: str = ""
+    vitals: dict[str, _Vital] = field(default_factory=lambda: {n: _Vital() for n in VITAL_NAMES})
+    risk: float | None = None
+    risk_history: deque = field(default_factory=lambda: deque(maxlen=RISK_HISTORY))
+    threshold: float = 0.0
+    insufficient: bool = True
+    observed: int = 0
+    news2: News2Snapshot | None = None
+    alarm_level: str = "none"
+    alarm_state: str = "none"
+    acknowledged_by: str | None = None
+    silenced_until: datetime | None = None
+    link: str = "down"
+    readings: int = 0
+    last_obs_time: datetime | None = None
+
+
+class GatewayState:
+    """Thread-safe, observable state of one gateway; see the module docstring."""
+
+    def __init__(
+        self,
+        gw: str,
+        beds: list[str],
+        *,
+        operator: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.gw = gw
+        self.operator = operator
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._beds: dict[str, _Bed] = {b: _Bed(bed=b) for b in beds}
+        self._broker_connected = False
+        self._outbox = 0
+        self._model = ("", "")
+        self._counters: dict[str, int] = {}
+        self._events: deque[EventSnapshot] = deque(maxlen=EVENT_HISTORY)
+        self._listeners: list[Callable[[Change], None]] = []
+
+    # --- observing -------------------------------------------------------------
+    def subscribe(self, fn: Callable[[Change], None]) -> Callable[[], None]:
+        """Call `fn(change)` after every update; returns a function that unsubscribes."""
+        with self._lock:
+            self._listeners.append(fn)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if fn in self._listeners:
+                    self._listeners.remove(fn)
+
+        return unsubscribe
+
+    def changes(self, maxsize: int = 10_000) -> queue.Queue[Change]:
+        """A queue that receives every Change (oldest dropped when full: a slow reader
+        must never block the data path)."""
+        q: queue.Queue[Change] = queue.Queue(maxsize=maxsize)
+
+        def put(c: Change) -> None:
+            try:
+                q.put_nowait(c)
+            except queue.Full:
+                try:
+                    q.get_nowait()
+                    q.put_nowait(c)
+                except (queue.Empty, queue.Full):
+                    pass
+
+        self.subscribe(put)
+        return q
+
+    def _notify(self, change: Change) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for fn in listeners:
+            fn(change)
+
+    def _bed(self, bed: str) -> _Bed:
+        b = self._beds.get(bed)
+        if b is None:  # a bed not in the config announced itself: show it anyway
+            b = self._beds[bed] = _Bed(bed=bed)
+        return b
+
+    # --- writers (the data path) -----------------------------------------------
+    def record_reading(
+        self, bed: str, stay: str, obs_time: datetime, values: Mapping[str, float | None]
+    ) -> None:
+        now = self._clock()
+        with self._lock:
+            b = self._bed(bed)
+            b.stay = stay
+            b.readings += 1
+            b.last_obs_time = obs_time
+            b.link = "ok"
+            for name, value in values.items():
+                v = b.vitals.get(name)
+                if v is None:
+                    continue
+                v.value, v.at, v.obs_time = value, now, obs_time
+                if value is not None:
+                    v.history.append(float(value))
+        self._notify(Change("reading", bed))
+
+    def record_risk(
+        self,
+        bed: str,
+        *,
+        window_end: datetime,
+        risk: float | None,
+        threshold: float,
+        observed: int,
+        insufficient: bool,
+        news2: News2Snapshot | None,
+    ) -> None:
+        with self._lock:
+            b = self._bed(bed)
+            b.risk, b.threshold, b.observed, b.insufficient = (
+                risk,
+                threshold,
+                observed,
+                insufficient,
+            )
+            b.news2 = news2
+            b.risk_history.append(RiskPoint(window_end, risk))
+        self._notify(Change("risk", bed))
+
+    def record_alarm(
+        self,
+        bed: str,
+        *,
+        level: str,
+        state: str,
+        acknowledged_by: str | None = None,
+        silenced_until: datetime | None = None,
+    ) -> None:
+        with self._lock:
+            b = self._bed(bed)
+            b.alarm_level, b.alarm_state = level, state
+            b.acknowledged_by, b.silenced_until = acknowledged_by, silenced_until
+        self._notify(Change("alarm", bed))
+
+    def set_link(self, bed: str, link: str) -> None:
+        with self._lock:
+            b = self._bed(bed)
+            if b.link == link:
+                return
+            b.link = link
+        self._notify(Change("link", bed))
+
+    def set_broker(self, connected: bool) -> None:
+        with self._lock:
+            if self._broker_connected == connected:
+                return
+            self._broker_connected = connected
+        self._notify(Change("broker"))
+
+    def set_outbox(self, size: int) -> None:
+        with self._lock:
+            if self._outbox == size:
+                return
+            self._outbox = size
+        self._notify(Change("outbox"))
+
+    def set_model(self, name: str, version: str) -> None:
+        with self._lock:
+            self._model = (name, version)
+        self._notify(Change("model"))
+
+    def count(self, counter: str, n: int = 1) -> None:
+        """Add `n` to a named counter (frames_ok, frames_bad, published, ...)."""
+        with self._lock:
+            self._counters[counter] = self._counters.get(counter, 0) + n
+
+    def set_counter(self, counter: str, value: int) -> None:
+        with self._lock:
+            self._counters[counter] = value
+
+    def event(self, kind: str, text: str, *, bed: str | None = None, by: str | None = None) -> None:
+        with self._lock:
+            self._events.append(EventSnapshot(self._clock(), kind, bed, text, by))
+        self._notify(Change("event", bed))
+
+    # --- readers ---------------------------------------------------------------
+    def snapshot(self) -> GatewaySnapshot:
+        """A consistent immutable copy of everything, taken under the lock."""
+        with self._lock:
+            now = self._clock()
+            beds = tuple(self._bed_snapshot(b, now) for b in self._beds.values())
+            worst = max((b.link for b in beds), key=lambda x: _LINK_RANK.get(x, 2), default="ok")
+            return GatewaySnapshot(
+                gw=self.gw,
+                operator=self.operator,
+                now=now,
+                broker_connected=self._broker_connected,
+                outbox=self._outbox,
+                serial_link=worst,
+                model_name=self._model[0],
+                model_version=self._model[1],
+                counters=dict(self._counters),
+                beds=beds,
+                events=tuple(self._events),
+            )
+
+    def _bed_snapshot(self, b: _Bed, now: datetime) -> BedSnapshot:
+        vitals = {
+            n: VitalSnapshot(
+                name=n,
+                value=v.value,
+                age_seconds=(now - v.at).total_seconds() if v.at else None,
+                obs_time=v.obs_time,
+                history=tuple(v.history),
+            )
+            for n, v in b.vitals.items()
+        }
+        left = None
+        if b.silenced_until is not None:
+            left = max(0.0, (b.silenced_until - now).total_seconds())
+        return BedSnapshot(
+            bed=b.bed,
+            stay=b.stay,
+            vitals=vitals,
+            risk=b.risk,
+            risk_history=tuple(b.risk_history),
+            threshold=b.threshold,
+            insufficient_data=b.insufficient,
+            observed=b.observed,
+            news2=b.news2,
+            alarm_level=b.alarm_level,
+            alarm_state=b.alarm_state,
+            acknowledged_by=b.acknowledged_by,
+            silenced_until=b.silenced_until,
+            silenced_seconds_left=left,
+            model_name=self._model[0],
+            model_version=self._model[1],
+            link=b.link,
+            readings=b.readings,
+            last_obs_time=b.last_obs_time,
+        )
