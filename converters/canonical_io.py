@@ -115,9 +115,20 @@ class ImportReport:
     values_blanked: int = 0  # cells set to NaN (not a number, implausible, wrong unit)
     seconds: float = 0.0
     problems: list[Problem] = field(default_factory=list)
+    # Input set aside by rule rather than by fault, counted, not listed row by row
+    # (e.g. MIMIC rows the source itself flags as errors, readings outside the stay).
+    set_aside: dict[str, int] = field(default_factory=dict)
+
+    def set_aside_add(self, reason: str, n: int) -> None:
+        if n:
+            self.set_aside[reason] = self.set_aside.get(reason, 0) + int(n)
 
     def add(self, problem: Problem) -> None:
         self.problems.append(problem)
+
+    def sort_problems(self) -> None:
+        """File, then line order: how a person fixing the input reads them."""
+        self.problems.sort(key=lambda p: (p.file, p.row or 0, p.column or ""))
 
     @property
     def problem_counts(self) -> dict[str, int]:
@@ -135,6 +146,8 @@ class ImportReport:
             f"time: {self.seconds:.1f} s"
             + (f" ({self.rows / self.seconds:,.0f} rows/s)" if self.seconds > 0 else ""),
         ]
+        for reason, n in sorted(self.set_aside.items()):
+            lines.append(f"set aside: {n} {reason}")
         if self.out:
             lines.insert(1, f"written: {self.out}")
         return "\n".join(lines)
@@ -153,6 +166,7 @@ class ImportReport:
             "rows_skipped": self.rows_skipped,
             "values_blanked": self.values_blanked,
             "problems": len(self.problems),
+            "set_aside": dict(self.set_aside),
         }
 
     def to_json(self) -> str:

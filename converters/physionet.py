@@ -499,6 +499,7 @@ def read_physionet(
     report.positive_rows = int(pos.sum())
     report.positive_stays = int(np.unique(p.file_idx[pos]).size)
     report.unlabelled_rows = int((~np.isfinite(label)).sum())
+    report.sort_problems()
     table = to_arrow(cols, report.fingerprint, DATASET, report.counts())
     report.seconds = time.perf_counter() - t0
     return table, report
