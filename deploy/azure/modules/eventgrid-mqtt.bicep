@@ -30,7 +30,8 @@ resource namespace 'Microsoft.EventGrid/namespaces@2023-12-15-preview' = {
     minimumTlsVersionAllowed: '1.2'
     topicSpacesConfiguration: {
       state: 'Enabled'
-      maximumClientSessionsPerAuthenticationName: 2
+      // the hub runs up to 3 replicas under the one identity "hub"
+      maximumClientSessionsPerAuthenticationName: 4
       maximumSessionExpiryInHours: 8
     }
   }
