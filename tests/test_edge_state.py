@@ -38,7 +38,7 @@ def test_snapshot_reports_reading_age_risk_alarm_and_gateway_health():
     st.set_broker(True)
     st.set_outbox(3)
     st.set_model("gru", "1.0")
-    st.set_link("b2", "down")
+    st.set_link("b2", "stale")
     st.count("frames_bad", 2)
     snap = st.snapshot()
     b1 = snap.bed("b1")
@@ -47,7 +47,7 @@ def test_snapshot_reports_reading_age_risk_alarm_and_gateway_health():
     assert b1.risk == 0.4 and b1.risk_history[-1].risk == 0.4 and b1.news2.total == 3
     assert b1.alarm_level == "alarm" and b1.silenced_seconds_left == 60.0
     assert b1.model_version == "1.0" and snap.model_name == "gru"
-    assert snap.serial_link == "down" and snap.buffering and snap.outbox == 3
+    assert snap.serial_link == "stale" and snap.buffering and snap.outbox == 3
     assert snap.counters["frames_bad"] == 2
     kinds = []
     while not changes.empty():
