@@ -562,3 +562,52 @@ def test_revocation_locks_out_on_reload_and_drops_the_session_on_restart(pki, mo
     finally:
         b.stop()
         shutil.rmtree(b.folder, ignore_errors=True)
+
+
+def test_hub_ingest_over_the_locked_down_broker_stores_only_what_the_certificate_allows(
+    broker, pki, connect, tmp_path
+):
+    """End to end: certificate CN -> topic (broker ACL) -> payload gw (hub check)."""
+    from hub_support import fresh_engine, risk
+    from sqlalchemy import select
+
+    from cloud_hub.ingest import HubSettings, HubWorker
+    from cloud_hub.store.models import DeadLetter, RiskEvent
+
+    engine = fresh_engine(f"sqlite:///{tmp_path}/hub.db")
+    settings = HubSettings(
+        mqtt_host="localhost",  # a name in the broker certificate
+        mqtt_port=broker.port,
+        worker_id=f"sec-{broker.mode}",
+        batch_ms=20,
+        tls_ca=pki.hub_dir / "ca.crt",
+        tls_cert=pki.hub_dir / "client.crt",
+        tls_key=pki.hub_dir / "client.key",
+    )
+    worker = HubWorker(settings, engine).start(migrate_store=False)
+    try:
+        assert worker.wait_ready(), "the hub did not subscribe over TLS"
+        gw_a = connect("gw-a")
+        genuine = risk(gw="gw-a", bed="bed-1", stay="p000001")
+        assert gw_a.publish(topics.risk("gw-a", "bed-1"), genuine.to_json()).is_failure is False
+        forged_topic = risk(gw="gw-b", bed="bed-1", stay="p000002")
+        rc = gw_a.publish(topics.risk("gw-b", "bed-1"), forged_topic.to_json())
+        assert rc.value == NOT_AUTHORIZED
+        # its own topic, someone else's name in the payload: the hub refuses it
+        forged_payload = risk(gw="gw-b", bed="bed-1", stay="p000003")
+        assert (
+            gw_a.publish(topics.risk("gw-a", "bed-1"), forged_payload.to_json()).is_failure is False
+        )
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            with engine.connect() as c:
+                stored = c.execute(select(RiskEvent.event_id, RiskEvent.gw)).all()
+                dead = c.execute(select(DeadLetter.reason_kind, DeadLetter.gw)).all()
+            if stored and dead:
+                break
+            time.sleep(0.05)
+        assert [(str(e), g) for e, g in stored] == [(str(genuine.event_id), "gw-a")]
+        assert dead == [("topic_mismatch", "gw-a")]
+    finally:
+        worker.stop(drain_seconds=1, retire=True)
+        engine.dispose()
