@@ -8,8 +8,12 @@ What leaves a gateway is exactly the contract messages (`contracts/messages.py`)
   bed id and gateway id as identifiers, and no string from the monitor's patient
   identification (a name and an MRN as an HL7 PID segment would carry them).
 
-The gateway (`edge_agent/`) did not exist when this was written, so payloads are
-built from the contract models with real data rather than captured from a gateway run.
+- the patient's name and birth date that a monitor sends in HL7 PID stop at the
+  gateway's decoder (real simulator frames, real `edge_agent.decoder`).
+
+When this was written the gateway's decoder existed but not its publisher, so the
+published payloads are built from the decoded readings with the contract models
+rather than captured from a running gateway.
 
 Known gap, not closable by a schema: `Alarm.note` and `Alarm.reason` are free text a
 nurse may type, and `Alarm.by` names the member of staff (not the patient). A note
@@ -204,3 +208,62 @@ def _strings(obj):
     elif isinstance(obj, list):
         for v in obj:
             yield from _strings(v)
+
+
+def test_monitor_patient_name_and_birth_date_stop_at_the_gateway_decoder():
+    """Real parts: a PhysioNet stay as the simulated monitor frames it (firmware_sim),
+    with the patient identification a hospital monitor also sends (PID-5 name, PID-7
+    birth date), decoded by the gateway's own decoder (edge_agent.decoder): neither the
+    name nor the birth date reaches the reading the gateway publishes from.
+
+    Not covered here (see deploy/README.md, Known limits): PID-3 is passed through as
+    the stay id; the simulator sends a pseudonymous id there, a real monitor may send
+    the hospital's record number.
+    """
+    hl7 = pytest.importorskip("firmware_sim.hl7")
+    decoder = pytest.importorskip("edge_agent.decoder")
+    stay, rows = _physionet_stay(1)
+    admit = datetime(2026, 1, 1, 6, 0, tzinfo=UTC)
+    age = _num(rows[0]["Age"])
+    birth = hl7.birth_date_for(age, admit)
+    name, dob = "DOE^JANE^Q", birth.strftime("%Y%m%d") if birth else ""
+    dec = decoder.MllpDecoder(source="phi-test")
+    readings = []
+    for i, row in enumerate(rows[:6]):
+        obs = hl7.Observation(
+            monitor_id="MON-7",
+            seq=i + 1,
+            bed="bed-07",
+            stay_id=f"pn-{stay}",
+            obs_time=admit + timedelta(hours=i),
+            values={v: _num(row[v]) for v in VITAL_NAMES},
+            birth_date=birth,
+            sex="F" if row["Gender"] == "0" else "M",
+            icu_admit=admit,
+        )
+        message = hl7.build_oru(obs)
+        # what a hospital monitor adds: the patient's name in PID-5
+        pid = next(s for s in message.split("\r") if s.startswith("PID|"))
+        fields = pid.split("|")
+        fields[5] = name
+        message = message.replace(pid, "|".join(fields))
+        assert name in message and (not dob or dob in message)
+        readings += dec.feed(hl7.frame(message))
+    assert len(readings) == 6, dec.stats
+    for r in readings:
+        published = messages.Vitals(
+            gw="icu-north-3",
+            bed=r.bed,
+            stay=r.stay,
+            step_start=r.obs_time,
+            step_seconds=3600,
+            iculos_hours=r.static["ICULOS"] or 0.0,
+            values=r.values,
+            static={k: r.static[k] for k in ("Age", "Gender", "HospAdmTime")},
+        ).to_json()
+        text = json.dumps(vars(r), default=str) + published.decode()
+        for part in ("DOE", "JANE", *([dob] if dob else [])):
+            assert part not in text
+        assert r.stay == f"pn-{stay}"
+        if age is not None:
+            assert r.static["Age"] == pytest.approx(min(age, 100), abs=1)
