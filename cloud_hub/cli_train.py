@@ -61,6 +61,9 @@ def register(app: typer.Typer) -> None:
         epochs: int = typer.Option(12, "--epochs", help="Maximum epochs (best by val AUROC kept)."),
         lr: float = typer.Option(2e-3, "--lr", help="Adam learning rate."),
         batch_size: int = typer.Option(1024, "--batch-size", help="Training batch size."),
+        patience: int = typer.Option(
+            3, "--patience", help="Stop after N epochs without a better validation AUROC."
+        ),
         class_weight: str = typer.Option(
             "auto", "--class-weight", help="auto (balanced by class frequency) or none."
         ),
@@ -105,6 +108,7 @@ def register(app: typer.Typer) -> None:
                 lr=lr,
                 batch_size=batch_size,
                 class_weight=class_weight,
+                patience=patience,
                 seed=seed,
                 limit_stays=limit_stays,
                 **({"data": data} if data is not None else {}),

@@ -4,6 +4,7 @@ short real training run on real PhysioNet stays tracked in a real MLflow SQLite 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -183,9 +184,12 @@ def test_a_short_real_run_is_tracked_registered_and_crowned_in_mlflow(real_subse
     from typer.testing import CliRunner
 
     from cloud_hub.training.dataset import load_table, prepare
+    from contracts.bundle import generate_key, load_private_key, verify_bundle
+    from contracts.preprocessing import PreprocessSpec
     from vigil_cli.main import app
 
     uri = f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    key, _, kid = generate_key(tmp_path / "keys")
     args = [
         "hub",
         "train",
@@ -203,6 +207,10 @@ def test_a_short_real_run_is_tracked_registered_and_crowned_in_mlflow(real_subse
         "gru,two_branch",
         "--seed",
         "11",
+        "--bundle",
+        str(tmp_path / "bundle"),
+        "--key",
+        str(key),
     ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
@@ -217,7 +225,7 @@ def test_a_short_real_run_is_tracked_registered_and_crowned_in_mlflow(real_subse
     df, fingerprint = load_table(str(real_subset))
     assert run.data.params["dataset_fingerprint"] == fingerprint
     assert run.data.params["seed"] == "11" and run.data.params["window_steps"] == "6"
-    for key in (
+    for metric in (
         "val_auroc",
         "val_auprc",
         "val_utility",
@@ -226,7 +234,7 @@ def test_a_short_real_run_is_tracked_registered_and_crowned_in_mlflow(real_subse
         "test_auroc",
         "train_seconds",
     ):
-        assert key in run.data.metrics
+        assert metric in run.data.metrics
     # The champion has the best validation utility among the registered networks.
     best = max(versions, key=lambda v: client.get_run(v.run_id).data.metrics["val_utility"])
     assert (
@@ -240,6 +248,20 @@ def test_a_short_real_run_is_tracked_registered_and_crowned_in_mlflow(real_subse
         "plots/lead_time_val.png",
     } <= artifacts
     assert (tmp_path / "mlflow" / "artifacts").is_dir()  # not ./mlruns
+
+    # The champion became a signed int8 bundle made with the run's own preprocessing.
+    manifest = verify_bundle(tmp_path / "bundle", {kid: load_private_key(key).public_key()})
+    assert manifest.mlflow_run_id == champ.run_id and manifest.version == str(champ.version)
+    logged_spec = client.download_artifacts(champ.run_id, "preprocess_spec.json", str(tmp_path))
+    assert manifest.preprocessing == PreprocessSpec.model_validate_json(
+        Path(logged_spec).read_text()
+    )
+    assert manifest.dataset_fingerprint == fingerprint
+    assert "parity_delta_auroc" in client.get_run(champ.run_id).data.metrics
+    assert {a.path for a in client.list_artifacts(champ.run_id, "bundle")} >= {
+        "bundle/manifest.json",
+        "bundle/model.tflite",
+    }
 
     # The registered model, loaded back from the store, reproduces the logged AUROC on the
     # same split (rebuilt from the seed recorded with the run).

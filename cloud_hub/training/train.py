@@ -76,7 +76,7 @@ class TrainConfig:
             )
         if self.class_weight not in ("auto", "none"):
             raise ValueError(f"--class-weight must be auto or none, got {self.class_weight!r}")
-        for name in ("steps", "units", "epochs", "batch_size"):
+        for name in ("steps", "units", "epochs", "batch_size", "patience"):
             if getattr(self, name) < 1:
                 raise ValueError(
                     f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
