@@ -10,7 +10,13 @@ and measures, with paho-mqtt 2 MQTT 5 clients on loopback:
   its own topic; the hub receives them through `$share/hub/...`; messages per second
   from first publish to last delivery, median over R rounds.
 
+With --gateway-layer it also rebuilds, without Docker, the Python layer of
+deploy/docker/gateway.Dockerfile (the same files copied, `pip install -e '.[edge]'`
+into a fresh venv) and reports its size, the install time and whether TensorFlow or
+pandas got in.
+
 Run: .venv/bin/python benches/bench_security.py [--connects 40] [--messages 2000] [--rounds 3]
+     [--gateway-layer]
 """
 
 from __future__ import annotations
@@ -103,12 +109,54 @@ def throughput(pub: mqtt.Client, sub: mqtt.Client, topic: str, m: int) -> float:
     return m / (time.perf_counter() - t0)
 
 
+def gateway_layer() -> None:
+    """The gateway image's Python layer, built as its Dockerfile does, minus Docker."""
+    work = Path(tempfile.mkdtemp(prefix="vigil-gwlayer-"))
+    try:
+        src = work / "src"
+        src.mkdir()
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy(ROOT / name, src / name)
+        for name in ("contracts", "edge_agent", "vigil_cli", "models"):
+            if (ROOT / name).exists():
+                shutil.copytree(
+                    ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__")
+                )
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "venv", str(work / "venv")], check=True)
+        pip = [str(work / "venv" / "bin" / "pip"), "install", "-q", "--disable-pip-version-check"]
+        subprocess.run([*pip, "-e", f"{src}[edge]"], check=True)
+        seconds = time.perf_counter() - t0
+        size = sum(f.stat().st_size for f in (work / "venv").rglob("*") if f.is_file())
+        py = str(work / "venv" / "bin" / "python")
+        probe = subprocess.run(
+            [
+                py,
+                "-c",
+                "import importlib.util as u; print([m for m in ('tensorflow', 'pandas') "
+                "if u.find_spec(m)])",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        print(
+            f"gateway layer: venv {size / 1e6:.0f} MB, install {seconds:.0f} s, "
+            f"heavy packages present: {probe.stdout.strip()}"
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--connects", type=int, default=40)
     ap.add_argument("--messages", type=int, default=2000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--gateway-layer", action="store_true")
     args = ap.parse_args()
+    if args.gateway_layer:
+        gateway_layer()
 
     work = Path(tempfile.mkdtemp(prefix="vigil-bench-"))
     ca = CertificateAuthority(work / "pki")
