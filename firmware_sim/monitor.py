@@ -18,6 +18,7 @@ wall interval = max(interval / speed, 1 / max_rate), simulated step = wall * spe
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 import time
@@ -252,35 +253,35 @@ class MonitorRunner:
         """Run until every monitor finished, `duration` wall seconds passed, or stop()."""
         t0 = self._clock()
         k = len(self.monitors)
-        # Beds are staggered over the interval so N beds do not all write at once.
-        offsets = [i / k * m.wall_interval for i, m in enumerate(self.monitors)]
-        next_n = [0] * k
-        live = [True] * k
-        while not self._stop.is_set() and any(live):
+        # Beds are staggered over the interval so N beds do not all write at once; a
+        # heap of (due time, bed) keeps each wake-up O(log N) for hundreds of beds.
+        due = [(i / k * m.wall_interval, i, 0) for i, m in enumerate(self.monitors)]
+        heapq.heapify(due)
+        pollers = [p for m in self.monitors if (p := getattr(m.transport, "poll", None))]
+        last_poll = 0.0
+        while due and not self._stop.is_set():
             now = self._clock() - t0
             if duration is not None and now >= duration:
                 break
-            due = None
-            for i, m in enumerate(self.monitors):
-                if not live[i]:
+            while due and due[0][0] <= now:
+                _, i, n = heapq.heappop(due)
+                m = self.monitors[i]
+                m.cycle(n)
+                if m.finished:
+                    log.info("%s: replay finished after %d cycles", m.bed, m.stats.cycles)
                     continue
-                at = offsets[i] + next_n[i] * m.wall_interval
-                if at <= now:
-                    m.cycle(next_n[i])
-                    next_n[i] += 1
-                    if m.finished:
-                        live[i] = False
-                        log.info("%s: replay finished after %d cycles", m.bed, m.stats.cycles)
-                    continue
-                due = at if due is None else min(due, at)
-            for m in self.monitors:
-                poll = getattr(m.transport, "poll", None)
-                if poll is not None:
+                at = i / k * m.wall_interval + (n + 1) * m.wall_interval
+                heapq.heappush(due, (at, i, n + 1))
+            if pollers and now - last_poll >= 0.02:  # TCP: accept clients, push backlog
+                for poll in pollers:
                     poll()
-            if due is not None:
-                wait = due - (self._clock() - t0)
+                last_poll = now
+            if due:
+                wait = due[0][0] - (self._clock() - t0)
                 if duration is not None:
                     wait = min(wait, duration - (self._clock() - t0))
+                if pollers:
+                    wait = min(wait, 0.02)
                 if wait > 0:
                     self._sleep(wait)
 
@@ -310,3 +311,52 @@ class MonitorRunner:
             self._thread.join(5)
         for m in self.monitors:
             m.close()
+
+
+def generated_ward(
+    beds: int = 1,
+    scenarios: Sequence[str] = ("stable",),
+    *,
+    seed: int = 0,
+    transport: str = "pty",
+    tcp_port: int = 0,
+    tcp_host: str = "127.0.0.1",
+    speed: float = 1.0,
+    max_rate: float = DEFAULT_MAX_RATE,
+    faults: Sequence[FaultSpec] = (),
+    fault_log: FaultLog | None = None,
+    clock_start: datetime | None = None,
+) -> MonitorRunner:
+    """`beds` generated monitors (scenarios cycle over beds, bed i has seed seed+i-1),
+    one pty or TCP port each (tcp_port 0: free ports), ready to `start()`.
+
+    For in-process use (gateway tests, `vigil demo`); `runner.monitors[i].address` is
+    what bed i's gateway opens.
+    """
+    from .transports import PtyTransport, TcpServerTransport
+
+    if transport not in ("pty", "tcp"):
+        raise ValueError(f"transport must be 'pty' or 'tcp', got {transport!r}")
+    flog = fault_log if fault_log is not None else FaultLog()
+    monitors = []
+    for i in range(beds):
+        line: Transport = (
+            PtyTransport()
+            if transport == "pty"
+            else TcpServerTransport(tcp_port + i if tcp_port else 0, tcp_host)
+        )
+        monitors.append(
+            Monitor(
+                f"bed-{i + 1}",
+                GeneratedSource(scenarios[i % len(scenarios)], seed + i),
+                line,
+                bed_number=i + 1,
+                speed=speed,
+                max_rate=max_rate,
+                clock_start=clock_start,
+                faults=faults,
+                fault_log=flog,
+                seed=seed + i,
+            )
+        )
+    return MonitorRunner(monitors)

@@ -188,3 +188,25 @@ def test_a_gateway_connecting_later_gets_the_following_frames() -> None:
     s.close()
     mon.close()
     assert [r.seq for r in got] == [4, 5, 6]
+
+
+def test_a_ward_of_tcp_monitors_runs_in_process_for_gateway_tests() -> None:
+    from firmware_sim.monitor import generated_ward
+
+    runner = generated_ward(2, ["sepsis", "desaturation"], transport="tcp", seed=7, speed=20)
+    clients = [_tcp_client(m.address) for m in runner.monitors]
+    readers = [LineReader(lambda c=c: _recv(c)) for c in clients]
+    for r in readers:
+        r.start()
+    runner.start(duration=0.8)
+    runner.join(5)
+    time.sleep(0.1)
+    got = [[parse_with_hl7(f) for f in split_mllp(r.stop()).frames] for r in readers]
+    for c in clients:
+        c.close()
+    runner.close()
+    assert [{r.stay_id for r in g} for g in got] == [
+        {"sim-sepsis-s7"},
+        {"sim-desaturation-s8"},
+    ]
+    assert all(len(g) >= 5 for g in got)
