@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -75,7 +76,8 @@ def test_cli_prints_one_device_per_bed_and_the_ptys_carry_frames(tmp_path) -> No
     proc = subprocess.Popen(
         [VIGIL, "sim", "--pty", "--beds", "2", "--scenario", "sepsis", "--seed", "1"]
         + ["--speed", "60", "--duration", "4s", "--fault", "garble@15msg#2"]
-        + ["--fault-log", str(flog)],
+        + ["--fault-log", str(flog), "--control"],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -87,6 +89,9 @@ def test_cli_prints_one_device_per_bed_and_the_ptys_carry_frames(tmp_path) -> No
     readers = [LineReader(lambda p=p: p.read(max(1, p.in_waiting))) for p in ports]
     for r in readers:
         r.start()
+    time.sleep(0.5)
+    proc.stdin.write("noise:7\n")  # typed by a tester: injected at once on every bed
+    proc.stdin.flush()
     out, err = proc.communicate(timeout=30)
     wires = [split_mllp(r.stop()) for r in readers]
     for p in ports:
@@ -103,8 +108,11 @@ def test_cli_prints_one_device_per_bed_and_the_ptys_carry_frames(tmp_path) -> No
             garbled += 1
     assert garbled == 1
     events = [json.loads(x) for x in flog.read_text().splitlines()]
-    assert [(e["bed"], e["kind"], e["seq"]) for e in events] == [("bed-2", "garble", 15)]
-    assert "bed-1:" in err and "faults injected: 1" in err
+    assert [(e["bed"], e["kind"]) for e in events if e["kind"] == "garble"] == [("bed-2", "garble")]
+    assert [e["seq"] for e in events if e["kind"] == "garble"] == [15]
+    assert sorted(e["bed"] for e in events if e["kind"] == "noise") == ["bed-1", "bed-2"]
+    assert [w.noise_bytes for w in wires] == [7, 7]
+    assert "bed-1:" in err and "faults injected: 3" in err
 
 
 def test_watch_decodes_a_tcp_monitor() -> None:
