@@ -103,11 +103,23 @@ def build_messages(n: int) -> list[tuple[str, bytes, Vitals]]:
     for i in range(n):
         gw, bed = f"gw{i % 20}", f"b{i % 4}"
         m = Vitals(
-            gw=gw, bed=bed, stay=f"{gw}-{bed}", step_start=T0 + timedelta(minutes=i),
-            step_seconds=60, iculos_hours=i / 60,
-            values={"HR": 80.0, "O2Sat": 97.0, "Temp": 37.0, "SBP": 120.0, "MAP": 85.0,
-                    "DBP": 70.0, "Resp": 16.0},
-            readings=60, static={"Age": 64.0, "Gender": 1.0, "HospAdmTime": -3.0},
+            gw=gw,
+            bed=bed,
+            stay=f"{gw}-{bed}",
+            step_start=T0 + timedelta(minutes=i),
+            step_seconds=60,
+            iculos_hours=i / 60,
+            values={
+                "HR": 80.0,
+                "O2Sat": 97.0,
+                "Temp": 37.0,
+                "SBP": 120.0,
+                "MAP": 85.0,
+                "DBP": 70.0,
+                "Resp": 16.0,
+            },
+            readings=60,
+            static={"Age": 64.0, "Gender": 1.0, "HospAdmTime": -3.0},
         )
         out.append((topics.vitals(gw, bed), m.to_json(), m))
     return out
@@ -132,7 +144,8 @@ def publish(port: int, msgs) -> float:
 def plain_subscriber_rate(port: int, msgs, timeout: float) -> float:
     proc = subprocess.Popen(
         [sys.executable, "-c", SUBSCRIBER, str(port), str(len(msgs)), str(timeout)],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout.readline().strip() == "ready"
     t0 = publish(port, msgs)
@@ -166,15 +179,21 @@ def hub_rate(port: int, url: str, workers: int, msgs, timeout: float, tmp: Path)
     for w in range(workers):
         log = tmp / f"hub-{group}-{w}.log"
         env = os.environ | {
-            "VIGIL_HUB_MQTT_PORT": str(port), "VIGIL_HUB_DB_URL": url,
-            "VIGIL_HUB_WORKER_ID": f"{group}-{w}", "VIGIL_HUB_SHARE_GROUP": group,
+            "VIGIL_HUB_MQTT_PORT": str(port),
+            "VIGIL_HUB_DB_URL": url,
+            "VIGIL_HUB_WORKER_ID": f"{group}-{w}",
+            "VIGIL_HUB_SHARE_GROUP": group,
             "VIGIL_HUB_SESSION_EXPIRY": "0",
         }
         with open(log, "wb") as fh:
-            procs.append(subprocess.Popen(
-                [sys.executable, "-m", "vigil_cli.main", "hub", "serve"], env=env, stdout=fh,
-                stderr=subprocess.STDOUT,
-            ))
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "vigil_cli.main", "hub", "serve"],
+                    env=env,
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                )
+            )
         logs.append(log)
     try:
         deadline = time.monotonic() + 60
@@ -228,8 +247,10 @@ def main() -> None:
     pg, lite = postgres_url(db), f"sqlite:///{tmp}/hub.db"
     msgs = build_messages(args.messages)
     size = statistics.median(len(p) for _, p, _ in msgs)
-    print(f"{args.messages} QoS 1 vitals messages of ~{size:.0f} B, median of {args.repeat} runs, "
-          f"{os.cpu_count()} CPUs, Mosquitto on 127.0.0.1:{port}")
+    print(
+        f"{args.messages} QoS 1 vitals messages of ~{size:.0f} B, median of {args.repeat} runs, "
+        f"{os.cpu_count()} CPUs, Mosquitto on 127.0.0.1:{port}"
+    )
     scenarios = [
         ("mosquitto -> plain subscriber", lambda: plain_subscriber_rate(port, msgs, args.timeout)),
         ("hub, 1 worker, SQLite", lambda: hub_rate(port, lite, 1, msgs, args.timeout, tmp)),

@@ -84,6 +84,12 @@ class Mosquitto:
             self.proc.wait(10)
         self._log.close()
 
+    def restart(self) -> Mosquitto:
+        """Stop and start again on the same port (sessions and queues are lost:
+        persistence is off, as after a broker replaced without its volume)."""
+        self.stop()
+        return self.start()
+
 
 @contextlib.contextmanager
 def postgres_database(prefix: str = "vigil_hub_test") -> Iterator[str]:

@@ -231,3 +231,26 @@ def test_a_retired_worker_takes_in_its_queue_and_stops_getting_a_share(broker, e
     wait_until(lambda: a.totals["stored"] == before + 20, what="every message at the survivor")
     assert count(engine, VitalsSummary) == 60
     pub.close()
+
+
+def test_the_hub_reconnects_and_subscribes_again_after_a_broker_restart(broker, engine, hub):
+    w = hub()
+    pub = Publisher(broker.port)
+    pub.send_messages([vitals(hour=0)])
+    wait_until(lambda: count(engine, VitalsSummary) == 1)
+    pub.close()
+    broker.restart()  # the broker forgets every session and subscription
+    wait_until(
+        lambda: w._generation >= 2 and w._connected.is_set(),
+        timeout=40,
+        what="the hub to reconnect",
+    )
+    wait_until(lambda: w.metrics.connected._value.get() == 1)
+    pub = Publisher(broker.port)
+    wait_until(
+        lambda: (pub.send_messages([vitals(hour=1)]) or True) and count(engine, VitalsSummary) >= 2,
+        timeout=20,
+        interval=0.5,
+        what="a message after the restart to be stored",
+    )
+    pub.close()
