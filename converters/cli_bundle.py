@@ -130,7 +130,10 @@ def register(app: typer.Typer) -> None:
             None, help="Bundle version (default: registry version, else a UTC timestamp)."
         ),
         architecture: str | None = typer.Option(None, help="Architecture (default: the run's)."),
-        max_abs_diff: float = typer.Option(0.10, help="Refuse if max |float - int8| exceeds."),
+        max_abs_diff: float = typer.Option(0.25, help="Refuse if max |float - int8| exceeds."),
+        max_p99_diff: float = typer.Option(
+            0.08, help="Refuse if the 99th percentile of |float - int8| exceeds."
+        ),
         max_delta_auroc: float = typer.Option(0.02, help="Refuse if |ΔAUROC| exceeds."),
         timeout: float = typer.Option(600.0, help="Converter time limit, seconds."),
     ) -> None:
@@ -208,7 +211,11 @@ def register(app: typer.Typer) -> None:
                 metrics=src["metrics"],
                 mlflow_run_id=src["run_id"],
                 dataset_fingerprint=fingerprint,
-                tolerances=Tolerances(max_abs_diff=max_abs_diff, delta_auroc=max_delta_auroc),
+                tolerances=Tolerances(
+                    max_abs_diff=max_abs_diff,
+                    p99_abs_diff=max_p99_diff,
+                    delta_auroc=max_delta_auroc,
+                ),
                 timeout=timeout,
                 echo=typer.echo,
             )

@@ -20,10 +20,17 @@ API (what training calls; see also `converters.bundle_build.build_bundle`):
   converter crash (a signal) or a hang becomes a `ConversionError` naming the
   signal, not a dead process.
 
-Parity tolerances (defaults, `Tolerances`): max |float - int8| output difference
-≤ 0.10 on the validation windows and |AUROC(int8) - AUROC(float)| ≤ 0.02; beyond
-either the conversion is refused. Validation windows need both classes (ΔAUROC is
-undefined otherwise); pass the rows the gateway scores (`scorable`) if you have them.
+Parity tolerances (defaults, `Tolerances`), on the validation windows:
+- |AUROC(int8) - AUROC(float)| ≤ 0.02: the ranking the alarms rest on;
+- 99th percentile of |float - int8| ≤ 0.08: the bulk of the risks shown;
+- max |float - int8| ≤ 0.25: no window grossly off. The maximum is a tail figure
+  that grows with the number of windows (quantisation error of the recurrent state
+  compounds over the unrolled steps in a few windows): measured 0.09-0.13 over 3,366
+  windows for a GRU(32) whose p99 was 0.05 and ΔAUROC ±0.001, so a 0.1 limit on the
+  maximum would refuse sound models on the full validation split; a broken
+  conversion (wrong input mapping, saturated ranges) is off by far more.
+Beyond any of them the conversion is refused. Validation windows need both classes
+(ΔAUROC is undefined otherwise); pass the rows the gateway scores (`scorable`).
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 600.0
-DEFAULT_MAX_SAMPLES = 400
+DEFAULT_MAX_SAMPLES = 1000
 
 
 class ConversionError(RuntimeError):
@@ -73,7 +80,8 @@ class ConversionError(RuntimeError):
 class Tolerances:
     """How far int8 may stray from float before a conversion is refused."""
 
-    max_abs_diff: float = 0.10
+    max_abs_diff: float = 0.25
+    p99_abs_diff: float = 0.08
     delta_auroc: float = 0.02
 
 
@@ -83,6 +91,7 @@ class Parity:
 
     n: int
     max_abs_diff: float
+    p99_abs_diff: float
     mean_abs_diff: float
     auroc_float: float
     auroc_int8: float
@@ -99,18 +108,20 @@ class Parity:
         return {
             "parity_windows": float(self.n),
             "parity_max_abs_diff": self.max_abs_diff,
+            "parity_p99_abs_diff": self.p99_abs_diff,
             "parity_mean_abs_diff": self.mean_abs_diff,
             "parity_auroc_float": self.auroc_float,
             "parity_auroc_int8": self.auroc_int8,
             "parity_delta_auroc": self.delta_auroc,
             "parity_tolerance_max_abs_diff": self.tolerances.max_abs_diff,
+            "parity_tolerance_p99_abs_diff": self.tolerances.p99_abs_diff,
             "parity_tolerance_delta_auroc": self.tolerances.delta_auroc,
         }
 
     def summary(self) -> str:
         return (
             f"float vs int8 on {self.n} validation windows: max |diff| {self.max_abs_diff:.4f} "
-            f"(mean {self.mean_abs_diff:.4f}), AUROC {self.auroc_float:.4f} -> "
+            f"(p99 {self.p99_abs_diff:.4f}, mean {self.mean_abs_diff:.4f}), AUROC {self.auroc_float:.4f} -> "
             f"{self.auroc_int8:.4f} (Δ {self.delta_auroc:+.4f})"
         )
 
@@ -340,6 +351,7 @@ def check_parity(
     parity = Parity(
         n=int(w.shape[0]),
         max_abs_diff=float(diff.max()),
+        p99_abs_diff=float(np.percentile(diff, 99)),
         mean_abs_diff=float(diff.mean()),
         auroc_float=a_float,
         auroc_int8=a_int8,
@@ -351,6 +363,10 @@ def check_parity(
     if parity.max_abs_diff > tolerances.max_abs_diff:
         problems.append(
             f"max |float - int8| {parity.max_abs_diff:.4f} > {tolerances.max_abs_diff:g}"
+        )
+    if parity.p99_abs_diff > tolerances.p99_abs_diff:
+        problems.append(
+            f"p99 |float - int8| {parity.p99_abs_diff:.4f} > {tolerances.p99_abs_diff:g}"
         )
     if abs(parity.delta_auroc) > tolerances.delta_auroc:
         problems.append(f"|ΔAUROC| {abs(parity.delta_auroc):.4f} > {tolerances.delta_auroc:g}")
