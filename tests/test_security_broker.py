@@ -505,6 +505,15 @@ def test_revoked_certificate_cannot_connect(broker, pki):
     _refused(broker, pki.gateway_dir("gw-revoked"))
 
 
+def test_broker_server_certificate_is_no_client_identity(broker, pki):
+    """Extended key usage is enforced: the broker's own (server-auth) certificate,
+    named "localhost", cannot log in as a client."""
+    c = Client(broker, pki.broker_dir, client_id="server-as-client", cert_name="server")
+    ok = c.connect(timeout=3)
+    c.client.loop_stop()
+    assert not ok
+
+
 def test_client_without_certificate_cannot_connect(broker):
     _refused(broker, None)
 
