@@ -219,7 +219,7 @@ def blank_implausible(
                     files[file_idx[i]],
                     int(line[i]),
                     name,
-                    f"{v:g}",
+                    repr(v),  # shortest text that reads back as the same number
                     f"outside the plausible range {rng}{_unit_hint(name, v)}",
                     "set NaN",
                 )

@@ -109,13 +109,15 @@ _CE_OPTIONAL = ("error", "value")
 # ---------------------------------------------------------------- reading the source
 
 
-class _HashingReader(io.RawIOBase):
-    """Passes bytes through while hashing them, so streaming and fingerprinting is one read."""
+class _Tap(io.RawIOBase):
+    """Passes bytes through while hashing them and remembering the last one, so one read
+    both streams a file, fingerprints it and tells whether it ends mid-line."""
 
     def __init__(self, raw: IO[bytes]) -> None:
         self._raw = raw
         self.sha = hashlib.sha256()
         self.n = 0
+        self.last = b""
 
     def readable(self) -> bool:
         return True
@@ -123,9 +125,11 @@ class _HashingReader(io.RawIOBase):
     def readinto(self, b) -> int:  # noqa: ANN001 - a writable buffer
         data = self._raw.read(len(b))
         n = len(data)
-        b[:n] = data
-        self.sha.update(data)
-        self.n += n
+        if n:
+            b[:n] = data
+            self.sha.update(data)
+            self.n += n
+            self.last = data[-1:]
         return n
 
     def drain(self) -> None:
@@ -192,16 +196,24 @@ def _read_errors() -> tuple[type[BaseException], ...]:
     return (tarfile.TarError, EOFError, zlib.error, OSError, gzip.BadGzipFile)
 
 
+@dataclass
+class _Stream:
+    stored: _Tap  # the file's bytes as stored (hashed for the fingerprint)
+    text: _Tap  # the decompressed CSV bytes (last byte: truncated mid-line?)
+    f: IO[bytes]  # what pandas reads
+
+
 @contextmanager
-def _text_stream(member: _Member) -> Iterator[tuple[_HashingReader, IO[bytes]]]:
-    """(hashing raw reader, decompressed byte stream) of a member; closed on exit."""
-    stored = member.open()
+def _text_stream(member: _Member) -> Iterator[_Stream]:
+    """The member opened for streaming; closed on exit."""
+    handle = member.open()
     try:
-        raw = _HashingReader(stored)
-        buffered = io.BufferedReader(raw, 1 << 20)
-        yield raw, (gzip.GzipFile(fileobj=buffered) if member.gz else buffered)
+        stored = _Tap(handle)
+        buffered = io.BufferedReader(stored, 1 << 20)
+        text = _Tap(gzip.GzipFile(fileobj=buffered) if member.gz else buffered)
+        yield _Stream(stored, text, io.BufferedReader(text, 1 << 20))
     finally:
-        stored.close()
+        handle.close()
 
 
 def _norm_columns(df: pd.DataFrame) -> pd.DataFrame:
@@ -223,14 +235,14 @@ def _read_small(
         report.files_skipped += 1
         return None
     try:
-        with _text_stream(m) as (raw, f):
-            df = _norm_columns(pd.read_csv(f, dtype=str, keep_default_na=False, na_values=[""]))
-            raw.drain()
+        with _text_stream(m) as st:
+            df = _norm_columns(pd.read_csv(st.f, dtype=str, keep_default_na=False, na_values=[""]))
+            st.stored.drain()
     except (*_read_errors(), pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
         report.add(Problem(m.name, None, None, None, f"cannot read: {e}", "skipped file"))
         report.files_skipped += 1
         return None
-    hashes[m.name] = raw.sha.hexdigest()
+    hashes[m.name] = st.stored.sha.hexdigest()
     missing = [c for c in REQUIRED[table] if c not in df.columns]
     if missing:
         report.add(
@@ -250,15 +262,18 @@ def _read_small(
     return df
 
 
-def _bad_line_warnings(
-    caught: list[warnings.WarningMessage], name: str, report: ImportReport
-) -> None:
-    """pandas reports ragged lines as warnings ('Skipping line N: expected A fields, saw B'),
-    numbering lines of the whole file."""
-    for w in caught:
+def _bad_lines(
+    caught: list[warnings.WarningMessage], seen: int, name: str, report: ImportReport
+) -> list[int]:
+    """Report ragged lines pandas skipped (its warnings say 'Skipping line N: expected A
+    fields, saw B', N a line of the whole file); returns the new line numbers."""
+    lines = []
+    for w in caught[seen:]:
         for ln, msg in re.findall(r"Skipping line (\d+): ([^\n]+)", str(w.message)):
             report.add(Problem(name, int(ln), None, None, msg.strip(), "skipped row"))
             report.rows_skipped += 1
+            lines.append(int(ln))
+    return sorted(lines)
 
 
 def _stream_chartevents(
@@ -266,13 +281,15 @@ def _stream_chartevents(
 ) -> pd.DataFrame:
     """Vital-sign readings of CHARTEVENTS: icustay_id, code, charttime, value, itemid, row."""
     keep: list[pd.DataFrame] = []
-    n_rows = 0
+    n_rows = 0  # records read
+    next_row = 2  # record number of the next one (header = 1)
+    n_warn = 0  # pandas warnings already turned into problems
     header_ok = False
     try:
-        with _text_stream(m) as (raw, f), warnings.catch_warnings(record=True) as caught:
+        with _text_stream(m) as st, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             reader = pd.read_csv(
-                f,
+                st.f,
                 dtype=str,
                 keep_default_na=False,
                 na_values=[""],
@@ -290,32 +307,50 @@ def _stream_chartevents(
                             f"(has {', '.join(chunk.columns)})"
                         )
                     header_ok = True
-                rows = np.arange(n_rows + 2, n_rows + 2 + len(chunk))
+                # CSV record numbers (header = 1), stepping over the lines pandas skipped.
+                skipped = _bad_lines(caught, n_warn, m.name, report)
+                n_warn = len(caught)
+                rows = np.arange(next_row, next_row + len(chunk))
+                for ln in skipped:
+                    rows[rows >= ln] += 1
+                next_row = int(rows[-1]) + 1 if len(rows) else next_row + len(skipped)
                 n_rows += len(chunk)
                 chunk.index = rows
                 keep.append(_vital_rows(chunk, m.name, stay_ids, report))
-            _bad_line_warnings(caught, m.name, report)
-            raw.drain()
+            _bad_lines(caught, n_warn, m.name, report)
+            if n_rows and st.text.last != b"\n":  # the last record may be cut short
+                report.add(
+                    Problem(
+                        m.name,
+                        next_row - 1,
+                        None,
+                        None,
+                        "file ends mid-line (truncated?): its last row cannot be trusted",
+                        "skipped row",
+                    )
+                )
+                report.rows_skipped += 1
+                keep[-1] = keep[-1].drop(index=next_row - 1, errors="ignore")
+            st.stored.drain()
     except SourceError:
         raise
     except (*_read_errors(), pd.errors.ParserError, UnicodeDecodeError) as e:
         report.add(
             Problem(
                 m.name,
-                n_rows + 1 if n_rows else None,
+                next_row if n_rows else None,
                 None,
                 None,
                 f"file truncated or corrupt after {n_rows} rows: {e}",
                 "skipped rest of file",
             )
         )
-        report.files_skipped += 1
         if not n_rows:
             raise SourceError(f"{m.name} is unreadable: {e}") from e
     if not header_ok:
         raise SourceError(f"{m.name} has no rows")
     report.files_read += 1
-    hashes[m.name] = raw.sha.hexdigest()
+    hashes[m.name] = st.stored.sha.hexdigest()
     return pd.concat(keep) if keep else pd.DataFrame()
 
 
@@ -510,7 +545,7 @@ def _check_values(ev: pd.DataFrame, report: ImportReport) -> pd.DataFrame:
                 "CHARTEVENTS.csv",
                 int(ev.index[k]),
                 f"{n} (itemid {ev['itemid'].iat[k]})",
-                f"{r:g}",
+                repr(float(r)),  # shortest text that reads back as the same number
                 why,
                 "set NaN",
             )
