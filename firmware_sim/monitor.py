@@ -116,7 +116,9 @@ class Monitor:
         """Simulated seconds since ICU admission of cycle `n`."""
         return self.source.start_s + n * self.sim_step
 
-    def _log(self, spec: FaultSpec, n: int, seq: int | None, ts: str, visible: bool, detail=""):
+    def _log(
+        self, spec: FaultSpec, n: int, seq: int | None, ts: str, visible: bool, detail: str = ""
+    ) -> None:
         self.fault_log.record(
             FaultEvent(
                 bed=self.bed,

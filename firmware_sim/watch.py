@@ -64,6 +64,8 @@ def watch(
             duration is None or time.monotonic() - t0 < duration
         ):
             for f in dec.feed(read()):
+                if count is not None and counts["messages"] >= count:
+                    break
                 try:
                     msg = parse_oru(f)
                 except (ValueError, UnicodeDecodeError) as e:

@@ -144,3 +144,21 @@ def test_unknown_stays_and_unreadable_tables_are_named(table, tmp_path) -> None:
     pq.write_table(pq.read_table(path, columns=["stay_id", "hour", "HR"]), partial)
     with pytest.raises(DataError, match="not a canonical table: columns"):
         load_replay(partial, ids[:1])
+
+
+def test_replays_the_table_written_by_the_physionet_importer(tmp_path) -> None:
+    from contracts.paths import physionet_archive
+    from converters.physionet import import_physionet
+
+    out = tmp_path / "physionet2019.parquet"
+    import_physionet(physionet_archive(), out, limit=2)
+    ids = sorted(set(pq.read_table(out, columns=["stay_id"])["stay_id"].to_pylist()))
+    assert ids == ["pn-p000001", "pn-p000002"]
+    compared = 0
+    for src in load_replay(out, ids, seed=3):
+        hours: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+        for t in np.arange(src.start_s, src.end_s, 60.0):
+            for name, v in src.sample(float(t), 60.0).items():
+                hours[int(t // 3600)][name].append(v)
+        compared += _compare(hours, _charted(out, src.stay_id))
+    assert compared > 100
