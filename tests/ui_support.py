@@ -1,4 +1,4 @@
-"""Fixed ward data for the terminal UI's snapshot tests: a fixed clock, fixed readings.
+"""Fixed ward data for the terminal UI's tests: the real GatewayState, a fixed clock.
 
 NEWS2 is computed with the real `contracts.news2`, so what the tiles show is what the
 gateway would compute from the same readings.
@@ -7,37 +7,33 @@ gateway would compute from the same readings.
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from contracts.news2 import news2
-from edge_agent.ui.view import (
-    BedView,
-    EventView,
-    GatewayView,
-    News2View,
-    VitalView,
-    WardView,
-)
+from edge_agent.state import GatewayState, News2Snapshot
+from edge_agent.ui.gateway_port import ward_view
+from edge_agent.ui.view import WardView
 
 FIXED_NOW = datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC)
 MODEL = ("vigil-gru", "1.4.0")
 
 
-def _wave(base: float, amp: float, n: int, phase: float) -> tuple[float, ...]:
-    return tuple(round(base + amp * math.sin(phase + k / 4), 1) for k in range(n))
+def _wave(base: float, amp: float, n: int, phase: float) -> list[float]:
+    return [round(base + amp * math.sin(phase + k / 4), 1) for k in range(n)]
 
 
-def fixed_bed(
-    i: int,
-    *,
-    risk: float | None,
-    level: str = "none",
-    state: str = "none",
-    stale: tuple[str, ...] = (),
-    missing: tuple[str, ...] = (),
-) -> BedView:
-    """Bed `i` with deterministic vitals; `stale` readings are 95 s old, `missing` absent."""
-    base = {
+class FixedClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: datetime = FIXED_NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _base(i: int) -> dict[str, float]:
+    return {
         "HR": 78 + (i * 7) % 40,
         "O2Sat": 99 - (i % 6),
         "SBP": 128 - (i * 5) % 35,
@@ -46,77 +42,114 @@ def fixed_bed(
         "Resp": 14 + (i * 3) % 12,
         "Temp": 36.6 + (i % 5) * 0.4,
     }
-    vitals = {}
-    for name, v in base.items():
-        if name in missing:
-            vitals[name] = VitalView(name, None, None)
-            continue
-        hist = _wave(float(v), 2.0 if name != "Temp" else 0.1, 40, phase=i)
-        age = 95.0 if name in stale else 1.0 + (i % 3)
-        vitals[name] = VitalView(name, float(hist[-1]), age, hist)
-    vals = {k: (x.value if x.value is not None else None) for k, x in vitals.items()}
+
+
+def fill_bed(
+    state: GatewayState,
+    clock: FixedClock,
+    i: int,
+    *,
+    risk: float | None,
+    level: str = "none",
+    alarm_state: str = "none",
+    stale: tuple[str, ...] = (),
+    missing: tuple[str, ...] = (),
+    readings: int = 40,
+) -> None:
+    """Write bed `i`'s fixed readings, risk and alarm into the real `GatewayState`.
+
+    Readings arrive one a second ending at FIXED_NOW; `stale` vitals stop 95 s earlier,
+    `missing` ones are never seen.
+    """
+    bed, stay = f"bed{i:02d}", f"stay-{1000 + i}"
+    base = _base(i)
+    waves = {n: _wave(v, 2.0 if n != "Temp" else 0.1, readings, phase=i) for n, v in base.items()}
+    start = FIXED_NOW - timedelta(seconds=readings - 1)
+    for k in range(readings):
+        clock.now = start + timedelta(seconds=k)
+        late = k >= readings - 95
+        values = {
+            n: (None if n in missing else w[k])
+            for n, w in waves.items()
+            if not (n in stale and late) and n not in missing
+        }
+        state.record_reading(bed, stay, clock.now, values)
+    last = {n: waves[n][-1] for n in base if n not in missing}
     n2 = news2(
-        resp=vals["Resp"], spo2=vals["O2Sat"], sbp=vals["SBP"], hr=vals["HR"], temp=vals["Temp"]
+        resp=last.get("Resp"),
+        spo2=last.get("O2Sat"),
+        sbp=last.get("SBP"),
+        hr=last.get("HR"),
+        temp=last.get("Temp"),
     )
-    hist = (
-        ()
-        if risk is None
-        else tuple(round(max(0.0, risk - 0.012 * (30 - k)), 3) for k in range(31))
-    )
-    return BedView(
-        bed=f"bed{i:02d}",
-        stay=f"stay-{1000 + i}",
-        vitals=vitals,
-        risk=risk,
-        risk_history=hist,
-        threshold=0.5,
-        alarm_level=level,
-        alarm_state=state,
-        model_name=MODEL[0],
-        model_version=MODEL[1],
-        news2=News2View(n2.total, n2.risk, dict(n2.subscores), n2.missing),
-        insufficient_data=risk is None,
-    )
+    n2snap = News2Snapshot(n2.total, n2.risk, dict(n2.subscores), n2.missing)
+    steps = 31 if risk is not None else 1
+    for k in range(steps):
+        r = None if risk is None else round(max(0.0, risk - 0.012 * (steps - 1 - k)), 3)
+        state.record_risk(
+            bed,
+            window_end=FIXED_NOW - timedelta(minutes=5 * (steps - 1 - k)),
+            risk=r,
+            threshold=0.5,
+            observed=readings * 7,
+            insufficient=r is None,
+            news2=n2snap,
+        )
+    if level != "none":
+        state.record_alarm(
+            bed,
+            level=level,
+            state=alarm_state,
+            acknowledged_by="Ann Nurse" if alarm_state == "acknowledged" else None,
+        )
+    clock.now = FIXED_NOW
 
 
-def fixed_ward(
+def fixed_state(
     n_beds: int = 8,
     *,
     alarm_bed: int | None = 3,
     alarm_state: str = "active",
     broker_connected: bool = True,
     outbox: int = 0,
-) -> WardView:
-    beds = []
+) -> GatewayState:
+    """A real `GatewayState` with fixed data: one alarm, one watch with stale BP, one
+    unscored bed without temperature, the rest calm."""
+    clock = FixedClock()
+    state = GatewayState("gw-icu-01", [f"bed{i:02d}" for i in range(n_beds)], clock=clock)
+    clock.now = FIXED_NOW - timedelta(minutes=30)
+    state.set_model(*MODEL)
+    state.set_broker(True)
+    state.event("connection", "broker connected")
+    state.event("model", f"active {MODEL[0]} {MODEL[1]}")
     for i in range(n_beds):
         if i == alarm_bed:
-            beds.append(fixed_bed(i, risk=0.83, level="alarm", state=alarm_state))
+            fill_bed(state, clock, i, risk=0.83, level="alarm", alarm_state=alarm_state)
+            state.event("alarm", "raised: risk 0.83 ≥ 0.50", bed=f"bed{i:02d}", by="system")
         elif i == 1:
-            beds.append(fixed_bed(i, risk=0.41, level="watch", stale=("SBP", "DBP", "MAP")))
+            fill_bed(
+                state,
+                clock,
+                i,
+                risk=0.41,
+                level="watch",
+                alarm_state="active",
+                stale=("SBP", "DBP", "MAP"),
+                readings=140,
+            )
         elif i == 2:
-            beds.append(fixed_bed(i, risk=None, missing=("Temp",)))
+            fill_bed(state, clock, i, risk=None, missing=("Temp",))
         else:
-            beds.append(fixed_bed(i, risk=round(0.05 + (i * 37 % 30) / 100, 2)))
-    gw = GatewayView(
-        gw="gw-icu-01",
-        broker_connected=broker_connected,
-        outbox=outbox,
-        serial_link="ok",
-        model_name=MODEL[0],
-        model_version=MODEL[1],
-        now=FIXED_NOW,
-    )
-    events = (
-        EventView(FIXED_NOW.replace(minute=0, second=0), "connection", None, "broker connected"),
-        EventView(FIXED_NOW.replace(second=0, minute=0), "model", None, "active vigil-gru 1.4.0"),
-    )
-    if alarm_bed is not None:
-        events += (
-            EventView(
-                FIXED_NOW, "alarm", f"bed{alarm_bed:02d}", "raised: risk 0.83 ≥ 0.50", "system"
-            ),
-        )
-    return WardView(gateway=gw, beds=tuple(beds), events=events)
+            fill_bed(state, clock, i, risk=round(0.05 + (i * 37 % 30) / 100, 2))
+    state.set_broker(broker_connected)
+    state.set_outbox(outbox)
+    clock.now = FIXED_NOW
+    return state
+
+
+def fixed_ward(n_beds: int = 8, **kw) -> WardView:
+    """The `WardView` the UI gets from `fixed_state` through the real adapter."""
+    return ward_view(fixed_state(n_beds, **kw).snapshot())
 
 
 class FixedPort:

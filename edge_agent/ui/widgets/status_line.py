@@ -18,7 +18,7 @@ def status_text(gw: GatewayView | None, operator: str | None) -> str:
     # Short enough for 80 columns: the model version must never be cut off.
     return (
         f"{broker} │ {gw.model_name} {gw.model_version} │ serial {gw.serial_link}"
-        f" │ {gw.gw} │ {operator or 'not signed in'} │ {gw.now.strftime('%H:%M:%SZ')}"
+        f" │ {operator or 'not signed in'} │ {gw.now.strftime('%H:%M:%SZ')}"
     )
 
 
