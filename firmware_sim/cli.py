@@ -161,22 +161,27 @@ def sim(
         raise _fail(str(e)) from None
 
     flog = FaultLog(fault_log)
-    monitors = [
-        Monitor(
-            f"bed-{i + 1}",
-            src,
-            transports[i],
-            bed_number=i + 1,
-            speed=speed,
-            interval=interval,
-            max_rate=max_rate,
-            clock_start=clock_start,
-            faults=specs,
-            fault_log=flog,
-            seed=seed + i,
-        )
-        for i, src in enumerate(sources)
-    ]
+    try:
+        monitors = [
+            Monitor(
+                f"bed-{i + 1}",
+                src,
+                transports[i],
+                bed_number=i + 1,
+                speed=speed,
+                interval=interval,
+                max_rate=max_rate,
+                clock_start=clock_start,
+                faults=specs,
+                fault_log=flog,
+                seed=seed + i,
+            )
+            for i, src in enumerate(sources)
+        ]
+    except ValueError as e:  # e.g. a stay id the wire cannot carry
+        for t in transports:
+            t.close()
+        raise _fail(str(e)) from None
     for m in monitors:
         typer.echo(f"{m.bed} {m.address}")
     sys.stdout.flush()

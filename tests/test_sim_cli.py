@@ -54,6 +54,8 @@ def test_bad_arguments_exit_non_zero_naming_the_problem(table, tmp_path) -> None
         (["--replay", ids[0], "--scenario", "sepsis"], "not both"),
         (["--replay", ids[0], "--data", str(path), "--beds", "2"], "one bed per stay"),
         (["--tcp", str(busy.getsockname()[1])], "cannot listen on 127.0.0.1"),
+        (["--device", "/dev/no-such-tty"], "cannot open serial device /dev/no-such-tty"),
+        (["--device", "/dev/null,/dev/null"], "1 bed(s) need 1 device path(s), got 2"),
     ]
     try:
         for args, message in cases:
