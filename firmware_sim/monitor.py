@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from contracts.vitals import VITAL_NAMES
 
@@ -362,3 +363,51 @@ def generated_ward(
             )
         )
     return MonitorRunner(monitors)
+
+
+def make_monitor(
+    bed: str,
+    transport: Transport,
+    *,
+    scenario: str = "stable",
+    seed: int = 0,
+    replay: str | Path | None = None,
+    stay: str | None = None,
+    speed: float = 1.0,
+    interval: float = 1.0,
+    max_rate: float = DEFAULT_MAX_RATE,
+    faults: Sequence[str | FaultSpec] = (),
+    fault_log: FaultLog | None = None,
+    bed_number: int = 1,
+    clock_start: datetime | None = None,
+) -> Monitor:
+    """One monitor from plain settings (what a gateway's `sim` source holds).
+
+    `replay` (a canonical table) with `stay` replays that stay, else `scenario` is
+    generated from `seed`; `faults` are spec strings (see `firmware_sim.faults`).
+    Raises DataError / FaultSpecError / ValueError naming what is wrong.
+    """
+    from .faults import parse_fault
+    from .physiology import load_replay
+
+    if (replay is None) != (stay is None):
+        raise ValueError("replay and stay go together (a canonical table and a stay id in it)")
+    specs = [parse_fault(f) if isinstance(f, str) else f for f in faults]
+    source: PhysiologySource
+    if replay is not None and stay is not None:
+        (source,) = load_replay(replay, [stay], seed=seed)
+    else:
+        source = GeneratedSource(scenario, seed)
+    return Monitor(
+        bed,
+        source,
+        transport,
+        bed_number=bed_number,
+        speed=speed,
+        interval=interval,
+        max_rate=max_rate,
+        clock_start=clock_start,
+        faults=specs,
+        fault_log=fault_log,
+        seed=seed,
+    )

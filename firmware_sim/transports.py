@@ -32,6 +32,7 @@ import select
 import socket
 import termios
 import tty
+from collections.abc import Callable
 from typing import Protocol
 
 log = logging.getLogger(__name__)
@@ -273,3 +274,29 @@ class TcpServerTransport:
             self._drop(conn, "simulator stopped")
         with contextlib.suppress(OSError):
             self._srv.close()
+
+
+class CallbackTransport:
+    """Hands every frame's bytes to `on_bytes` in-process (no line at all).
+
+    For a gateway that runs a simulated monitor inside its own process (a `sim`
+    source): the bytes are exactly what a pty would carry, faults included.
+    """
+
+    def __init__(self, on_bytes: Callable[[bytes], None], address: str = "inproc") -> None:
+        self._on_bytes = on_bytes
+        self._address = address
+        self.overruns = 0
+        self.bytes_sent = 0
+
+    @property
+    def address(self) -> str:
+        return self._address
+
+    def write(self, data: bytes) -> bool:
+        self._on_bytes(data)
+        self.bytes_sent += len(data)
+        return True
+
+    def close(self) -> None:
+        pass

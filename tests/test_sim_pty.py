@@ -210,3 +210,25 @@ def test_a_ward_of_tcp_monitors_runs_in_process_for_gateway_tests() -> None:
         {"sim-desaturation-s8"},
     ]
     assert all(len(g) >= 5 for g in got)
+
+
+def test_an_in_process_monitor_from_plain_settings_feeds_bytes_to_a_callback() -> None:
+    from firmware_sim.monitor import make_monitor
+    from firmware_sim.transports import CallbackTransport
+
+    got = bytearray()
+    mon = make_monitor(
+        "bed-5",
+        CallbackTransport(got.extend),
+        scenario="hypotension",
+        seed=5,
+        faults=["noise:9@2msg", "sensor_off:SBP@3msg"],
+    )
+    for n in range(4):
+        mon.cycle(n)
+    wire = split_mllp(bytes(got))
+    readings = [parse_with_hl7(f) for f in wire.frames]
+    assert [r.seq for r in readings] == [1, 2, 3, 4] and wire.noise_bytes == 9
+    assert [r.status["SBP"] for r in readings] == ["R", "R", "X", "R"]
+    with pytest.raises(ValueError, match="replay and stay go together"):
+        make_monitor("bed-5", CallbackTransport(got.extend), stay="pn-p000001")
