@@ -24,7 +24,10 @@ centred on the hour boundary, so trends are smooth and the median of an hour of
 readings (`contracts.preprocessing.aggregate_readings`) is the charted value within
 one noise sigma plus the display resolution (tested at 60 readings per hour);
 `ramp_s=3600` interpolates linearly between hour centres instead, at the price of
-hourly medians pulled towards the neighbouring hours. A value missing in an hour (NaN) is a sensor off for that whole
+hourly medians pulled towards the neighbouring hours. Measured on the first 50 stays
+of set A (about 10,500 charted stay-hour values, 60 readings per hour): the hourly
+median differs from the charted value by 0.1-0.15 sigma at the median, 0.75 sigma
+at worst. A value missing in an hour (NaN) is a sensor off for that whole
 hour: no ramp into or out of it, the last value is held to the end of its own hour.
 Hours beyond the last row end the replay. Static data: Age -> PID-7 birth date,
 Gender -> PID-8, ICULOS of the first row -> ICU admission time (PV1-44) such that the
