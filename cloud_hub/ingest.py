@@ -35,7 +35,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Engine
 
@@ -83,6 +83,17 @@ class HubSettings(BaseSettings):
     tls_ca: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+
+    @model_validator(mode="after")
+    def _window_holds_a_batch(self) -> HubSettings:
+        if self.receive_maximum < self.batch_size:
+            raise ValueError(
+                f"receive_maximum ({self.receive_maximum}) must be >= batch_size "
+                f"({self.batch_size}): the broker stops sending at receive_maximum unacked"
+            )
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together")
+        return self
 
     @property
     def client_id(self) -> str:
@@ -188,6 +199,7 @@ class HubWorker:
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
+        c.on_connect_fail = self._on_connect_fail
         c.reconnect_delay_set(min_delay=1, max_delay=30)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = s.session_expiry
@@ -279,6 +291,11 @@ class HubWorker:
         client.subscribe(
             [(topics.shared(f, self.settings.share_group), opts) for f in topics.GATEWAY_FILTERS]
         )
+
+    def _on_connect_fail(self, _client, _userdata) -> None:
+        # paho retries with backoff (1 s doubling to 30 s); say so, once per attempt.
+        s = self.settings
+        log_event(log, "connect_failed", logging.WARNING, broker=f"{s.mqtt_host}:{s.mqtt_port}")
 
     def _on_subscribe(self, _client, _userdata, _mid, reason_codes, _props) -> None:
         bad = [str(rc) for rc in reason_codes if rc.is_failure]

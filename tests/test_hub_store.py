@@ -133,3 +133,35 @@ def test_a_row_the_store_refuses_never_blocks_or_loses_the_batch(engine):
     assert stored_alarm + dead == 1
     assert (dead == 1) == (engine.dialect.name == "postgresql")
     assert res.stored["vitals"] == 5
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_workers_starting_together_on_a_fresh_store_migrate_once(dialect, tmp_path):
+    import contextlib
+    import threading
+
+    from cloud_hub.store import open_engine
+
+    ctx = (
+        contextlib.nullcontext(f"sqlite:///{tmp_path}/fresh.db")
+        if dialect == "sqlite"
+        else postgres_database("vigil_hub_fresh")
+    )
+    with ctx as url:
+        engines = [open_engine(url) for _ in range(3)]
+        results, errors = [], []
+
+        def run(e) -> None:
+            try:
+                results.append(migrate(e))
+            except Exception as ex:  # collected: the assertion below names it
+                errors.append(ex)
+
+        threads = [threading.Thread(target=run, args=(e,)) for e in engines]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        for e in engines:
+            e.dispose()
+        assert errors == [] and results == ["0001"] * 3

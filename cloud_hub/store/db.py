@@ -8,6 +8,8 @@ does on start; nothing else creates tables.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 from pathlib import Path
 
@@ -75,9 +77,29 @@ def alembic_config(engine: Engine) -> Config:
     return cfg
 
 
+@contextlib.contextmanager
+def _sqlite_migration_lock(engine: Engine):
+    """Several workers starting on one fresh SQLite file migrate one after another."""
+    db = engine.url.database
+    if engine.dialect.name != "sqlite" or not db or db == ":memory:":
+        yield
+        return
+    with open(f"{db}.migrate.lock", "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def migrate(engine: Engine, revision: str = "head") -> str:
     """Upgrade the schema to `revision`; returns the revision now current."""
     cfg = alembic_config(engine)
+    with _sqlite_migration_lock(engine):
+        return _migrate(engine, cfg, revision)
+
+
+def _migrate(engine: Engine, cfg: Config, revision: str) -> str:
     try:
         with engine.begin() as conn:
             if conn.dialect.name == "postgresql":
