@@ -17,3 +17,13 @@ lint:
 
 bench: setup
 	.venv/bin/python benches/run_all.py
+
+# Rebuild the committed default bundle (README "Training"): import PhysioNet 2019 set A,
+# train and compare LSTM/GRU/two-branch + NEWS2/logistic in MLflow, convert the champion
+# to int8, sign it with data/keys/signing.key (never committed) and ship its public key.
+TRAIN_ARGS ?= --arch lstm,gru,two_branch --window 12 --units 32 --epochs 12 --batch-size 1024 --lr 0.002 --class-weight auto --seed 2019
+bundle: setup
+	test -f data/canonical/physionet2019.parquet || .venv/bin/vigil convert physionet
+	test -f data/keys/signing.key || .venv/bin/vigil hub keys init
+	.venv/bin/vigil hub train $(TRAIN_ARGS) --bundle models/default
+	mkdir -p models/trusted_keys && cp data/keys/signing.pub models/trusted_keys/default.pub
