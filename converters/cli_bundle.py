@@ -139,6 +139,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Convert a trained model to a signed int8 TFLite bundle (parity-checked)."""
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
         from cloud_hub.training.dataset import DatasetError, prepare
         from cloud_hub.training.train import default_data_path

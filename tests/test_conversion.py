@@ -299,37 +299,72 @@ def test_verify_refuses_golden_windows_the_model_does_not_reproduce(bundle, keys
     assert r.exit_code == 1 and "golden_mismatch" in r.output and "golden window 3" in r.output
 
 
-def test_convert_tflite_cli_builds_a_bundle_that_verifies(small, keys, tmp_path):
-    """`vigil convert tflite --keras` on a real canonical table, end to end."""
+@pytest.fixture(scope="session")
+def canonical(tmp_path_factory):
+    """Real stays through the real importer: the canonical table the CLI reads."""
     from contracts.paths import physionet_archive
     from converters.physionet import import_physionet
+
+    d = tmp_path_factory.mktemp("canonical")
+    import_physionet(physionet_archive(), d / "a.parquet", limit=150)
+    import_physionet(physionet_archive(), d / "b.parquet", limit=120)
+    return d / "a.parquet", d / "b.parquet"
+
+
+def _convert_cli(*args: str):
     from vigil_cli.main import app
 
+    return CliRunner().invoke(app, ["convert", "tflite", *args])
+
+
+def test_convert_tflite_cli_builds_a_bundle_that_verifies(small, keys, canonical, tmp_path):
+    """`vigil convert tflite --keras` on a real canonical table, end to end."""
     _, model, _ = small
-    table = tmp_path / "canonical.parquet"
-    import_physionet(physionet_archive(), table, limit=150)
     keras_path = tmp_path / "gru.keras"
     model.save(keras_path)
     out = tmp_path / "bundle"
-    r = CliRunner().invoke(
-        app,
-        [
-            "convert",
-            "tflite",
-            "--keras",
-            str(keras_path),
-            "--data",
-            str(table),
-            "--key",
-            str(keys / "signing.key"),
-            "--out",
-            str(out),
-            "--version",
-            "cli-1",
-        ],
+    r = _convert_cli(
+        "--keras",
+        str(keras_path),
+        "--data",
+        str(canonical[0]),
+        "--key",
+        str(keys / "signing.key"),
+        "--out",
+        str(out),
+        "--version",
+        "cli-1",
     )
     assert r.exit_code == 0, r.output
     assert "signed bundle" in r.output and "float vs int8" in r.output
     assert _verify(out, keys / "signing.pub").exit_code == 0
     manifest = json.loads((out / MANIFEST).read_text())
     assert manifest["version"] == "cli-1" and len(manifest["dataset_fingerprint"]) >= 16
+
+
+@pytest.mark.slow
+def test_convert_tflite_cli_converts_the_mlflow_champion_and_refuses_other_data(
+    keys, canonical, tmp_path
+):
+    """Training's real run in a real MLflow store → `--model-uri ...@champion` → bundle."""
+    from cloud_hub.training.train import TrainConfig, compare
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg = TrainConfig(
+        archs=("gru",), units=8, epochs=1, data=canonical[0], tracking_uri=uri, baselines=False
+    )
+    comp = compare(cfg, echo=lambda _: None)
+    common = ["--tracking-uri", uri, "--key", str(keys / "signing.key")]
+    # A table other than the run's: refused before any conversion (train/serve skew).
+    r = _convert_cli(*common, "--data", str(canonical[1]), "--out", str(tmp_path / "no"))
+    assert r.exit_code == 2 and "fingerprint" in r.output
+    assert not (tmp_path / "no").exists()
+    out = tmp_path / "champion"
+    r = _convert_cli(*common, "--data", str(canonical[0]), "--out", str(out))
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / MANIFEST).read_text())
+    assert m["mlflow_run_id"] == comp.champion.run_id
+    assert m["version"] == comp.champion.version and m["architecture"] == "gru"
+    assert m["preprocessing"] == comp.prepared.spec.model_dump()
+    assert m["metrics"]["val_auroc"] == pytest.approx(comp.champion.val.auroc)
+    assert _verify(out, keys / "signing.pub").exit_code == 0
