@@ -254,3 +254,35 @@ def test_the_hub_reconnects_and_subscribes_again_after_a_broker_restart(broker, 
         what="a message after the restart to be stored",
     )
     pub.close()
+
+
+def test_a_store_outage_holds_the_acks_and_nothing_is_lost(broker):
+    import psycopg
+    from hub_support import PG
+
+    with postgres_database("vigil_hub_outage") as url:
+        engine = fresh_engine(url)
+        name = engine.url.database
+        w = HubWorker(settings(broker), engine).start(migrate_store=False)
+        pub = Publisher(broker.port)
+        try:
+            assert w.wait_ready()
+            pub.send_messages([vitals(hour=h) for h in range(5)])
+            wait_until(lambda: w.totals["stored"] == 5)
+            with psycopg.connect(dbname="postgres", autocommit=True, **PG) as admin:
+                admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (name,),
+                )
+            pub.send_messages([vitals(hour=5 + h / 10) for h in range(20)])
+            wait_until(lambda: w.metrics.store_errors._value.get() >= 2, what="retries")
+            assert w.totals["stored"] == 5
+            with psycopg.connect(dbname="postgres", autocommit=True, **PG) as admin:
+                admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+            wait_until(lambda: w.totals["stored"] == 25, timeout=30, what="the held batch")
+            assert count(engine, VitalsSummary) == 25 and count(engine, DeadLetter) == 0
+        finally:
+            pub.close()
+            w.stop(drain_seconds=2, retire=True)
+            engine.dispose()
