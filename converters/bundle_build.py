@@ -240,6 +240,7 @@ def _write_atomically(
     """Write and verify in a sibling folder, then swap it in: never a half-written bundle."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it 0700: the gateway's service user must read it
     try:
         write_bundle(tmp, manifest, blob, private)
         verify_full(tmp, {key_id(private.public_key()): private.public_key()})

@@ -238,6 +238,7 @@ def test_bundle_manifest_records_tensors_threshold_parity_and_real_golden_window
     assert risks == sorted(risks) and risks[-1] > risks[0]  # spread over the range
     for g in m.golden:  # every golden window is a real validation window
         assert np.isclose(val, np.asarray(g.window, np.float32)).all(axis=(1, 2)).any()
+    assert bundle.folder.stat().st_mode & 0o755 == 0o755  # readable by a service user
     raw = json.loads((bundle.folder / MANIFEST).read_text())
     assert raw["conversion"]["ops"] == "TFLITE_BUILTINS_INT8"
 
