@@ -268,3 +268,27 @@ def test_cli_prints_the_summary_and_fails_on_a_missing_source(tmp_path: Path, fo
 
     res = CliRunner().invoke(app, ["physionet", str(tmp_path / "nope"), "--out", str(out)])
     assert res.exit_code != 0 and "does not exist" in res.output
+
+
+def test_irregular_but_readable_files_import_the_same_values(
+    tmp_path: Path, folder: Path, raw_files: dict[str, bytes]
+) -> None:
+    # Windows line ends.
+    (folder / "p000006.psv").write_bytes(raw_files["p000006.psv"].replace(b"\n", b"\r\n"))
+    # Columns in another order (a re-export): the header says where each one is.
+    rows = [line.split("|") for line in raw_files["p000007.psv"].decode().strip().split("\n")]
+    (folder / "p000007.psv").write_text("\n".join("|".join(r[::-1]) for r in rows) + "\n")
+    # A row written twice, out of order, at the end: the first one of that hour wins.
+    lines = raw_files["p000008.psv"].decode().strip().split("\n")
+    dup = lines[3].split("|")
+    dup[0] = "150"  # differs from the original row, so the test sees which one was kept
+    (folder / "p000008.psv").write_text("\n".join([*lines, "|".join(dup)]) + "\n")
+
+    report = import_physionet(folder, tmp_path / "irregular.parquet")
+    df, _ = load_canonical(tmp_path / "irregular.parquet")
+    for name in NAMES:
+        assert_stay_matches_raw(df, name, raw_files[name])
+    (p,) = report.problems
+    assert (p.file, p.row, p.column) == ("p000008.psv", len(lines) + 1, "ICULOS")
+    assert "already seen" in p.reason and p.action == "skipped row"
+    assert report.rows_skipped == 1 and report.files_skipped == 0
