@@ -1,0 +1,297 @@
+"""The gateway's MQTT client (paho-mqtt 2, MQTT 5): outbox-first publishing, subscriptions.
+
+Lifecycle in one place: connect (TLS when configured) with a retained `offline`
+Status as last will, reconnect with backoff, on every (re)connect publish the retained
+`online` Status and subscribe again to the gateway's `cmd` topic and to
+`vigil/v1/models/{channel}`.
+
+Delivery: `publish()` only writes the message to the store's outbox. A sender thread
+hands outbox rows to paho in id order while connected (at most `max_inflight` at
+once) and deletes a row only when its PUBACK arrived (on_publish, mid -> row id).
+Across a reconnect paho re-sends its own unacknowledged messages first, in order,
+and the sender waits for them before handing over newer rows, so order holds; after
+a process restart the sender starts again from the oldest row. A broker outage of any
+length therefore loses nothing (at-least-once; the hub de-duplicates by event_id).
+A PUBACK with an error reason (e.g. not authorised) moves the row to
+`outbox_rejected` with the reason: set aside and counted, never retried forever.
+
+Incoming payloads are untrusted: parsed with `contracts.messages.parse_message`,
+stored in the inbox either way, counted, and valid ones handed to the hooks
+`on_command(Command)` / `on_release(ModelRelease)` (model updates: a later module).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from contracts import topics
+from contracts.messages import Command, MessageError, ModelRelease, Status, parse_message
+
+from .config import EdgeSettings
+from .state import GatewayState
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+class Publisher:
+    def __init__(
+        self,
+        settings: EdgeSettings,
+        store: Store,
+        state: GatewayState,
+        status: Callable[[str], Status],
+        *,
+        on_command: Callable[[Command], None] | None = None,
+        on_release: Callable[[ModelRelease], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.state = state
+        self._status = status  # builds the current Status for "online" / "offline"
+        self.on_command = on_command
+        self.on_release = on_release
+        gw = settings.gateway_id
+        self.topic_status = topics.status(gw)
+        self.topic_cmd = topics.cmd(gw)
+        self.topic_models = topics.models(settings.channel)
+        m = settings.mqtt
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=settings.client_id,
+            protocol=mqtt.MQTTv5,
+        )
+        c.max_inflight_messages_set(m.max_inflight)
+        c.max_queued_messages_set(0)
+        c.reconnect_delay_set(m.reconnect_min_seconds, m.reconnect_max_seconds)
+        if m.tls is not None:
+            c.tls_set(
+                ca_certs=str(m.tls.ca) if m.tls.ca else None,
+                certfile=str(m.tls.cert) if m.tls.cert else None,
+                keyfile=str(m.tls.key) if m.tls.key else None,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        c.will_set(self.topic_status, status("offline").to_json(), qos=1, retain=True)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_publish = self._on_publish
+        c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
+        self.client = c
+        self._connected = threading.Event()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._acks: queue.Queue[tuple[int, int, str]] = queue.Queue()
+        self._inflight: dict[int, int] = {}  # paho mid -> outbox row id (sender thread only)
+        self._last_id = 0
+        self._drain_first = False  # after a reconnect: paho re-sends its in-flight first
+        self._sender: threading.Thread | None = None
+        self._status_thread: threading.Thread | None = None
+        self.counters = {"published": 0, "acked": 0, "rejected": 0, "received": 0, "invalid": 0}
+
+    # --- lifecycle -------------------------------------------------------------
+    def start(self) -> None:
+        m = self.settings.mqtt
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 0
+        self.client.connect_async(
+            m.host, m.port, keepalive=m.keepalive, clean_start=True, properties=props
+        )
+        self.client.loop_start()
+        self._sender = threading.Thread(target=self._send_loop, name="vigil-outbox", daemon=True)
+        self._sender.start()
+        self._status_thread = threading.Thread(
+            target=self._status_loop, name="vigil-status", daemon=True
+        )
+        self._status_thread.start()
+        self.state.set_outbox(self.store.outbox_size())
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Flush what the broker can take within `timeout`, publish `offline`, disconnect."""
+        deadline = time.monotonic() + timeout
+        while self.connected and self.store.outbox_size() and time.monotonic() < deadline:
+            self._wake.set()
+            time.sleep(0.02)
+        self._stop.set()
+        self._wake.set()
+        if self._sender:
+            self._sender.join(5)
+        if self.connected:
+            info = self.client.publish(
+                self.topic_status, self._status("offline").to_json(), qos=1, retain=True
+            )
+            try:
+                info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+            except (RuntimeError, ValueError):
+                pass
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> int:
+        """Write to the outbox (durable) and wake the sender; returns the outbox row id."""
+        row = self.store.enqueue(topic, payload, qos=1, retain=retain)
+        self._wake.set()
+        return row
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once the outbox is empty (everything acknowledged) within `timeout`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.store.outbox_size() == 0:
+                return True
+            time.sleep(0.02)
+        return False
+
+    # --- paho callbacks (network thread: keep them short, never take our locks) ---
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
+        if reason_code.is_failure:
+            log.warning("broker refused the connection: %s", reason_code)
+            return
+        log.info("connected to %s:%s", self.settings.mqtt.host, self.settings.mqtt.port)
+        client.publish(self.topic_status, self._status("online").to_json(), qos=1, retain=True)
+        client.subscribe([(self.topic_cmd, 1), (self.topic_models, 1)])
+        self._drain_first = True
+        self._connected.set()
+        self.state.set_broker(True)
+        self.state.event("connection", "broker connected")
+        self._wake.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
+        if self._connected.is_set():
+            log.warning("broker connection lost: %s (buffering in the outbox)", reason_code)
+            self.state.event("connection", f"broker connection lost: {reason_code}")
+        self._connected.clear()
+        self.state.set_broker(False)
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:  # noqa: ANN001
+        failed = bool(getattr(reason_code, "is_failure", False))
+        self._acks.put((mid, 1 if failed else 0, str(reason_code)))
+        self._wake.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:  # noqa: ANN001
+        bad = [str(r) for r in reason_codes if r.is_failure]
+        if bad:
+            log.warning("subscription refused by the broker: %s", bad)
+
+    def _on_message(self, client, userdata, msg) -> None:  # noqa: ANN001
+        self.counters["received"] += 1
+        try:
+            parsed = parse_message(msg.payload, gateway_only=False)
+            if msg.topic == self.topic_cmd and not isinstance(parsed, Command):
+                raise MessageError(f"{parsed.schema_} is not a command")
+            if msg.topic == self.topic_models and not isinstance(parsed, ModelRelease):
+                raise MessageError(f"{parsed.schema_} is not a model release")
+        except MessageError as e:
+            self.counters["invalid"] += 1
+            self.state.count("mqtt_invalid")
+            log.warning("invalid message on %s: %s", msg.topic, e.reason)
+            self.store.add_inbox(msg.topic, msg.payload, False, e.reason)
+            return
+        self.store.add_inbox(msg.topic, msg.payload, True)
+        hook = self.on_command if isinstance(parsed, Command) else self.on_release
+        log.info("received %s on %s", parsed.schema_, msg.topic)
+        if hook is not None:
+            try:
+                hook(parsed)
+            except Exception:  # a handler bug must not kill the network thread
+                log.exception("handler for %s failed", msg.topic)
+
+    # --- sender thread -----------------------------------------------------------
+    def _take_acks(self) -> None:
+        done: list[int] = []
+        while True:
+            try:
+                mid, failed, reason = self._acks.get_nowait()
+            except queue.Empty:
+                break
+            row = self._inflight.pop(mid, None)
+            if row is None:  # status publishes go around the outbox
+                continue
+            if failed:
+                self.counters["rejected"] += 1
+                self.state.count("mqtt_rejected")
+                log.error("broker refused outbox row %d: %s (set aside)", row, reason)
+                self.store.reject(row, reason)
+            else:
+                done.append(row)
+        if done:
+            self.store.acked(done)
+            self.counters["acked"] += len(done)
+
+    def _send_loop(self) -> None:
+        limit = self.settings.mqtt.max_inflight
+        while not self._stop.is_set():
+            self._wake.wait(0.5)
+            self._wake.clear()
+            try:
+                self._take_acks()
+                if self._connected.is_set():
+                    if self._drain_first and self._inflight:
+                        pass  # paho is re-sending the previous connection's messages
+                    else:
+                        self._drain_first = False
+                        self._send_some(limit)
+                self.state.set_outbox(self.store.outbox_size())
+            except Exception:  # the store or client failing must not end delivery
+                log.exception("outbox sender error; retrying")
+                time.sleep(0.5)
+
+    def _send_some(self, limit: int) -> None:
+        room = limit - len(self._inflight)
+        if room <= 0:
+            return
+        for row in self.store.pending(self._last_id, room):
+            info = self.client.publish(row.topic, row.payload, qos=row.qos, retain=row.retain)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS and info.rc != mqtt.MQTT_ERR_NO_CONN:
+                log.warning("publish of row %d failed: %s", row.id, mqtt.error_string(info.rc))
+                return
+            # NO_CONN: paho keeps the message queued and sends it on reconnect.
+            self._inflight[info.mid] = row.id
+            self._last_id = row.id
+            self.counters["published"] += 1
+
+    def _status_loop(self) -> None:
+        while not self._stop.wait(self.settings.mqtt.status_interval_seconds):
+            if self.connected:
+                self.client.publish(
+                    self.topic_status, self._status("online").to_json(), qos=1, retain=True
+                )
+
+
+def status_payload(
+    settings: EdgeSettings, state: GatewayState, **extra: Any
+) -> Callable[[str], Status]:
+    """A Status factory over the gateway's state (used for online, offline and the will)."""
+    from contracts.messages import BedSummary, ModelRef
+
+    def build(which: str) -> Status:
+        snap = state.snapshot()
+        model = (
+            ModelRef(name=snap.model_name, version=snap.model_version) if snap.model_name else None
+        )
+        return Status(
+            gw=settings.gateway_id,
+            state=which,  # type: ignore[arg-type]
+            model=model,
+            channel=settings.channel,
+            beds=[BedSummary(bed=b.bed, stay=b.stay or "-", link=b.link) for b in snap.beds],  # type: ignore[arg-type]
+            outbox=snap.outbox,
+            **extra,
+        )
+
+    return build

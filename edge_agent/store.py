@@ -1,0 +1,204 @@
+"""The gateway's local SQLite store (sqlite-utils, WAL): steps, risk, alarms, outbox, inbox.
+
+- `steps`: one row per bed and closed step: the aggregated vitals the model saw.
+- `risk`: every scored (or insufficient-data) step with risk, NEWS2 and model version.
+- `alarms`: every alarm state change with who, when and why (the audit trail).
+- `outbox`: every MQTT message BEFORE it is sent; deleted only when the broker's
+  PUBACK arrived, so a broker outage or a power cut loses nothing.
+- `outbox_rejected`: messages the broker refused (e.g. not authorised): set aside
+  with the reason, never retried forever, never silently dropped.
+- `inbox`: messages received on `cmd` and `models/{channel}` (valid or not, with the
+  reason), for the model-update logic and for audit.
+
+One connection shared by the gateway's threads behind a lock: writes are tiny and
+SQLite serialises them anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+class Store:
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self.db = sqlite_utils.Database(conn)
+        if self.path != ":memory:":
+            self.db.enable_wal()
+        conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
+        self._lock = threading.Lock()
+        self._create()
+
+    def _create(self) -> None:
+        t = self.db.table
+        t("steps").create(
+            {
+                "bed": str,
+                "stay": str,
+                "step_start": str,
+                "step_seconds": int,
+                "values": str,
+                "static": str,
+                "readings": int,
+            },
+            pk=("bed", "stay", "step_start"),
+            if_not_exists=True,
+        )
+        t("risk").create(
+            {
+                "event_id": str,
+                "bed": str,
+                "stay": str,
+                "window_end": str,
+                "risk": float,
+                "threshold": float,
+                "alarm_level": str,
+                "insufficient": int,
+                "observed": int,
+                "news2": int,
+                "model": str,
+                "version": str,
+            },
+            pk="event_id",
+            if_not_exists=True,
+        )
+        t("alarms").create(
+            {
+                "event_id": str,
+                "ts": str,
+                "bed": str,
+                "stay": str,
+                "action": str,
+                "level": str,
+                "by": str,
+                "reason": str,
+                "risk": float,
+                "model": str,
+                "version": str,
+                "silence_seconds": int,
+                "feedback": str,
+                "note": str,
+            },
+            pk="event_id",
+            if_not_exists=True,
+        )
+        # AUTOINCREMENT: ids never reused after deletes, so "id > last sent" stays in order.
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, "
+            "topic TEXT NOT NULL, payload BLOB NOT NULL, qos INTEGER, retain INTEGER, created TEXT)"
+        )
+        t("outbox_rejected").create(
+            {"id": int, "topic": str, "payload": bytes, "reason": str, "at": str},
+            pk="id",
+            if_not_exists=True,
+        )
+        t("inbox").create(
+            {"id": int, "topic": str, "payload": bytes, "valid": int, "reason": str, "at": str},
+            pk="id",
+            if_not_exists=True,
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.conn.close()
+
+    # --- data ------------------------------------------------------------------
+    def add_step(self, row: dict[str, Any]) -> None:
+        row = dict(row, values=json.dumps(row["values"]), static=json.dumps(row["static"]))
+        with self._lock:
+            self.db["steps"].upsert(row, pk=("bed", "stay", "step_start"))
+
+    def add_risk(self, row: dict[str, Any]) -> None:
+        with self._lock:
+            self.db["risk"].insert(row, replace=True)
+
+    def add_alarm(self, row: dict[str, Any]) -> None:
+        with self._lock:
+            self.db["alarms"].insert(row, replace=True)
+
+    def add_inbox(self, topic: str, payload: bytes, valid: bool, reason: str = "") -> None:
+        with self._lock:
+            self.db["inbox"].insert(
+                {
+                    "topic": topic,
+                    "payload": payload,
+                    "valid": int(valid),
+                    "reason": reason,
+                    "at": _now(),
+                }
+            )
+
+    def rows(self, table: str, where: str | None = None, params: Any = None) -> list[dict]:
+        with self._lock:
+            return list(self.db[table].rows_where(where, params or [], order_by="rowid"))
+
+    # --- outbox ----------------------------------------------------------------
+    def enqueue(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int:
+        with self._lock:
+            return (
+                self.db["outbox"]
+                .insert(
+                    {
+                        "topic": topic,
+                        "payload": payload,
+                        "qos": qos,
+                        "retain": int(retain),
+                        "created": _now(),
+                    }
+                )
+                .last_pk
+            )
+
+    def pending(self, after_id: int, limit: int) -> list[OutboxRow]:
+        with self._lock:
+            cur = self.db.conn.execute(
+                "SELECT id, topic, payload, qos, retain FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+                (after_id, limit),
+            )
+            return [OutboxRow(r[0], r[1], bytes(r[2]), r[3], bool(r[4])) for r in cur]
+
+    def acked(self, ids: list[int]) -> None:
+        if not ids:
+            return
+        with self._lock:
+            self.db.conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+
+    def reject(self, row_id: int, reason: str) -> None:
+        with self._lock:
+            cur = self.db.conn.execute("SELECT topic, payload FROM outbox WHERE id = ?", (row_id,))
+            r = cur.fetchone()
+            if r is None:
+                return
+            self.db["outbox_rejected"].insert(
+                {"id": row_id, "topic": r[0], "payload": r[1], "reason": reason, "at": _now()},
+                replace=True,
+            )
+            self.db.conn.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
+
+    def outbox_size(self) -> int:
+        with self._lock:
+            return self.db.conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
