@@ -12,17 +12,18 @@ import contextlib
 import fcntl
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, text
 
 from contracts.paths import work_dir
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 log = logging.getLogger(__name__)
-# Alembic narrates every step at INFO; the hub logs one line per migration instead.
+# Alembic narrates every step at INFO (some on import, hence the imports below are
+# made inside the functions, after this); the hub logs one line per migration.
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -71,6 +72,8 @@ def open_engine(url: str | None = None) -> Engine:
 
 
 def alembic_config(engine: Engine) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
@@ -100,6 +103,9 @@ def migrate(engine: Engine, revision: str = "head") -> str:
 
 
 def _migrate(engine: Engine, cfg: Config, revision: str) -> str:
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+
     try:
         with engine.begin() as conn:
             if conn.dialect.name == "postgresql":
@@ -111,10 +117,12 @@ def _migrate(engine: Engine, cfg: Config, revision: str) -> str:
         raise StoreError(
             f"cannot migrate the hub store at {engine.url.render_as_string()}: {e}"
         ) from e
-    log.info("store migrated url=%s revision=%s", engine.url.render_as_string(), current)
+    log.info("event=store_migrated url=%s revision=%s", engine.url.render_as_string(), current)
     return current or ""
 
 
 def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
     script = ScriptDirectory.from_config(alembic_config(create_engine("sqlite://")))
     return script.get_current_head() or ""
