@@ -181,8 +181,6 @@ def _unit_hint(name: str, value: float) -> str:
         return f"; looks like °F ({value:g} °F = {(value - 32) * 5 / 9:.1f} °C)"
     if name == "O2Sat" and 0.5 <= value <= 1.0:
         return "; looks like a fraction, not %"
-    if name in ("SBP", "MAP", "DBP") and 2.0 <= value <= 40.0:
-        return "; looks like kPa, not mm Hg"
     return ""
 
 
