@@ -118,6 +118,7 @@ class ImportReport:
     # Input set aside by rule rather than by fault, counted, not listed row by row
     # (e.g. MIMIC rows the source itself flags as errors, readings outside the stay).
     set_aside: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # e.g. checksums verified
 
     def set_aside_add(self, reason: str, n: int) -> None:
         if n:
@@ -148,6 +149,7 @@ class ImportReport:
         ]
         for reason, n in sorted(self.set_aside.items()):
             lines.append(f"set aside: {n} {reason}")
+        lines.extend(f"note: {n}" for n in self.notes)
         if self.out:
             lines.insert(1, f"written: {self.out}")
         return "\n".join(lines)
@@ -167,6 +169,7 @@ class ImportReport:
             "values_blanked": self.values_blanked,
             "problems": len(self.problems),
             "set_aside": dict(self.set_aside),
+            "notes": list(self.notes),
         }
 
     def to_json(self) -> str:

@@ -451,6 +451,55 @@ def _check_rows(p: _Parsed, files: list[str], report: ImportReport) -> _Parsed:
     return p
 
 
+SUMS_FILE = "SHA256SUMS.txt"
+
+
+def _published_sums(source: Path) -> tuple[Path, dict[str, str]] | None:
+    """The dataset's SHA256SUMS.txt beside an archive or in/above a folder, if any."""
+    base = source if source.is_dir() else source.parent
+    for p in (base / SUMS_FILE, base.parent / SUMS_FILE):
+        if p.is_file():
+            sums = {}
+            for line in p.read_text(errors="replace").splitlines():
+                parts = line.split()
+                if len(parts) == 2 and len(parts[0]) == 64:
+                    sums[parts[1].lstrip("*").rsplit("/", 1)[-1]] = parts[0].lower()
+            return p, sums
+    return None
+
+
+def _verify_published_sums(source: Path, digests: dict[str, str], report: ImportReport) -> None:
+    """Compare each file with the published checksum: a mismatch is a file that is not the
+    published one (a damaged copy, or edited); it is imported and its values checked like
+    any other, but the report says so."""
+    found = _published_sums(source)
+    if found is None:
+        return
+    path, sums = found
+    checked = bad = 0
+    for name, digest in digests.items():
+        want = sums.get(name)
+        if want is None:
+            continue
+        checked += 1
+        if want != digest:
+            bad += 1
+            report.add(
+                Problem(
+                    name,
+                    None,
+                    None,
+                    None,
+                    f"sha256 differs from {path.name}: not the published file",
+                    "kept, values checked",
+                )
+            )
+    report.notes.append(
+        f"checked {checked} of {len(digests)} files against {path}: "
+        + (f"{bad} differ" if bad else "all match")
+    )
+
+
 def read_physionet(
     source: str | Path,
     limit: int | None = None,
@@ -472,10 +521,12 @@ def read_physionet(
         )
     report.files_read = len(inputs)
 
+    digests = {inp.name: hashlib.sha256(inp.data).hexdigest() for inp in inputs}
     fp = hashlib.sha256()
-    for inp in inputs:  # sorted by name
-        fp.update(f"{inp.name}\t{hashlib.sha256(inp.data).hexdigest()}\n".encode())
+    for name in sorted(digests):
+        fp.update(f"{name}\t{digests[name]}\n".encode())
     report.fingerprint = fp.hexdigest()
+    _verify_published_sums(source, digests, report)
 
     files = [inp.name for inp in inputs]
     parts: list[_Parsed] = []

@@ -151,9 +151,15 @@ def test_limit_takes_the_first_stays_in_sorted_order(tmp_path: Path) -> None:
 
 
 def test_fingerprint_is_stable_and_changes_with_one_cell(tmp_path: Path, folder: Path) -> None:
-    first = import_physionet(folder, tmp_path / "1.parquet").fingerprint
-    again = import_physionet(folder, tmp_path / "2.parquet").fingerprint
-    assert first == again
+    # The dataset's published checksums beside the files: each file is checked too.
+    sums = published_sums()
+    (folder / "SHA256SUMS.txt").write_text(
+        "".join(f"{sums[n]}  training_setA/{n}\n" for n in NAMES)
+    )
+    first = import_physionet(folder, tmp_path / "1.parquet")
+    again = import_physionet(folder, tmp_path / "2.parquet")
+    assert first.fingerprint == again.fingerprint
+    assert first.problems == [] and "all match" in first.notes[0]
     f = folder / "p000003.psv"
     lines = f.read_text().split("\n")
     cells = lines[4].split("|")
@@ -161,7 +167,10 @@ def test_fingerprint_is_stable_and_changes_with_one_cell(tmp_path: Path, folder:
     lines[4] = "|".join(cells)
     f.write_text("\n".join(lines))
     changed = import_physionet(folder, tmp_path / "3.parquet")
-    assert changed.fingerprint != first and changed.problems == []
+    assert changed.fingerprint != first.fingerprint
+    (p,) = changed.problems
+    assert p.file == "p000003.psv" and "not the published file" in p.reason
+    assert "1 differ" in changed.notes[0]
 
 
 def test_broken_files_are_reported_by_file_row_and_reason_and_the_rest_imported(
