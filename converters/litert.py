@@ -124,6 +124,11 @@ class RiskModel:
         return ins, outs
 
     @property
+    def interpreter(self) -> Any:
+        """The underlying LiteRT interpreter (for benchmarks and inspection)."""
+        return self._it
+
+    @property
     def steps(self) -> int:
         return self._window.shape[1]
 
