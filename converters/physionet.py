@@ -122,7 +122,7 @@ def _select(
     `items` yields (name, bytes); with `limit`, only the first `limit` stays in sorted
     order are kept in memory (a heap), since archive order is not sorted.
     """
-    heap: list[tuple[str, bytes]] = []  # max-heap by name via negated ordering
+    heap: list[_Rev] = []  # the kept names, largest on top
     chosen: dict[str, bytes] = {}
     dups: list[str] = []
     for name, data in items:
@@ -511,13 +511,17 @@ def read_physionet(
     report = ImportReport(source=str(source), dataset=DATASET)
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1, got {limit}")
-    inputs, dups = _select(_open_source(source, report), limit, _wanted(stays))
+    wanted = _wanted(stays)
+    inputs, dups = _select(_open_source(source, report), limit, wanted)
     for d in dups:
         report.add(Problem(d, None, None, None, "same file name seen twice", "skipped file"))
         report.files_skipped += 1
+    why = "requested stay not in the source" + (" or beyond the limit" if limit else "")
+    for sid in sorted((wanted or set()) - {stay_id_of(i.name) for i in inputs}):
+        report.add(Problem(sid, None, None, None, why, "not imported"))
     if not inputs:
         raise SourceError(
-            f"no .psv stays found in {source}" + (" for those stays" if stays else "")
+            f"no .psv stays found in {source}" + (" for those stays" if wanted else "")
         )
     report.files_read = len(inputs)
 

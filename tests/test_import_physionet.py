@@ -100,7 +100,8 @@ def test_real_stays_from_the_archive_round_trip_cell_by_cell(
     tmp_path: Path, raw_files: dict[str, bytes]
 ) -> None:
     out = tmp_path / "pn.parquet"
-    report = import_physionet(ARCHIVE, out, stays=["pn-p000001", "p000009", "p000011"])
+    asked = ["pn-p000001", "p000009", "p000011", "pn-p999999"]
+    report = import_physionet(ARCHIVE, out, stays=asked)
     df, fp = load_canonical(out)
 
     assert tuple(df.columns) == COLUMNS
@@ -114,7 +115,9 @@ def test_real_stays_from_the_archive_round_trip_cell_by_cell(
     assert report.stays == 3 and report.rows == len(df)
     assert report.positive_stays == 2
     assert report.positive_rows == int((df["label"] == 1).sum())
-    assert report.problems == [] and report.files_skipped == 0
+    (missing,) = report.problems
+    assert missing.file == "pn-p999999" and "not in the source" in missing.reason
+    assert report.files_skipped == 0
     # The fingerprint is the one built from the dataset's published per-file sha256.
     want = expected_fingerprint(["p000001.psv", "p000009.psv", "p000011.psv"], published_sums())
     assert fp == report.fingerprint == want
