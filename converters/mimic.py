@@ -20,8 +20,8 @@ the same choice as the MIT-LCP mimic-code "pivoted vital" concepts):
 | Resp | 615 Resp Rate (Total); 618 Respiratory Rate; 220210 Respiratory Rate; 224690 Respiratory Rate (Total) |
 
 Hourly binning, the PhysioNet 2019 convention (so one model reads both): a reading
-taken t hours after ICU `intime` (0 <= t < outtime) falls in `hour = floor(t) + 1`;
-`ICULOS = hour`. A row's vital is the median of that hour's readings (arterial and
+charted t hours after ICU `intime` (and not after `outtime`) falls in
+`hour = floor(t) + 1`; `ICULOS = hour`. A row's vital is the median of that hour's readings (arterial and
 non-invasive pressures pooled). Every stay gets one row per hour from 1 to its last
 hour with a reading, NaN where nothing was charted, as in the challenge files.
 Static features: `Age` = years from DOB to intime, capped at 90 (MIMIC shifts DOB of
@@ -381,7 +381,7 @@ def _vital_rows(
     stay = pd.to_numeric(c["icustay_id"], errors="coerce")
     no_stay = stay.isna()
     report.set_aside_add("CHARTEVENTS vital rows without an icustay_id", no_stay.sum())
-    when = pd.to_datetime(c["charttime"], errors="coerce", format="mixed")
+    when = to_time(c["charttime"])
     for row in c.index[(when.isna() & c["charttime"].notna()).to_numpy()]:
         report.add(
             Problem(
@@ -412,11 +412,32 @@ def _vital_rows(
 # ---------------------------------------------------------------- stays and statics
 
 
+_FULL_TIME = re.compile(r"\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def to_time(text: pd.Series, date_only: bool = False) -> pd.Series:
+    """MIMIC date-times ('YYYY-MM-DD HH:MM:SS'; a date alone only where `date_only`).
+
+    Strict: a cut-off '2171-10-3' is NaT, not midnight of the 3rd, so a damaged time
+    is reported instead of silently moved.
+    """
+    t = pd.to_datetime(text, errors="coerce", format="%Y-%m-%d %H:%M:%S")
+    retry = t.isna() & text.notna()
+    if retry.any():  # other ISO forms (T separator, no seconds, fractions, date only)
+        s = text[retry].astype(str).str.strip()
+        ok = s.str.fullmatch(_FULL_TIME)
+        if date_only:
+            ok |= s.str.fullmatch(_DATE)
+        t[retry] = pd.to_datetime(s.where(ok), errors="coerce", format="ISO8601")
+    return t.astype("datetime64[ns]")
+
+
 def _parse_times(
     df: pd.DataFrame, cols: tuple[str, ...], name: str, report: ImportReport
 ) -> pd.DataFrame:
     for col in cols:
-        t = pd.to_datetime(df[col], errors="coerce", format="mixed")
+        t = to_time(df[col], date_only=col == "dob")
         for row in df.index[(t.isna() & df[col].notna()).to_numpy()]:
             report.add(
                 Problem(
