@@ -21,8 +21,8 @@ the same choice as the MIT-LCP mimic-code "pivoted vital" concepts):
 
 Hourly binning, the PhysioNet 2019 convention (so one model reads both): a reading
 charted t hours after ICU `intime` (and not after `outtime`) falls in
-`hour = floor(t) + 1`; `ICULOS = hour`. A row's vital is the median of that hour's readings (arterial and
-non-invasive pressures pooled). Every stay gets one row per hour from 1 to its last
+`hour = floor(t) + 1`; `ICULOS = hour`. A row's vital is the median of that hour's
+readings (arterial and non-invasive pressures pooled). Every stay gets one row per hour from 1 to its last
 hour with a reading, NaN where nothing was charted, as in the challenge files.
 Static features: `Age` = years from DOB to intime, capped at 90 (MIMIC shifts DOB of
 patients over 89 so they appear about 300 years old); `Gender` from PATIENTS (M=1,
