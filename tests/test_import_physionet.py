@@ -11,19 +11,22 @@ import hashlib
 import io
 import math
 import tarfile
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from contracts.canonical import COLUMNS
 from contracts.paths import physionet_archive
 from contracts.vitals import STATIC_FEATURES, VITAL_NAMES
 from converters.canonical_io import FINGERPRINT_KEY, SourceError, load_canonical
-from converters.physionet import import_physionet
+from converters.physionet import STANDARD_HEADER, import_physionet
 
 ARCHIVE = physionet_archive()
 SUMS = ARCHIVE.parent / "SHA256SUMS.txt"
@@ -304,3 +307,54 @@ def test_irregular_but_readable_files_import_the_same_values(
     assert (p.file, p.row, p.column) == ("p000008.psv", len(lines) + 1, "ICULOS")
     assert "already seen" in p.reason and p.action == "skipped row"
     assert report.rows_skipped == 1 and report.files_skipped == 0
+
+
+@st.composite
+def stay_rows(draw: st.DrawFn) -> list[list[str]]:
+    """Rows of a challenge file: plausible vitals or NaN, increasing ICULOS, 0/1 label."""
+    from contracts.vitals import BY_NAME
+
+    header = STANDARD_HEADER.split("|")
+    n = draw(st.integers(1, 12))
+    start = draw(st.integers(1, 50))
+    rows = []
+    for k in range(n):
+        row = ["NaN"] * len(header)
+        for name in VITAL_NAMES:
+            v = BY_NAME[name]
+            cell = draw(st.one_of(st.just("NaN"), st.floats(v.low, v.high).map(repr)))
+            row[header.index(name)] = cell
+        row[header.index("Age")] = repr(draw(st.floats(15, 100)))
+        row[header.index("Gender")] = draw(st.sampled_from(["0", "1"]))
+        row[header.index("HospAdmTime")] = repr(draw(st.floats(-1000, 0)))
+        row[header.index("ICULOS")] = str(start + k)
+        row[header.index("SepsisLabel")] = draw(st.sampled_from(["0", "1"]))
+        rows.append(row)
+    return rows
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(stay_rows(), min_size=1, max_size=4))
+def test_bulk_and_line_by_line_parsers_agree(stays: list[list[list[str]]]) -> None:
+    """The fast path (one Arrow read) and the slow one (CRLF forces line by line) give
+    the same table, and both equal the numbers written."""
+    with tempfile.TemporaryDirectory() as tmp:
+        fast, slow = Path(tmp, "fast"), Path(tmp, "slow")
+        fast.mkdir()
+        slow.mkdir()
+        for i, rows in enumerate(stays):
+            text = "\n".join([STANDARD_HEADER, *("|".join(r) for r in rows)]) + "\n"
+            (fast / f"p{i:06d}.psv").write_text(text)
+            (slow / f"p{i:06d}.psv").write_bytes(text.replace("\n", "\r\n").encode())
+        a = import_physionet(fast, Path(tmp, "a.parquet"))
+        b = import_physionet(slow, Path(tmp, "b.parquet"))
+        da, _ = load_canonical(Path(tmp, "a.parquet"))
+        db, _ = load_canonical(Path(tmp, "b.parquet"))
+        pd.testing.assert_frame_equal(da, db)
+        assert a.problems == b.problems == []
+        header = STANDARD_HEADER.split("|")
+        written = [r for rows in stays for r in rows]
+        assert len(da) == len(written)
+        for (_, got), row in zip(da.iterrows(), written, strict=True):
+            for c in (*VITAL_NAMES, *STATIC_FEATURES):
+                assert same(float(got[c]), float(row[header.index(c)]))
