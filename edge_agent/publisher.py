@@ -22,6 +22,7 @@ stored in the inbox either way, counted, and valid ones handed to the hooks
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import ssl
@@ -131,10 +132,8 @@ class Publisher:
             info = self.client.publish(
                 self.topic_status, self._status("offline").to_json(), qos=1, retain=True
             )
-            try:
+            with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(max(0.1, deadline - time.monotonic()))
-            except (RuntimeError, ValueError):
-                pass
         self.client.disconnect()
         self.client.loop_stop()
 

@@ -1,0 +1,467 @@
+"""Model updates on the gateway: receive a signed bundle, prove it, switch to it atomically.
+
+`ModelUpdater` is what the gateway's MQTT hooks call:
+
+    updater = ModelUpdater(bundle_root, trusted_keys, gw="ward-3",
+                           publish_state=lambda st: publisher.publish(
+                               topics.model_state(st.gw), st.to_json(), retain=True),
+                           on_activate=lambda loaded: scorer.use(loaded.model, loaded.manifest))
+    loaded = updater.boot()               # at start: a whole, verified bundle, always
+    updater.handle_release(release)       # a ModelRelease from vigil/v1/models/{channel}
+    updater.handle_command(command)       # join_channel: remembered; returns the new channel
+
+A release goes through, in order (the first failure refuses it with that reason and
+the running model stays): base64 decoding, the Ed25519 signature against the trusted
+keys (`unknown_key`, `bad_signature`), the manifest schema, size and sha256
+(`wrong_size`, `wrong_hash`), the hub's release stamp (`unreleased`; `replayed` when
+its sequence number is not above the highest this gateway has accepted: an old
+release sent again), an older model version without a rollback stamp
+(`older_version`), compatibility with what this gateway feeds its model
+(`incompatible`: feature names and order, static features, step length, window
+steps), then the bundle is written to `staging/`, re-read from disk and verified
+again, loaded into a LiteRT interpreter (`model_load`), its tensors checked against
+the manifest (`io_mismatch`) and its golden windows run within their tolerance
+(`golden_mismatch`). Only then is the staged folder renamed into a slot and the
+`active` pointer swapped; `on_activate` receives the interpreter already built, so
+scoring goes on with the old model until the reference is swapped and never waits.
+
+Each step is reported as a `ModelState` (received, verified, active or rolled_back,
+refused + reason) through `publish_state`, meant for the retained topic
+`vigil/v1/gw/{gw}/model`.
+
+`boot()` (power loss at any instant): verify `active`; if it is broken or missing,
+fall back to `previous`, then to the shipped default bundle (`models/default/`).
+
+The release stamp is a signed `release` object in the manifest, written by the hub's
+rollout (cloud_hub/rollout.py): `{"seq": int, "issued_at": str, "rollback": bool}`.
+`seq` grows with every publication (milliseconds since the epoch), so a rollback to
+an older model is a NEW release and is accepted, while a captured old message
+replayed later is not.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from contracts.bundle import (
+    MODEL,
+    BundleError,
+    Manifest,
+    canonical_bytes,
+    load_trusted_keys,
+    read_bundle,
+    verify_parts,
+)
+from contracts.messages import Command, ModelRef, ModelRelease, ModelState
+from contracts.paths import default_bundle_dir
+from contracts.topics import check_id
+from converters.litert import LiteRTError, RiskModel
+from converters.verify import check_model
+
+from .bundle_store import ACTIVE, PREVIOUS, BundleStore
+
+log = logging.getLogger(__name__)
+
+RELEASE_KEY = "release"  # the hub's signed stamp inside the manifest (see module doc)
+MAX_MODEL_BYTES = 8 * 1024 * 1024  # a Vigil int8 model is ~100 KB; refuse anything absurd
+
+
+@dataclass(frozen=True)
+class LoadedBundle:
+    """A verified bundle with its interpreter built: what scoring uses."""
+
+    folder: Path
+    manifest: Manifest
+    model: RiskModel
+    key_id: str
+    seq: int  # release sequence number (0: no stamp, e.g. the shipped default)
+    source: str  # "active", "previous", "default", or "release"
+
+    @property
+    def ref(self) -> ModelRef:
+        return ModelRef(name=self.manifest.name, version=self.manifest.version)
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What this gateway feeds a model; a new bundle must expect exactly that."""
+
+    features: tuple[str, ...]
+    static_features: tuple[str, ...]
+    step_seconds: int
+    steps: int | None = None  # None: any window length up to `max_steps`
+    max_steps: int = 168
+
+    @classmethod
+    def of(cls, manifest: Manifest) -> Requirements:
+        """The running model's inputs (the gateway's sources were set up for them)."""
+        p = manifest.preprocessing
+        return cls(
+            features=tuple(p.feature_names),
+            static_features=tuple(p.static_names),
+            step_seconds=p.window.step_seconds,
+            steps=p.window.steps,
+        )
+
+    def check(self, manifest: Manifest) -> None:
+        p = manifest.preprocessing
+        problems = []
+        if tuple(p.feature_names) != self.features:
+            problems.append(f"features {p.feature_names} != gateway's {list(self.features)}")
+        if tuple(p.static_names) != self.static_features:
+            problems.append(
+                f"static features {p.static_names} != gateway's {list(self.static_features)}"
+            )
+        if p.window.step_seconds != self.step_seconds:
+            problems.append(f"step {p.window.step_seconds} s != gateway's {self.step_seconds} s")
+        if self.steps is not None and p.window.steps != self.steps:
+            problems.append(f"window {p.window.steps} steps != gateway's {self.steps}")
+        elif p.window.steps > self.max_steps:
+            problems.append(f"window {p.window.steps} steps > gateway's buffer {self.max_steps}")
+        if problems:
+            raise BundleError("incompatible", "; ".join(problems))
+
+
+def release_seq(manifest: dict[str, Any]) -> int:
+    """The release stamp's sequence number, 0 when there is none or it is malformed."""
+    stamp = manifest.get(RELEASE_KEY)
+    if isinstance(stamp, dict):
+        seq = stamp.get("seq")
+        if isinstance(seq, int) and not isinstance(seq, bool) and seq > 0:
+            return seq
+    return 0
+
+
+def is_rollback(manifest: dict[str, Any]) -> bool:
+    stamp = manifest.get(RELEASE_KEY)
+    return isinstance(stamp, dict) and stamp.get("rollback") is True
+
+
+def version_key(version: str) -> tuple[int, ...] | None:
+    """'12' -> (12,), '1.4.2' -> (1, 4, 2); None when not numeric (not compared)."""
+    try:
+        return tuple(int(p) for p in version.split("."))
+    except ValueError:
+        return None
+
+
+def release_digest(release: ModelRelease) -> str:
+    """Identity of a release message's content (manifest, signature, model), not its envelope."""
+    h = hashlib.sha256(canonical_bytes(release.manifest))
+    h.update(json.dumps(release.signature, sort_keys=True).encode())
+    h.update(release.model_b64.encode())
+    return h.hexdigest()
+
+
+def _key_id(signature: dict[str, str]) -> str:
+    return str(signature.get("key_id", ""))
+
+
+def load_verified(folder: Path, trusted: dict[str, Ed25519PublicKey], source: str) -> LoadedBundle:
+    """Every check of a bundle on disk, and its interpreter; raises BundleError(reason)."""
+    manifest_raw, signature, model_bytes = read_bundle(folder)
+    manifest = verify_parts(manifest_raw, signature, model_bytes, trusted)
+    model = _interpreter(model_bytes)
+    check_model(manifest, model)
+    return LoadedBundle(
+        folder, manifest, model, _key_id(signature), release_seq(manifest_raw), source
+    )
+
+
+def _interpreter(model_bytes: bytes) -> RiskModel:
+    try:
+        return RiskModel(model_bytes)
+    except (LiteRTError, ValueError, RuntimeError) as e:
+        raise BundleError("model_load", f"LiteRT cannot load {MODEL}: {e}") from None
+
+
+class ModelUpdater:
+    """Receives releases and keeps a whole, verified bundle active (see module doc)."""
+
+    def __init__(
+        self,
+        bundle_root: Path | str,
+        trusted_keys: dict[str, Ed25519PublicKey] | Iterable[Path | str],
+        *,
+        gw: str,
+        publish_state: Callable[[ModelState], None] | None = None,
+        on_activate: Callable[[LoadedBundle], None] | None = None,
+        default_bundle: Path | None = None,
+        requirements: Requirements | None = None,
+        channel: str = "stable",
+    ) -> None:
+        self.store = BundleStore(bundle_root)
+        self.trusted = (
+            dict(trusted_keys)
+            if isinstance(trusted_keys, dict)
+            else load_trusted_keys([Path(p) for p in trusted_keys])
+        )
+        if not self.trusted:
+            raise ValueError("no trusted keys: the gateway could never accept a bundle")
+        self.gw = check_id("gateway", gw)
+        self.publish_state = publish_state
+        self.on_activate = on_activate
+        self.default_bundle = Path(default_bundle or default_bundle_dir())
+        self._fixed_requirements = requirements
+        self._lock = threading.RLock()
+        self._current: LoadedBundle | None = None
+        state = self.store.read_state()
+        self.channel = str(state.get("channel") or channel)
+        self.counters = {"received": 0, "activated": 0, "refused": 0, "ignored": 0}
+
+    # --- queries --------------------------------------------------------------------
+    def current(self) -> LoadedBundle | None:
+        return self._current
+
+    @property
+    def requirements(self) -> Requirements | None:
+        if self._fixed_requirements is not None:
+            return self._fixed_requirements
+        cur = self._current
+        return Requirements.of(cur.manifest) if cur is not None else None
+
+    def highest_seq(self) -> int:
+        state = self.store.read_state()
+        seq = state.get("highest_seq", 0)
+        cur = self._current
+        return max(seq if isinstance(seq, int) else 0, cur.seq if cur else 0)
+
+    # --- boot -----------------------------------------------------------------------
+    def boot(self) -> LoadedBundle:
+        """A verified bundle to score with: active, else previous, else the shipped default.
+
+        Raises BundleError only when none of the three verifies (the gateway must then
+        not score, and says so).
+        """
+        with self._lock:
+            problems: list[str] = []
+            loaded: LoadedBundle | None = None
+            for name in (ACTIVE, PREVIOUS):
+                folder = self.store.pointer(name)
+                if folder is None:
+                    if name == ACTIVE and (self.store.root / ACTIVE).is_symlink():
+                        problems.append("active: points at a missing folder")
+                    continue
+                try:
+                    loaded = load_verified(folder, self.trusted, name)
+                    break
+                except BundleError as e:
+                    problems.append(f"{name}: {e}")
+                    log.error("bundle %s (%s) does not verify: %s", name, folder.name, e)
+            if loaded is None:
+                try:
+                    loaded = load_verified(self.default_bundle, self.trusted, "default")
+                except BundleError as e:
+                    problems.append(f"default: {e}")
+                    raise BundleError(
+                        "no_bundle", "no verified bundle to run: " + "; ".join(problems)
+                    ) from None
+            if loaded.source == PREVIOUS:
+                self.store.set_pointer(ACTIVE, loaded.folder)
+                self.store.set_pointer(PREVIOUS, None)
+            elif loaded.source == "default" and (self.store.root / ACTIVE).is_symlink():
+                self.store.set_pointer(ACTIVE, None)
+            self.store.gc()
+            self._current = loaded
+            state = self.store.read_state()
+            if loaded.seq > state.get("highest_seq", 0):
+                state["highest_seq"] = loaded.seq
+                self.store.write_state(state)
+            if self.on_activate is not None:
+                self.on_activate(loaded)
+            if problems:
+                self._report(
+                    "rolled_back",
+                    loaded.manifest.name,
+                    loaded.manifest.version,
+                    reason="boot: " + "; ".join(problems),
+                )
+            log.info(
+                "booted %s %s from %s (key %s)",
+                loaded.manifest.name,
+                loaded.manifest.version,
+                loaded.source,
+                loaded.key_id,
+            )
+            return loaded
+
+    # --- commands ---------------------------------------------------------------------
+    def handle_command(self, command: Command) -> str | None:
+        """join_channel: remember the channel (survives restarts); returns it, else None.
+
+        The caller (the gateway's MQTT client) subscribes to the new channel's topic
+        and republishes its status.
+        """
+        if command.command != "join_channel" or not command.channel:
+            return None
+        channel = check_id("channel", command.channel)
+        with self._lock:
+            state = self.store.read_state()
+            state["channel"] = channel
+            self.store.write_state(state)
+            self.channel = channel
+        log.info("joined model channel %s", channel)
+        return channel
+
+    # --- releases ---------------------------------------------------------------------
+    def handle_release(self, release: ModelRelease) -> ModelState | None:
+        """Process one release; returns the final state reported (None: ignored)."""
+        with self._lock:
+            return self._handle(release)
+
+    def _handle(self, release: ModelRelease) -> ModelState | None:
+        raw = release.manifest
+        name = str(raw.get("name", "?"))[:128]
+        version = str(raw.get("version", "?"))[:64]
+        seq = release_seq(raw)
+        sha = str(raw.get("sha256", ""))
+        cur = self._current
+        state = self.store.read_state()
+        # A retained release comes again on every reconnect: the active one, or the
+        # one refused last time, is not processed (nor reported) twice.
+        if cur is not None and seq and seq == cur.seq and sha == cur.manifest.sha256:
+            self.counters["ignored"] += 1
+            return None
+        digest = release_digest(release)
+        if state.get("last_refused") == digest:
+            self.counters["ignored"] += 1
+            return None
+        self.counters["received"] += 1
+        self._report("received", name, version, channel=release.channel)
+        try:
+            loaded, staged = self._prove(release, cur, state)
+        except BundleError as e:
+            return self._refuse(name, version, release.channel, digest, e)
+        if loaded is None:  # the same model, stamped again (e.g. stable after canary)
+            state["highest_seq"] = max(seq, state.get("highest_seq", 0))
+            self.store.write_state(state)
+            assert cur is not None
+            self._current = LoadedBundle(
+                cur.folder, cur.manifest, cur.model, cur.key_id, seq, cur.source
+            )
+            return self._report(
+                "active",
+                name,
+                version,
+                channel=release.channel,
+                reason="already running this model",
+            )
+        self._report("verified", name, version, channel=release.channel)
+        slot = self.store.commit(staged, f"{seq:013d}-{loaded.manifest.sha256[:12]}")
+        loaded = LoadedBundle(slot, loaded.manifest, loaded.model, loaded.key_id, seq, "release")
+        # The swap: pointer first (durable), then the in-memory reference. The
+        # interpreter already exists, so scoring never waits for a load.
+        self.store.activate(slot)
+        state["highest_seq"] = max(seq, state.get("highest_seq", 0))
+        state.pop("last_refused", None)
+        self.store.write_state(state)
+        self._current = loaded
+        if self.on_activate is not None:
+            self.on_activate(loaded)
+        self.store.gc()
+        self.counters["activated"] += 1
+        log.info("activated %s %s (release %d, key %s)", name, version, seq, loaded.key_id)
+        return self._report(
+            "rolled_back" if is_rollback(raw) else "active",
+            name,
+            version,
+            channel=release.channel,
+            reason="rollback release from the hub" if is_rollback(raw) else "",
+        )
+
+    def _prove(
+        self, release: ModelRelease, cur: LoadedBundle | None, state: dict[str, Any]
+    ) -> tuple[LoadedBundle | None, Path]:
+        """All checks; returns (loaded bundle, staged folder) or (None, _) for a re-stamp."""
+        try:
+            model_bytes = base64.b64decode(release.model_b64, validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise BundleError("bad_encoding", f"model_b64 is not base64: {e}") from None
+        if len(model_bytes) > MAX_MODEL_BYTES:
+            raise BundleError("too_large", f"model is {len(model_bytes)} bytes > {MAX_MODEL_BYTES}")
+        manifest = verify_parts(release.manifest, release.signature, model_bytes, self.trusted)
+        seq = release_seq(release.manifest)
+        if seq == 0:
+            raise BundleError(
+                "unreleased", "manifest carries no signed release stamp (release.seq)"
+            )
+        highest = max(int(state.get("highest_seq", 0) or 0), cur.seq if cur else 0)
+        if seq <= highest:
+            raise BundleError(
+                "replayed",
+                f"release {seq} is not newer than release {highest} already accepted",
+            )
+        if (
+            cur is not None
+            and manifest.sha256 == cur.manifest.sha256
+            and (
+                manifest.name,
+                manifest.version,
+            )
+            == (cur.manifest.name, cur.manifest.version)
+        ):
+            return None, Path()
+        if (
+            cur is not None
+            and not is_rollback(release.manifest)
+            and manifest.name == cur.manifest.name
+        ):
+            new, old = version_key(manifest.version), version_key(cur.manifest.version)
+            if new is not None and old is not None and new < old:
+                raise BundleError(
+                    "older_version",
+                    f"version {manifest.version} is older than running {cur.manifest.version} "
+                    "and the release is not a rollback",
+                )
+        req = self.requirements
+        if req is not None:
+            req.check(manifest)
+        staged = self.store.stage(release.manifest, release.signature, model_bytes)
+        try:
+            # Re-read from disk: what is proven is what a reboot would load.
+            loaded = load_verified(staged, self.trusted, "release")
+        except BundleError:
+            self.store.gc()
+            raise
+        return loaded, staged
+
+    def _refuse(
+        self, name: str, version: str, channel: str, digest: str, e: BundleError
+    ) -> ModelState:
+        self.counters["refused"] += 1
+        log.warning("refused %s %s: %s", name, version, e)
+        state = self.store.read_state()
+        state["last_refused"] = digest
+        self.store.write_state(state)
+        return self._report("refused", name, version, channel=channel, reason=str(e)[:500])
+
+    def _report(
+        self, state: str, name: str, version: str, *, channel: str | None = None, reason: str = ""
+    ) -> ModelState:
+        cur = self._current
+        msg = ModelState(
+            gw=self.gw,
+            state=state,  # type: ignore[arg-type]
+            name=name,
+            version=version,
+            channel=channel or self.channel,
+            reason=reason,
+            active=cur.ref if cur is not None else None,
+        )
+        if self.publish_state is not None:
+            try:
+                self.publish_state(msg)
+            except Exception:  # reporting must never undo or block an activation
+                log.exception("could not publish model state %s", state)
+        return msg

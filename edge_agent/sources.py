@@ -1,0 +1,220 @@
+"""Where a bed's bytes come from: a serial line, a TCP export port, or an in-process simulator.
+
+Every source has `read() -> bytes | None`: bytes (possibly empty after a short timeout,
+so the bed's worker can check for shutdown), or None when the line was lost and
+reopened (the decoder then drops its half frame). A lost line (device unplugged,
+connection refused or closed) is reopened with exponential backoff; `state` says
+`up` or `down` and `reconnects` counts reopenings. `firmware_sim` is imported only for
+a `sim` source (a gateway in the field does not carry the simulator).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+from typing import Any
+
+from .config import LinkConfig, SerialSource, SimSource, TcpSource
+
+log = logging.getLogger(__name__)
+
+READ_TIMEOUT = 0.2
+CHUNK = 4096
+
+
+class Backoff:
+    def __init__(self, low: float, high: float) -> None:
+        self.low, self.high, self.next = low, high, low
+
+    def wait(self, stop: threading.Event) -> None:
+        stop.wait(self.next)
+        self.next = min(self.high, self.next * 2)
+
+    def reset(self) -> None:
+        self.next = self.low
+
+
+class LineSource:
+    """Base: open/read/close with reconnect and backoff; subclasses do the I/O."""
+
+    kind = "line"
+
+    def __init__(self, bed: str, link: LinkConfig, stop: threading.Event) -> None:
+        self.bed = bed
+        self._stop = stop
+        self._backoff = Backoff(link.reconnect_min_seconds, link.reconnect_max_seconds)
+        self.state = "down"
+        self.reconnects = 0
+        self.bytes_read = 0
+        self._opened_once = False
+
+    def describe(self) -> str:
+        return self.kind
+
+    def _open(self) -> None:
+        raise NotImplementedError
+
+    def _read(self) -> bytes:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def read(self) -> bytes | None:
+        if self.state == "down":
+            try:
+                self._open()
+            except OSError as e:
+                log.warning(
+                    "bed %s: cannot open %s: %s (retry in %.1fs)",
+                    self.bed,
+                    self.describe(),
+                    e,
+                    self._backoff.next,
+                )
+                self._backoff.wait(self._stop)
+                return b""
+            self.state = "up"
+            self._backoff.reset()
+            log.info("bed %s: line %s open", self.bed, self.describe())
+            if self._opened_once:
+                self.reconnects += 1
+                return None
+            self._opened_once = True
+        try:
+            data = self._read()
+        except OSError as e:
+            log.warning("bed %s: line %s lost: %s", self.bed, self.describe(), e)
+            self.close()
+            return None
+        self.bytes_read += len(data)
+        return data
+
+    def close(self) -> None:
+        if self.state == "up":
+            with contextlib.suppress(OSError):
+                self._close()
+        self.state = "down"
+
+
+class SerialLine(LineSource):
+    kind = "serial"
+
+    def __init__(self, bed: str, cfg: SerialSource, link: LinkConfig, stop: threading.Event):
+        super().__init__(bed, link, stop)
+        self.cfg = cfg
+        self._port: Any = None
+
+    def describe(self) -> str:
+        c = self.cfg
+        return f"{c.port} {c.baud} {c.bytesize}{c.parity}{c.stopbits}"
+
+    def _open(self) -> None:
+        import serial
+
+        c = self.cfg
+        try:
+            self._port = serial.Serial(
+                c.port,
+                c.baud,
+                bytesize=c.bytesize,
+                parity=c.parity,
+                stopbits=c.stopbits,
+                timeout=READ_TIMEOUT,
+            )
+        except serial.SerialException as e:
+            raise OSError(str(e)) from None
+
+    def _read(self) -> bytes:
+        import serial
+
+        try:
+            return self._port.read(CHUNK)
+        except serial.SerialException as e:
+            raise OSError(str(e)) from None
+
+    def _close(self) -> None:
+        self._port.close()
+
+
+class TcpLine(LineSource):
+    kind = "tcp"
+
+    def __init__(self, bed: str, cfg: TcpSource, link: LinkConfig, stop: threading.Event):
+        super().__init__(bed, link, stop)
+        self.cfg = cfg
+        self._sock: socket.socket | None = None
+
+    def describe(self) -> str:
+        return f"tcp://{self.cfg.host}:{self.cfg.port}"
+
+    def _open(self) -> None:
+        self._sock = socket.create_connection((self.cfg.host, self.cfg.port), timeout=5)
+        self._sock.settimeout(READ_TIMEOUT)
+
+    def _read(self) -> bytes:
+        assert self._sock is not None
+        try:
+            data = self._sock.recv(CHUNK)
+        except TimeoutError:
+            return b""
+        if not data:
+            raise ConnectionResetError("monitor closed the connection")
+        return data
+
+    def _close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+
+
+class SimLine(SerialLine):
+    """An in-process firmware_sim monitor on a pseudo-terminal, read like a serial line."""
+
+    kind = "sim"
+
+    def __init__(self, bed: str, cfg: SimSource, link: LinkConfig, stop: threading.Event):
+        from firmware_sim.faults import parse_fault
+        from firmware_sim.monitor import Monitor, MonitorRunner
+        from firmware_sim.physiology import GeneratedSource, load_replay
+        from firmware_sim.transports import PtyTransport
+
+        transport = PtyTransport(flow_control=1.0)
+        if cfg.replay is not None and cfg.stay is not None:
+            (source,) = load_replay(cfg.replay, [cfg.stay], seed=cfg.seed)
+        else:
+            source = GeneratedSource(cfg.scenario, cfg.seed)
+        self.monitor = Monitor(
+            bed,
+            source,
+            transport,
+            speed=cfg.speed,
+            interval=cfg.interval,
+            max_rate=cfg.max_rate,
+            faults=[parse_fault(f) for f in cfg.faults],
+            seed=cfg.seed,
+        )
+        self.runner = MonitorRunner([self.monitor])
+        serial_cfg = SerialSource(type="serial", port=transport.address)
+        super().__init__(bed, serial_cfg, link, stop)
+        self.runner.start()
+
+    def describe(self) -> str:
+        return f"sim {self.monitor.address}"
+
+    def close(self) -> None:
+        super().close()
+
+    def shutdown(self) -> None:
+        self.runner.close()
+
+
+def open_line(bed: str, source: Any, link: LinkConfig, stop: threading.Event) -> LineSource:
+    if isinstance(source, SerialSource):
+        return SerialLine(bed, source, link, stop)
+    if isinstance(source, TcpSource):
+        return TcpLine(bed, source, link, stop)
+    if isinstance(source, SimSource):
+        return SimLine(bed, source, link, stop)
+    raise TypeError(f"unknown source {source!r}")
