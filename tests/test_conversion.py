@@ -265,6 +265,31 @@ def test_verify_accepts_a_good_bundle(bundle, keys):
     assert bundle.verified.key_id in r.output
 
 
+def test_verify_runs_without_tensorflow(bundle, keys):
+    """The gateway's check needs no TensorFlow, pandas or MLflow: prove it in a fresh process."""
+    script = f"""
+import sys
+from typer.testing import CliRunner
+from vigil_cli.main import app
+r = CliRunner().invoke(
+    app, ["convert", "verify", {str(bundle.folder)!r}, "--trusted", {str(keys / "signing.pub")!r}]
+)
+heavy = [m for m in ("tensorflow", "keras", "pandas", "mlflow") if m in sys.modules]
+print(r.exit_code, r.output.strip().splitlines()[-1], heavy)
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().endswith("[]"), proc.stdout
+    assert proc.stdout.startswith("0 OK vigil-sepsis test-1"), proc.stdout
+
+
 def test_verify_refuses_a_tampered_manifest(bundle, keys, tmp_path):
     d = _copy(bundle, tmp_path)
     m = json.loads((d / MANIFEST).read_text())
@@ -324,6 +349,11 @@ def test_convert_tflite_cli_builds_a_bundle_that_verifies(small, keys, canonical
     keras_path = tmp_path / "gru.keras"
     model.save(keras_path)
     out = tmp_path / "bundle"
+    args = ["--keras", str(keras_path), "--data", str(canonical[0])]
+    args += ["--key", str(keys / "signing.key"), "--out", str(out)]
+    r = _convert_cli(*args, "--max-p99-diff", "0")
+    assert r.exit_code == 1 and "parity" in r.output and "refused" in r.output
+    assert not out.exists()  # nothing written for a refused conversion
     r = _convert_cli(
         "--keras",
         str(keras_path),
