@@ -54,6 +54,7 @@ class TrainConfig:
     archs: tuple[str, ...] = ARCHITECTURES
     steps: int = 12
     units: int = 32
+    dropout: float = 0.1
     epochs: int = 12
     lr: float = 2e-3
     batch_size: int = 1024
@@ -81,6 +82,8 @@ class TrainConfig:
                 raise ValueError(
                     f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}"
                 )
+        if not (0 <= self.dropout < 1):
+            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
         if not (0 < self.lr < 1):
             raise ValueError(f"--lr must be in (0, 1), got {self.lr}")
 
@@ -184,7 +187,6 @@ def _log_evaluation(
     ev_test: metrics.Evaluation,
 ) -> None:
     """Metrics, threshold rule and the four plots into the active run."""
-    import matplotlib.pyplot as plt  # noqa: F401  (Agg set in plots)
     import mlflow
 
     mlflow.log_metrics({k: v for k, v in ev_val.as_metrics("val").items() if math.isfinite(v)})
@@ -240,7 +242,7 @@ def train(
 
     set_seeds(cfg.seed)
     train_w, val_w = prepared.splits["train"], prepared.splits["val"]
-    model = build_model(arch, prepared.spec.window.steps, cfg.units)
+    model = build_model(arch, prepared.spec.window.steps, cfg.units, dropout=cfg.dropout)
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=cfg.lr),
         loss="binary_crossentropy",
@@ -255,6 +257,7 @@ def train(
                 **_common_params(cfg, prepared),
                 "architecture": arch,
                 "units": cfg.units,
+                "dropout": cfg.dropout,
                 "epochs": cfg.epochs,
                 "lr": cfg.lr,
                 "batch_size": cfg.batch_size,
