@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cloud_hub.training import metrics
 from cloud_hub.training.dataset import Stay, make_windows, split_hash, split_stays
@@ -77,6 +79,28 @@ def test_normalised_utility_of_a_small_cohort_by_hand():
     observed = inaction + 4 / 9 + 10 / 9 - 0.05
     assert (observed - inaction) / (best - inaction) == pytest.approx(0.1355)
     assert metrics.normalised_utility(y, pred, stay) == pytest.approx(0.1355)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 60), st.integers(-1, 70)), min_size=1, max_size=8),
+    st.integers(0, 2**31 - 1),
+)
+def test_no_predictions_beat_the_optimal_predictor(stays, seed):
+    """Any alarms score at most 1, and the cohort score is the sum of per-stay rows."""
+    ys = [_septic(n, f) if 0 <= f < n else np.zeros(n, np.int8) for n, f in stays]
+    y = np.concatenate(ys)
+    stay = np.concatenate([np.full(len(a), i) for i, a in enumerate(ys)])
+    pred = np.random.default_rng(seed).random(y.size) < 0.3
+    score = metrics.normalised_utility(y, pred, stay)
+    observed = sum(metrics.row_utility(ys[i], pred[stay == i]).sum() for i in range(len(ys)))
+    inaction = sum(metrics.row_utility(a, np.zeros(len(a), bool)).sum() for a in ys)
+    best = sum(metrics.row_utility(a, metrics.optimal_predictions(a)).sum() for a in ys)
+    if best > inaction:
+        assert score <= 1.0 + 1e-9
+        assert score == pytest.approx((observed - inaction) / (best - inaction))
+    else:  # no septic stay: only false alarms count
+        assert score == pytest.approx(-0.05 * pred.sum())
 
 
 def test_alarms_count_rising_edges_and_lead_time_is_onset_minus_first_alarm():
@@ -286,6 +310,12 @@ def test_train_refuses_bad_options_with_a_clear_message(tmp_path):
     assert r.exit_code == 2 and "transformer" in r.output and "two_branch" in r.output
     r = CliRunner().invoke(app, ["hub", "train", "--data", str(tmp_path / "none.parquet")])
     assert r.exit_code == 2 and "none.parquet" in r.output and "not found" in r.output
+    r = CliRunner().invoke(
+        app, ["hub", "train", "--bundle", str(tmp_path / "b"), "--key", str(tmp_path / "k.key")]
+    )
+    assert r.exit_code == 2 and "k.key" in r.output and "keys init" in r.output
+    r = CliRunner().invoke(app, ["hub", "train", "--class-weight", "sometimes"])
+    assert r.exit_code == 2 and "sometimes" in r.output
 
 
 def test_keys_init_makes_a_pair_and_refuses_to_overwrite(tmp_path):
