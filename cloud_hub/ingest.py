@@ -418,10 +418,13 @@ class HubWorker:
         for gw, t in res.last_seen.items():
             m.gateway_last_seen.labels(gw=gw).set(t.timestamp())
         m.queue_depth.set(self._q.qsize())
-        self.totals["received"] += len(batch)
-        self.totals["stored"] += sum(res.stored.values())
-        self.totals["duplicates"] += sum(res.duplicates.values())
-        self.totals["dead"] += sum(res.dead.values())
+        t = self.totals  # replaced whole, so readers never see half an update
+        self.totals = {
+            "received": t["received"] + len(batch),
+            "stored": t["stored"] + sum(res.stored.values()),
+            "duplicates": t["duplicates"] + sum(res.duplicates.values()),
+            "dead": t["dead"] + sum(res.dead.values()),
+        }
         log.debug(
             "event=batch size=%d stored=%d duplicates=%d dead=%d",
             len(batch),
