@@ -194,6 +194,22 @@ def test_systemd_units_verify_cleanly(tmp_path, name):
     assert out.stderr.strip() == "", out.stderr
 
 
+def test_gateway_unit_and_image_start_the_gateway_the_cli_knows():
+    """ExecStart and the image's CMD name a real command and only options it accepts."""
+    exec_start = re.search(r"^ExecStart=\S+/vigil (.+)$", UNIT.read_text(), re.M)
+    cmd = re.search(r"^CMD (\[.+\])$", (DEPLOY / "docker" / "gateway.Dockerfile").read_text(), re.M)
+    assert exec_start and cmd
+    for argv in (exec_start[1].split(), json.loads(cmd[1])):
+        assert argv[:2] == ["edge", "run"]
+        out = subprocess.run(
+            [str(BIN / "vigil"), *argv[:2], "--help"], capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 0, out.stderr
+        for opt in (a for a in argv[2:] if a.startswith("--")):
+            assert opt in out.stdout, f"{opt} is not an option of `vigil edge run`"
+        assert "--headless" in argv  # no terminal under systemd or in a container
+
+
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
 def test_systemd_unit_is_hardened(tmp_path):
     unit = _unit_for_here(tmp_path)

@@ -99,6 +99,7 @@ module apps 'modules/containerapps.bicep' = if (deployApps) {
     acrName: acrName
     hubImage: '${acrName}.azurecr.io/vigil-hub:${hubImageTag}'
     keyVaultUri: vault.outputs.uri
+    keyVaultName: vault.outputs.name
     postgresHost: postgres.outputs.fqdn
     postgresAdminLogin: postgresAdminLogin
     blobEndpoint: storage.outputs.blobEndpoint

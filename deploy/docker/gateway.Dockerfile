@@ -49,4 +49,4 @@ VOLUME ["/var/lib/vigil"]
 # /etc/vigil/gateway.toml (deploy/edge/gateway.example.toml) and /etc/vigil/tls/
 # {ca.crt,client.crt,client.key} from `vigil hub enroll GW` are mounted read-only.
 ENTRYPOINT ["vigil"]
-CMD ["edge", "run", "--config", "/etc/vigil/gateway.toml"]
+CMD ["edge", "run", "--config", "/etc/vigil/gateway.toml", "--headless", "--json-logs"]

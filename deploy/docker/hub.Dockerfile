@@ -21,7 +21,8 @@ COPY cloud_hub ./cloud_hub
 COPY converters ./converters
 COPY vigil_cli ./vigil_cli
 COPY models ./models
-RUN pip install -e '.[hub]'
+# `azure`: Key Vault for the signing key (cloud_hub.keys); pip only warns if absent.
+RUN pip install -e '.[hub,azure]'
 
 FROM python:${PYTHON_VERSION}-slim-bookworm
 LABEL org.opencontainers.image.title="vigil-hub" \

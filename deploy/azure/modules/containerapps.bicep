@@ -10,6 +10,7 @@ param identityClientId string
 param acrName string
 param hubImage string
 param keyVaultUri string
+param keyVaultName string
 param postgresHost string
 param postgresAdminLogin string
 param blobEndpoint string
@@ -145,7 +146,6 @@ resource hub 'Microsoft.App/containerApps@2024-03-01' = {
       registries: registries
       secrets: [
         { name: 'database-url', keyVaultUrl: '${kvSecret}/database-url', identity: identityId }
-        { name: 'bundle-signing-key', keyVaultUrl: '${kvSecret}/bundle-signing-key', identity: identityId }
         { name: 'hub-tls-cert', keyVaultUrl: '${kvSecret}/hub-tls-cert', identity: identityId }
         { name: 'hub-tls-key', keyVaultUrl: '${kvSecret}/hub-tls-key', identity: identityId }
       ]
@@ -168,7 +168,8 @@ resource hub 'Microsoft.App/containerApps@2024-03-01' = {
             { name: 'VIGIL_HUB_TLS_KEY', value: '/mnt/secrets/hub-tls-key' }
             { name: 'VIGIL_HUB_METRICS_PORT', value: '8000' }
             { name: 'MLFLOW_TRACKING_URI', value: 'https://${mlflowHost}' }
-            { name: 'VIGIL_SIGNING_KEY_FILE', value: '/mnt/secrets/bundle-signing-key' }
+            // cloud_hub.keys reads the Ed25519 key from Key Vault into memory (managed identity)
+            { name: 'VIGIL_SIGNING_KEY', value: 'azurekv://${keyVaultName}/bundle-signing-key' }
             { name: 'AZURE_CLIENT_ID', value: identityClientId }
             { name: 'POSTGRES_HOST', value: postgresHost }
             { name: 'POSTGRES_USER', value: postgresAdminLogin }
@@ -187,7 +188,6 @@ resource hub 'Microsoft.App/containerApps@2024-03-01' = {
           name: 'secrets'
           storageType: 'Secret'
           secrets: [
-            { secretRef: 'bundle-signing-key', path: 'bundle-signing-key' }
             { secretRef: 'hub-tls-cert', path: 'hub-tls-cert' }
             { secretRef: 'hub-tls-key', path: 'hub-tls-key' }
           ]
