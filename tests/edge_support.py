@@ -77,3 +77,53 @@ class Mosquitto:
             self.proc.kill()
             self.proc.wait(10)
             self.proc = None
+
+
+def physionet_stay(stem: str):
+    """One real stay of PhysioNet 2019 set A as a NumPy structured array (rows = hours)."""
+    import io
+    import tarfile
+
+    import numpy as np
+
+    from contracts.paths import physionet_archive
+
+    with tarfile.open(physionet_archive(), "r|gz") as tf:
+        for m in tf:
+            if m.name.endswith(f"/{stem}.psv"):
+                text = tf.extractfile(m).read().decode()
+                return np.genfromtxt(io.StringIO(text), delimiter="|", names=True)
+    raise LookupError(f"stay {stem} not in the archive")
+
+
+def stay_arrays(arr):
+    import numpy as np
+
+    from contracts.vitals import STATIC_FEATURES
+
+    dyn = np.column_stack([arr[n] for n in VITAL_NAMES]).astype(np.float64)
+    static = np.column_stack([arr[n] for n in STATIC_FEATURES]).astype(np.float64)
+    return dyn, static
+
+
+def write_canonical(path: Path, stays: dict[str, object]) -> Path:
+    """A canonical Parquet table (contracts/canonical.py) of the given real stays."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from contracts.canonical import COLUMNS
+
+    cols: dict[str, list] = {c: [] for c in COLUMNS}
+    for stay_id, arr in stays.items():
+        for row in arr:
+            cols["stay_id"].append(stay_id)
+            cols["hour"].append(int(row["ICULOS"]))
+            for n in (*VITAL_NAMES, "Age", "Gender", "HospAdmTime", "ICULOS"):
+                cols[n].append(float(row[n]))
+            cols["label"].append(int(row["SepsisLabel"]))
+            cols["source"].append("physionet2019")
+    types = {"stay_id": pa.string(), "hour": pa.int64(), "label": pa.int8(), "source": pa.string()}
+    pq.write_table(
+        pa.table({c: pa.array(v, type=types.get(c, pa.float64())) for c, v in cols.items()}), path
+    )
+    return path

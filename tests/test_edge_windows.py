@@ -1,0 +1,117 @@
+"""The gateway's windows are the trainer's windows for the same stay."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from contracts.bundle import Manifest
+from contracts.paths import default_bundle_dir
+from contracts.preprocessing import stay_windows
+from contracts.vitals import VITAL_NAMES
+from edge_agent.decoder import MllpDecoder
+from edge_agent.windows import BedWindows
+from firmware_sim.hl7 import DECIMALS, Observation, birth_date_for, build_oru, frame
+from tests.edge_support import physionet_stay, stay_arrays
+
+ADMIT = datetime(2026, 2, 1, 6, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return Manifest.model_validate_json(
+        (default_bundle_dir() / "manifest.json").read_text()
+    ).preprocessing
+
+
+def frames_for(stay: str, arr, minutes=(5, 20, 35, 50)) -> bytes:
+    """Readings as a monitor would export the charted hours (values at display resolution)."""
+    out = b""
+    seq = 0
+    for row in arr:
+        k = int(row["ICULOS"])
+        for m in minutes:
+            seq += 1
+            vals = {n: (None if np.isnan(row[n]) else float(row[n])) for n in VITAL_NAMES}
+            out += frame(
+                build_oru(
+                    Observation(
+                        monitor_id="MON01",
+                        seq=seq,
+                        bed="bed-1",
+                        stay_id=stay,
+                        obs_time=ADMIT + timedelta(hours=k, minutes=m),
+                        values=vals,
+                        birth_date=birth_date_for(float(row["Age"]), ADMIT),
+                        sex="M" if row["Gender"] == 1 else "F",
+                        icu_admit=ADMIT,
+                        hospital_admit=ADMIT + timedelta(hours=float(row["HospAdmTime"])),
+                    )
+                )
+            )
+    return out
+
+
+@pytest.mark.parametrize("stem", ["p015180", "p000001"])
+def test_gateway_windows_equal_the_trainers_for_the_same_stay(spec, stem):
+    arr = physionet_stay(stem)
+    dyn, static = stay_arrays(arr)
+    # What the monitor can show: values at display resolution (as the trainer would see them
+    # if it were fed this export).
+    for i, n in enumerate(VITAL_NAMES):
+        dyn[:, i] = np.round(dyn[:, i], DECIMALS[n])
+    want_w, want_s, want_obs = stay_windows(dyn, static, spec)
+
+    d, bw = MllpDecoder(), BedWindows("bed-1", spec)
+    got_w, got_s, got_obs = [], [], []
+    steps = []
+    readings = d.feed(frames_for("pn-" + stem, arr))
+    for r in readings:
+        for step in bw.add(r):
+            steps.append(step)
+            inp = bw.model_input()
+            got_w.append(inp.window)
+            got_s.append(inp.static)
+            got_obs.append(inp.observed)
+    steps.append(bw.flush())
+    inp = bw.model_input()
+    got_w.append(inp.window), got_s.append(inp.static), got_obs.append(inp.observed)
+
+    assert len(readings) == 4 * len(arr) and d.stats.frames_bad == 0
+    assert [s.static["ICULOS"] for s in steps] == list(arr["ICULOS"])
+    np.testing.assert_array_equal(np.array(got_obs), want_obs)
+    np.testing.assert_allclose(np.array(got_w), want_w, rtol=0, atol=1e-5)
+    got_s = np.array(got_s)
+    s_cols = [spec.static_names.index(n) for n in ("Gender", "HospAdmTime", "ICULOS")]
+    np.testing.assert_allclose(got_s[:, s_cols], want_s[:, s_cols], rtol=0, atol=1e-5)
+    # Age: HL7 PID-7 is a birth date, so the monitor conveys whole years; the training
+    # table has fractional years. The skew is below one year (documented, measured here).
+    a = spec.static_names.index("Age")
+    age_std = spec.static_features[a].std
+    assert np.all(np.abs(got_s[:, a] - want_s[:, a]) <= 1.0 / age_std + 1e-6)
+
+
+def test_too_little_data_is_reported_as_insufficient_not_scored(spec):
+    bw = BedWindows("bed-1", spec)
+    d = MllpDecoder()
+    arr = physionet_stay("p000001")[:3].copy()
+    for n in VITAL_NAMES:
+        arr[n] = np.nan
+    arr["HR"][0] = 80.0  # one value in the whole window: fewer than min_observed
+    for r in d.feed(frames_for("pn-x", arr)):
+        bw.add(r)
+    bw.flush()
+    inp = bw.model_input()
+    assert inp.observed == 1 and inp.insufficient
+
+
+def test_late_readings_are_counted_and_dropped(spec):
+    arr = physionet_stay("p000001")[:3]
+    d, bw = MllpDecoder(), BedWindows("bed-1", spec)
+    rs = d.feed(frames_for("pn-y", arr))
+    for r in rs[:9]:
+        bw.add(r)
+    bw.add(rs[0])  # an hour-old reading arrives after its step closed
+    assert bw.late == 1
