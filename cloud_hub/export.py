@@ -11,10 +11,11 @@ exactly like the base dataset.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -123,16 +124,25 @@ def hourly_table(engine: Engine) -> tuple[pd.DataFrame, int]:
     return table.astype(DTYPES), skipped
 
 
+def fingerprint(table: pd.DataFrame) -> str:
+    """sha256 of the table's content: training records it with the run, as it does the
+    importers' fingerprints, so a model names the fleet data it learnt from."""
+    digest = hashlib.sha256()
+    digest.update(",".join(table.columns).encode())
+    digest.update(pd.util.hash_pandas_object(table, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
 def export_parquet(engine: Engine, out: Path, only_labelled: bool = False) -> ExportReport:
+    """Write the table as the importers do (`converters.canonical_io`: the contract's
+    Arrow schema, fingerprint and summary in the metadata, atomic rename)."""
+    from converters.canonical_io import to_arrow, write_canonical
+
     table, skipped = hourly_table(engine)
     if only_labelled:
         table = table[table[LABEL_COLUMN].notna()].reset_index(drop=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    table.to_parquet(tmp, index=False)
-    tmp.replace(out)  # readers never see half a file
     lab = table[LABEL_COLUMN]
-    return ExportReport(
+    report = ExportReport(
         rows=len(table),
         stays=int(table["stay_id"].nunique()),
         positive=int((lab == 1).sum()),
@@ -140,3 +150,10 @@ def export_parquet(engine: Engine, out: Path, only_labelled: bool = False) -> Ex
         unknown=int(lab.isna().sum()),
         skipped_summaries=skipped,
     )
+    columns = {c: table[c].to_numpy() for c in COLUMNS}
+    columns["stay_id"] = table["stay_id"].astype(object).to_numpy()
+    columns[SOURCE_COLUMN] = table[SOURCE_COLUMN].astype(object).to_numpy()
+    columns[LABEL_COLUMN] = lab.astype("float64").to_numpy(na_value=float("nan"))
+    arrow = to_arrow(columns, fingerprint(table), SOURCE, asdict(report))
+    write_canonical(arrow, out)  # readers never see half a file
+    return report

@@ -17,6 +17,7 @@ from cloud_hub.store import Accepted, write_batch
 from cloud_hub.store.models import OutcomeLabel
 from contracts.canonical import COLUMNS
 from contracts.vitals import VITAL_NAMES
+from converters.canonical_io import load_canonical, read_fingerprint
 from vigil_cli.main import app
 
 
@@ -128,7 +129,11 @@ def test_export_writes_the_canonical_table_with_labels_from_outcomes(db, tmp_pat
     assert not import_outcomes(engine, csv).errors
     out = tmp_path / "fleet.parquet"
     report = export_parquet(engine, out)
-    t = pd.read_parquet(out)
+    t, fp = load_canonical(out)  # read back as training reads the base dataset
+    assert len(fp) == 64 and fp == read_fingerprint(out)
+    assert export_parquet(engine, tmp_path / "again.parquet") == report
+    assert read_fingerprint(tmp_path / "again.parquet") == fp  # same data, same fingerprint
+    assert list(pd.read_parquet(out).columns) == list(COLUMNS)
     assert list(t.columns) == list(COLUMNS)
     assert str(t["hour"].dtype) == "int64" and str(t["label"].dtype) == "Int8"
     assert all(str(t[c].dtype) == "float64" for c in (*VITAL_NAMES, "Age", "ICULOS"))

@@ -165,3 +165,29 @@ def test_workers_starting_together_on_a_fresh_store_migrate_once(dialect, tmp_pa
         for e in engines:
             e.dispose()
         assert errors == [] and results == ["0001"] * 3
+
+
+def test_model_update_states_reach_the_fleet_registry(engine):
+    from cloud_hub.fleet import fleet, render_table
+    from contracts.messages import ModelRef, ModelState
+
+    write_batch(engine, [acc(status(gw="gwM"))])
+    refused = ModelState(
+        gw="gwM",
+        state="refused",
+        name="vigil-gru",
+        version="5",
+        reason="signature: unknown key",
+        active=ModelRef(name="vigil-gru", version="3"),
+    )
+    write_batch(engine, [acc(refused, NOW + timedelta(seconds=1))])
+    write_batch(engine, [acc(refused, NOW + timedelta(seconds=2))])  # redelivered
+    with engine.connect() as c:
+        from cloud_hub.store.models import ModelStateEvent
+
+        assert c.execute(select(func.count()).select_from(ModelStateEvent)).scalar_one() == 1
+    (g,) = fleet(engine)
+    assert g.model_state == "refused 5" and g.model == "vigil-gru@3"
+    text = render_table([g], now=NOW + timedelta(minutes=3))
+    # last seen: the redelivery at NOW + 2 s, 2 min 58 s before `now`
+    assert "refused 5" in text and "2m ago" in text and "1 gateways, 1 online" in text
