@@ -11,9 +11,9 @@ What leaves a gateway is exactly the contract messages (`contracts/messages.py`)
 - the patient's name and birth date that a monitor sends in HL7 PID stop at the
   gateway's decoder (real simulator frames, real `edge_agent.decoder`).
 
-When this was written the gateway's decoder existed but not its publisher, so the
-published payloads are built from the decoded readings with the contract models
-rather than captured from a running gateway.
+- a short run of the real gateway over TLS with its enrolled certificate: every
+  payload the hub receives is captured and checked (no name, no birth date,
+  pseudonymous stay id, valid contract message).
 
 Known gap, not closable by a schema: `Alarm.note` and `Alarm.reason` are free text a
 nurse may type, and `Alarm.by` names the member of staff (not the patient). A note
@@ -29,6 +29,7 @@ import re
 import tarfile
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from pydantic import BaseModel, ValidationError
@@ -267,3 +268,116 @@ def test_monitor_patient_name_and_birth_date_stop_at_the_gateway_decoder():
         assert r.stay == f"pn-{stay}"
         if age is not None:
             assert r.static["Age"] == pytest.approx(min(age, 100), abs=1)
+
+
+def test_a_running_gateway_over_tls_publishes_no_patient_identity(tmp_path):
+    """A short run of the real gateway (edge_agent.gateway) reading a real PhysioNet stay
+    framed as HL7 by the simulator, with the patient's name and birth date in PID, over a
+    TCP monitor line; connected with its enrolled certificate to the shipped broker.
+    Every payload the hub receives is captured and checked."""
+    gateway_mod = pytest.importorskip("edge_agent.gateway")
+    config_mod = pytest.importorskip("edge_agent.config")
+    hl7 = pytest.importorskip("firmware_sim.hl7")
+    import shutil
+    import socket
+    import threading
+    import time
+
+    from cloud_hub.ca import CertificateAuthority
+    from contracts import topics
+    from tests.test_security_broker import MOSQUITTO, Broker, Client, broker_folder
+
+    if not shutil.which(MOSQUITTO) and not Path(MOSQUITTO).exists():
+        pytest.skip("mosquitto is not installed")
+    stay, rows = _physionet_stay(2)
+    rows = rows[:8]
+    name, admit = "DOE^JANE^Q", datetime(2026, 1, 1, 6, 0, tzinfo=UTC)
+    birth = hl7.birth_date_for(_num(rows[0]["Age"]), admit)
+    dob = birth.strftime("%Y%m%d") if birth else None
+    frames = []
+    seq = 0
+    for h, row in enumerate([*rows, rows[-1]]):  # a reading in the next hour closes the last
+        for minute in (0, 20, 40):
+            seq += 1
+            obs = hl7.Observation(
+                monitor_id="MON-7",
+                seq=seq,
+                bed="bed-07",
+                stay_id=f"pn-{stay}",
+                obs_time=admit + timedelta(hours=h, minutes=minute),
+                values={v: _num(row[v]) for v in VITAL_NAMES},
+                birth_date=birth,
+                sex="F" if row["Gender"] == "0" else "M",
+                icu_admit=admit,
+            )
+            msg = hl7.build_oru(obs)
+            pid = next(s for s in msg.split("\r") if s.startswith("PID|"))
+            fields = pid.split("|")
+            fields[5] = name  # what a hospital monitor adds
+            frames.append(hl7.frame(msg.replace(pid, "|".join(fields))))
+
+    monitor = socket.socket()
+    monitor.bind(("127.0.0.1", 0))
+    monitor.listen(1)
+    done = threading.Event()
+
+    def serve() -> None:
+        conn, _ = monitor.accept()
+        with conn:
+            for f in frames:
+                conn.sendall(f)
+                time.sleep(0.005)
+            done.wait(60)
+
+    threading.Thread(target=serve, daemon=True).start()
+
+    ca = CertificateAuthority(tmp_path / "pki")
+    ca.init()
+    ca.issue_server()
+    ca.issue_hub()
+    ca.enroll_gateway("gw-a")
+    broker = Broker(broker_folder(), ca)
+    broker.start()
+    tls = ca.gateway_dir("gw-a")
+    conf = tmp_path / "gateway.toml"
+    conf.write_text(
+        f'gateway_id = "gw-a"\nstore_path = "{tmp_path / "gw.sqlite"}"\n'
+        f'[[beds]]\nid = "bed-07"\n'
+        f'source = {{ type = "tcp", host = "127.0.0.1", port = {monitor.getsockname()[1]} }}\n'
+        f'[mqtt]\nhost = "localhost"\nport = {broker.port}\n'
+        f'[mqtt.tls]\nca = "{tls / "ca.crt"}"\ncert = "{tls / "client.crt"}"\n'
+        f'key = "{tls / "client.key"}"\n'
+    )
+    hub = Client(broker, ca.hub_dir, client_id="phi-hub")
+    gw = None
+    try:
+        assert hub.connect()
+        hub.subscribe(f"{topics.PREFIX}/gw/gw-a/#")
+        gw = gateway_mod.Gateway(config_mod.load_config(conf))
+        gw.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            kinds = [topics.parse(t)["kind"] for t, _ in hub.received]
+            if kinds.count("risk") >= len(rows) and kinds.count("vitals") >= len(rows):
+                break
+            time.sleep(0.1)
+    finally:
+        done.set()
+        if gw is not None:
+            gw.stop()
+        hub.close()
+        broker.stop()
+        monitor.close()
+        shutil.rmtree(broker.folder, ignore_errors=True)
+
+    kinds = [topics.parse(t)["kind"] for t, _ in hub.received]
+    assert kinds.count("risk") >= len(rows) and kinds.count("vitals") >= len(rows), kinds
+    assert "status" in kinds  # connected over TLS with its certificate
+    for topic, payload in hub.received:
+        text = payload.decode()
+        for secret in ("DOE", "JANE", *([dob] if dob else [])):
+            assert secret not in text, (topic, secret)
+        msg = messages.parse_message(payload)
+        assert msg.gw == "gw-a"
+        if hasattr(msg, "stay"):
+            assert msg.stay == f"pn-{stay}"
