@@ -47,17 +47,18 @@ import logging
 import re
 import tarfile
 import time
-import warnings
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import IO
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
 from contracts.vitals import BY_NAME, STATIC_FEATURES, VITAL_NAMES
 
@@ -77,7 +78,7 @@ log = logging.getLogger(__name__)
 DATASET = "mimic3"
 STAY_PREFIX = "mimic-"
 AGE_CAP = 90.0
-CHUNK_ROWS = 500_000
+BLOCK_BYTES = 16 << 20  # CHARTEVENTS is read in blocks of this many bytes
 
 # itemid -> (canonical vital, unit of the charted value)
 ITEMS: dict[int, tuple[str, str]] = {
@@ -95,7 +96,7 @@ ITEMS: dict[int, tuple[str, str]] = {
     **dict.fromkeys((615, 618, 220210, 224690), ("Resp", "/min")),
 }
 _VITAL_CODE = {n: k for k, n in enumerate(VITAL_NAMES)}
-_ITEM_STR = {str(i) for i in ITEMS}
+_ITEM_ARRAY = pa.array(sorted(str(i) for i in ITEMS))
 
 TABLES = ("CHARTEVENTS", "ICUSTAYS", "PATIENTS", "ADMISSIONS")
 REQUIRED: dict[str, tuple[str, ...]] = {
@@ -263,67 +264,92 @@ def _read_small(
     return df
 
 
-def _bad_lines(
-    caught: list[warnings.WarningMessage], seen: int, name: str, report: ImportReport
-) -> list[int]:
-    """Report ragged lines pandas skipped (its warnings say 'Skipping line N: expected A
-    fields, saw B', N a line of the whole file); returns the new line numbers."""
-    lines = []
-    for w in caught[seen:]:
-        for ln, msg in re.findall(r"Skipping line (\d+): ([^\n]+)", str(w.message)):
-            report.add(Problem(name, int(ln), None, None, msg.strip(), "skipped row"))
-            report.rows_skipped += 1
-            lines.append(int(ln))
-    return sorted(lines)
+def _header(f: io.BufferedReader, name: str) -> list[str]:
+    """The CSV header line, peeked without consuming the stream."""
+    head = f.peek(1 << 16)
+    nl = head.find(b"\n")
+    if nl < 0:
+        raise SourceError(f"{name}: no header line in the first 64 KB")
+    line = head[:nl].decode("utf-8", "replace").strip()
+    return [c.strip().strip('"') for c in line.split(",")]
 
 
 def _stream_chartevents(
     m: _Member, stay_ids: set[int], report: ImportReport, hashes: dict[str, str]
 ) -> pd.DataFrame:
-    """Vital-sign readings of CHARTEVENTS: icustay_id, code, charttime, value, itemid, row."""
+    """Vital-sign readings of CHARTEVENTS (icustay_id, itemid, charttime, value; index =
+    CSV record number), streamed with Arrow's CSV reader in blocks of BLOCK_BYTES.
+
+    Arrow rather than pandas here: pandas silently truncates or shifts rows with a
+    field too many (the first one becomes an index), Arrow hands each ragged row to a
+    handler with its number, so it is reported and skipped.
+    """
     keep: list[pd.DataFrame] = []
     n_rows = 0  # records read
-    next_row = 2  # record number of the next one (header = 1)
-    n_warn = 0  # pandas warnings already turned into problems
-    header_ok = False
-    try:
-        with _text_stream(m) as st, warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            reader = pd.read_csv(
-                st.f,
-                dtype=str,
-                keep_default_na=False,
-                na_values=[""],
-                chunksize=CHUNK_ROWS,
-                usecols=lambda c: c.strip().lower() in (*REQUIRED["CHARTEVENTS"], *_CE_OPTIONAL),
-                on_bad_lines="warn",
+    next_row = 2  # record number of the next good record (header = 1)
+    ragged: list[int] = []  # record numbers of skipped ragged rows, in order
+
+    def on_invalid(row: pacsv.InvalidRow) -> str:
+        report.add(
+            Problem(
+                m.name,
+                row.number,
+                None,
+                (row.text or "")[:60],
+                f"row has {row.actual_columns} fields, the header {row.expected_columns}",
+                "skipped row",
             )
-            for chunk in reader:
-                chunk = _norm_columns(chunk)
-                if not header_ok:
-                    missing = [c for c in REQUIRED["CHARTEVENTS"] if c not in chunk.columns]
-                    if missing:
-                        raise SourceError(
-                            f"{m.name}: wrong header: lacks {', '.join(missing)} "
-                            f"(has {', '.join(chunk.columns)})"
-                        )
-                    header_ok = True
-                # CSV record numbers (header = 1), stepping over the lines pandas skipped.
-                skipped = _bad_lines(caught, n_warn, m.name, report)
-                n_warn = len(caught)
-                rows = np.arange(next_row, next_row + len(chunk))
-                for ln in skipped:
+        )
+        report.rows_skipped += 1
+        if row.number is not None:
+            ragged.append(row.number)
+        return "skip"
+
+    try:
+        with _text_stream(m) as st:
+            header = _header(st.f, m.name)
+            lower = {c.lower(): c for c in header}
+            missing = [c for c in REQUIRED["CHARTEVENTS"] if c not in lower]
+            if missing:
+                raise SourceError(
+                    f"{m.name}: wrong header: lacks {', '.join(missing)} (has {', '.join(header)})"
+                )
+            wanted = [lower[c] for c in (*REQUIRED["CHARTEVENTS"], *_CE_OPTIONAL) if c in lower]
+            reader = pacsv.open_csv(
+                st.f,
+                read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=False),
+                parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
+                convert_options=pacsv.ConvertOptions(
+                    include_columns=wanted,
+                    column_types=dict.fromkeys(wanted, pa.string()),
+                    null_values=[""],
+                    strings_can_be_null=True,
+                ),
+            )
+            seen_ragged = 0
+            for batch in reader:
+                # Record numbers of this batch's rows, stepping over the ragged ones.
+                rows = np.arange(next_row, next_row + batch.num_rows)
+                for ln in ragged[seen_ragged:]:
                     rows[rows >= ln] += 1
-                next_row = int(rows[-1]) + 1 if len(rows) else next_row + len(skipped)
-                n_rows += len(chunk)
-                chunk.index = rows
-                keep.append(_vital_rows(chunk, m.name, stay_ids, report))
-            _bad_lines(caught, n_warn, m.name, report)
-            if n_rows and st.text.last != b"\n":  # the last record may be cut short
+                seen_ragged = len(ragged)
+                next_row = int(rows[-1]) + 1 if len(rows) else next_row
+                n_rows += batch.num_rows
+                keep.append(_vital_rows(batch, rows, m.name, stay_ids, report))
+            last = max(next_row - 1, ragged[-1] if ragged else 0)
+            cut = bool(n_rows) and st.text.last != b"\n"
+            if cut and last in ragged:  # the ragged last row is the cut: say so
+                k = max(i for i, p in enumerate(report.problems) if p.row == last)
+                p = report.problems[k]
+                report.problems[k] = replace(
+                    p, reason=p.reason + " (file ends mid-line: truncated?)"
+                )
+            elif cut:
+                # Cut inside its last field, the last record still parsed: distrust it.
                 report.add(
                     Problem(
                         m.name,
-                        next_row - 1,
+                        last,
                         None,
                         None,
                         "file ends mid-line (truncated?): its last row cannot be trusted",
@@ -331,11 +357,11 @@ def _stream_chartevents(
                     )
                 )
                 report.rows_skipped += 1
-                keep[-1] = keep[-1].drop(index=next_row - 1, errors="ignore")
+                keep[-1] = keep[-1].drop(index=last, errors="ignore")
             st.stored.drain()
     except SourceError:
         raise
-    except (*_read_errors(), pd.errors.ParserError, UnicodeDecodeError) as e:
+    except (*_read_errors(), pa.ArrowException, UnicodeDecodeError) as e:
         report.add(
             Problem(
                 m.name,
@@ -348,20 +374,27 @@ def _stream_chartevents(
         )
         if not n_rows:
             raise SourceError(f"{m.name} is unreadable: {e}") from e
-    if not header_ok:
-        raise SourceError(f"{m.name} has no rows")
     report.files_read += 1
     hashes[m.name] = st.stored.sha.hexdigest()
     return pd.concat(keep) if keep else pd.DataFrame()
 
 
 def _vital_rows(
-    chunk: pd.DataFrame, name: str, stay_ids: set[int], report: ImportReport
+    batch: pa.RecordBatch, rows: np.ndarray, name: str, stay_ids: set[int], report: ImportReport
 ) -> pd.DataFrame:
-    """The chunk's vital-sign rows, parsed; the rest of the chunk is not ours."""
-    c = chunk[chunk["itemid"].str.strip().isin(_ITEM_STR)]
-    if c.empty:
+    """The batch's vital-sign rows, parsed; the rest (most of CHARTEVENTS) is not ours.
+
+    The item-id filter runs in Arrow, so only vital rows ever become pandas objects.
+    """
+    cols = {f.name.lower(): batch.column(i) for i, f in enumerate(batch.schema)}
+    mine = pc.is_in(pc.utf8_trim_whitespace(cols["itemid"]), value_set=_ITEM_ARRAY)
+    mine = pc.fill_null(mine, False)
+    if not pc.any(mine).as_py():
         return pd.DataFrame()
+    c = pd.DataFrame(
+        {k: v.filter(mine).to_pandas() for k, v in cols.items()},
+    )
+    c.index = rows[np.asarray(mine)]
     if "error" in c.columns:  # rows the source itself marks as charting errors
         flagged = c["error"].str.strip().isin(["1", "1.0"])
         report.set_aside_add("CHARTEVENTS vital rows flagged error=1 by the source", flagged.sum())

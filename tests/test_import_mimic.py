@@ -240,10 +240,14 @@ def test_broken_demo_files_are_reported_and_the_rest_imported(
     fahrenheit = ce.loc[f_a, "valuenum"]
     ce.loc[f_a, "itemid"] = "676"  # Temperature C, value still in °F
     ce.to_csv(folder / "CHARTEVENTS.csv", index=False)
+    # A ragged line (one field too many) as the first record: every later record's
+    # number moves by one, and the report must still name the right ones.
+    lines = (folder / "CHARTEVENTS.csv").read_text().split("\n")
+    lines.insert(1, lines[1] + ",extra")
     # A truncated copy: the file stops in the middle of its last line.
-    data = (folder / "CHARTEVENTS.csv").read_bytes()
+    data = "\n".join(lines).encode()
     (folder / "CHARTEVENTS.csv").write_bytes(data[: data.rfind(b"\n", 0, len(data) - 1) + 30])
-    last = len(ce) + 1  # record number of the cut line
+    last = len(ce) + 2  # record number of the cut line
     # PATIENTS with a wrong header: no date of birth.
     pat = pd.read_csv(folder / "PATIENTS.csv").rename(columns={"dob": "birthday"})
     pat.to_csv(folder / "PATIENTS.csv", index=False)
@@ -252,9 +256,11 @@ def test_broken_demo_files_are_reported_and_the_rest_imported(
     got, _ = load_canonical(tmp_path / "broken.parquet")
     by = {(p.file, p.row): p for p in report.problems}
 
-    garbage = by[("CHARTEVENTS.csv", hr_b + 2)]
+    ragged = by[("CHARTEVENTS.csv", 2)]
+    assert "16 fields, the header 15" in ragged.reason and ragged.action == "skipped row"
+    garbage = by[("CHARTEVENTS.csv", hr_b + 3)]
     assert garbage.value == "9O" and "not a number" in garbage.reason
-    wrong_unit = by[("CHARTEVENTS.csv", f_a + 2)]
+    wrong_unit = by[("CHARTEVENTS.csv", f_a + 3)]
     assert wrong_unit.column == "Temp (itemid 676)" and wrong_unit.action == "set NaN"
     assert "looks like °F" in wrong_unit.reason and float(wrong_unit.value) == float(fahrenheit)
     cut = by[("CHARTEVENTS.csv", last)]
@@ -271,7 +277,7 @@ def test_broken_demo_files_are_reported_and_the_rest_imported(
     assert len(got) == len(want)
     vitals = ["HR", "O2Sat", "Temp", "SBP", "MAP", "DBP", "Resp"]
     differs = ~np.isclose(got[vitals], want[vitals], equal_nan=True)
-    assert differs.sum() <= 3  # only the hours of the garbage, °F and cut readings
+    assert differs.sum() <= 4  # only the hours of the ragged, garbage, °F and cut readings
     pd.testing.assert_series_equal(got["HospAdmTime"], want["HospAdmTime"])
 
 
@@ -300,3 +306,41 @@ def test_cli_mimic_prints_summary(demo_dir: Path, raw, tmp_path: Path) -> None: 
     assert f"fingerprint: {load_canonical(out)[1]}" in res.output
     res = CliRunner().invoke(app, ["mimic", str(tmp_path / "none"), "--out", str(out)])
     assert res.exit_code == 1 and "does not exist" in res.output
+
+
+def test_a_truncated_gzip_chartevents_keeps_the_rows_before_the_break(
+    demo_dir: Path,
+    raw,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+) -> None:
+    import shutil
+
+    import converters.mimic as mimic
+
+    monkeypatch.setattr(mimic, "BLOCK_BYTES", 64 << 10)  # many blocks from a small file
+    stay = stay_with_most(raw, HR_ITEMS, "metavision")
+    folder = subset(demo_dir, raw, tmp_path / "gz", [stay], upper=True, gz=True)
+    gz = folder / "CHARTEVENTS.csv.gz"
+    text = gzip.decompress(gz.read_bytes()).decode()
+    gz.write_bytes(gz.read_bytes()[: gz.stat().st_size * 6 // 10])
+
+    report = import_mimic(folder, tmp_path / "gz.parquet")
+    got, _ = load_canonical(tmp_path / "gz.parquet")
+    (p,) = [p for p in report.problems if p.action == "skipped rest of file"]
+    assert p.file == "CHARTEVENTS.csv.gz" and "truncated or corrupt" in p.reason
+    n_kept = int(p.reason.split("after ")[1].split(" rows")[0])
+    n_all = text.count("\n") - 1
+    assert 0 < n_kept < n_all and p.row == n_kept + 2
+
+    # What was kept is exactly what a file ending after those records gives.
+    short = tmp_path / "short"
+    shutil.copytree(folder, short)
+    lines = text.split("\n")
+    (short / "CHARTEVENTS.csv.gz").write_bytes(
+        gzip.compress(("\n".join(lines[: n_kept + 1]) + "\n").encode())
+    )
+    clean = import_mimic(short, tmp_path / "short.parquet")
+    want, _ = load_canonical(tmp_path / "short.parquet")
+    assert not [q for q in clean.problems if q.action.startswith("skipped")]
+    pd.testing.assert_frame_equal(got, want)
