@@ -406,6 +406,8 @@ class HubWorker:
         self._ack(batch)
         now = datetime.now(UTC)
         for a in accepted:
+            if a.retained:  # a retained status is as old as it is: not lag
+                continue
             ts = a.message.ts if a.message.ts.tzinfo else a.message.ts.replace(tzinfo=UTC)
             m.ingest_lag.observe(max(0.0, (now - ts).total_seconds()))
         for k, n in res.stored.items():
