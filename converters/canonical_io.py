@@ -37,7 +37,7 @@ REPORT_KEY = b"vigil.import"  # a small JSON summary of the import (counts only)
 
 # Plausible ranges of the static features (vitals' ranges are in the catalogue).
 STATIC_RANGES: dict[str, tuple[float, float]] = {
-    "Age": (0.0, 120.0),  # PhysioNet writes 100 for >= 90; MIMIC is capped at 90 here
+    "Age": (0.0, 120.0),  # PhysioNet documents 100 for >= 90 (set A tops out at 89); MIMIC: 90
     "Gender": (0.0, 1.0),
     "HospAdmTime": (-100_000.0, 24.0),  # hours; a few sources carry small positive lags
     "ICULOS": (0.0, 100_000.0),

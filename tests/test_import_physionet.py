@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import math
 import tarfile
 import tempfile
@@ -274,12 +275,17 @@ def test_cli_prints_the_summary_and_fails_on_a_missing_source(tmp_path: Path, fo
     from converters.cli import app
 
     (folder / "p000006.psv").write_text("not|a|challenge|file\n1|2|3|4\n")
-    out = tmp_path / "cli.parquet"
-    res = CliRunner().invoke(app, ["physionet", str(folder), "--out", str(out), "--limit", "7"])
+    out, report_json = tmp_path / "cli.parquet", tmp_path / "report.json"
+    args = ["physionet", str(folder), "--out", str(out), "--limit", "7"]
+    res = CliRunner().invoke(app, [*args, "--report", str(report_json)])
     assert res.exit_code == 0, res.output
     assert "stays: 6" in res.output and "files skipped: 1" in res.output
     assert "p000006.psv:1: wrong header" in res.output
     assert f"fingerprint: {load_canonical(out)[1]}" in res.output
+    saved = json.loads(report_json.read_text())
+    assert saved["stays"] == 6 and saved["fingerprint"] == load_canonical(out)[1]
+    (p,) = saved["problem_list"]
+    assert (p["file"], p["row"], p["action"]) == ("p000006.psv", 1, "skipped file")
 
     res = CliRunner().invoke(app, ["physionet", str(tmp_path / "nope"), "--out", str(out)])
     assert res.exit_code != 0 and "does not exist" in res.output
