@@ -10,9 +10,12 @@ import math
 from datetime import UTC, datetime, timedelta
 
 from contracts.news2 import news2
+from contracts.vitals import VITAL_NAMES
+from edge_agent.decoder import Reading
 from edge_agent.state import GatewayState, News2Snapshot
 from edge_agent.ui.gateway_port import ward_view
 from edge_agent.ui.view import WardView
+from tests.edge_support import T0
 
 FIXED_NOW = datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC)
 MODEL = ("vigil-gru", "1.4.0")
@@ -170,3 +173,33 @@ class FixedPort:
 
     def feedback(self, bed: str, by: str, kind: str, note: str | None) -> None:
         self.calls.append(("feedback", bed, by, kind, note))
+
+
+def replay_until_alarm(gw, bed: str, arr, readings_per_hour: int = 2) -> int:  # noqa: ANN001
+    """Feed a real stay's hourly rows to `gw` (its data path) until `bed` alarms.
+
+    Returns the readings fed; fails if the stay ends without an alarm.
+    """
+    admit = T0
+    n = 0
+    for row in arr:
+        hour = float(row["ICULOS"])
+        for k in range(readings_per_hour):
+            obs = admit + timedelta(hours=hour, minutes=60 * k / readings_per_hour)
+            values = {
+                name: (None if math.isnan(float(row[name])) else float(row[name]))
+                for name in VITAL_NAMES
+            }
+            static = {
+                "Age": float(row["Age"]),
+                "Gender": float(row["Gender"]),
+                "HospAdmTime": float(row["HospAdmTime"]),
+                "ICULOS": hour + k / readings_per_hour,
+            }
+            r = Reading(bed, "pn-stay", "MON01", n, obs, values, static, icu_admit=admit)
+            gw.process_reading(bed, r)
+            n += 1
+        b = gw.state.snapshot().bed(bed)
+        if b.alarm_level in ("alarm", "escalated") and b.alarm_state == "active":
+            return n
+    raise AssertionError(f"the stay ended after {n} readings without a risk alarm on {bed}")
