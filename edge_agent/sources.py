@@ -131,7 +131,11 @@ class SerialLine(LineSource):
         import serial
 
         try:
-            return self._port.read(CHUNK)
+            # read(CHUNK) would wait for CHUNK bytes or the timeout: take one byte (waits
+            # at most the timeout), then whatever else has arrived, so latency stays low.
+            data = self._port.read(1)
+            waiting = self._port.in_waiting if data else 0
+            return data + self._port.read(min(waiting, CHUNK)) if waiting else data
         except serial.SerialException as e:
             raise OSError(str(e)) from None
 
