@@ -15,7 +15,9 @@ so a garbage cell in those columns is not checked either.
 Fingerprint: sha256 over the sorted `(file name, sha256 of the file's bytes)` of
 the stays imported (file name without folders, so the archive and an extracted
 folder of the same files give the same fingerprint). Files that were read but
-skipped still count: they are part of the input.
+skipped still count: they are part of the input. When the dataset's `SHA256SUMS.txt`
+lies beside the archive (or in/above the folder), each file is checked against it
+and a mismatch is reported (the file is still imported, its values checked).
 
 Speed: well-formed files (the standard header, rectangular rows) are parsed in
 batches by one multi-threaded Arrow CSV read; a batch that Arrow rejects is parsed
