@@ -1,0 +1,383 @@
+"""`vigil demo`: the whole system on one machine with embedded defaults.
+
+What it starts, in order, and stops in the reverse order on Ctrl-C / SIGTERM / the
+end of `--duration`:
+1. a broker: a Mosquitto of its own on a free loopback port (vigil_cli/broker.py);
+2. the hub: `vigil hub serve` as a child process, ingesting into a SQLite file in the
+   demo folder, with a local MLflow store (`MLFLOW_TRACKING_URI`) beside it;
+3. one gateway (in this process) with the committed default bundle, whose beds each
+   read an in-process simulated monitor replaying a real ICU stay of the canonical
+   PhysioNet table at an accelerated clock (`--speed`, default 1800: an hour in 2 s);
+4. the ward terminal in the foreground, or with `--headless` one line per bed every
+   `--every` seconds (risk with the model version, NEWS2, alarm).
+
+Stays: by default half the beds replay septic stays that the bundle flags early and
+half replay stays that never became septic (vigil_cli/demo_stays.py picks them
+from the data at start). Without the canonical table the demo imports it first from
+the shared PhysioNet archive (about a minute); without the archive it falls back to
+the simulator's generated scenarios and says so.
+
+Children run in their own session (Ctrl-C reaches only this process, which then
+stops them in order so that the gateway's outbox drains into the hub first) and
+die with it if it is killed (procs.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+
+from contracts.paths import (
+    default_bundle_dir,
+    default_trusted_keys_dir,
+    physionet_archive,
+    work_dir,
+)
+
+from .procs import spawn, stop, vigil_argv
+
+log = logging.getLogger("vigil.demo")
+
+GENERATED_SCENARIOS = ("sepsis", "stable", "hypotension", "stable", "desaturation", "stable")
+GATEWAY_ID = "demo-ward"
+OPERATOR = "demo-nurse"
+
+
+@dataclass(frozen=True)
+class BedPlan:
+    bed: str
+    label: str  # what the bed plays, for the legend
+    stay: str | None  # replayed stay id; None: generated scenario
+    scenario: str
+
+
+def canonical_table() -> Path:
+    return work_dir() / "canonical" / "physionet2019.parquet"
+
+
+def ensure_table(echo) -> Path | None:  # noqa: ANN001 - typer.echo-like
+    """The canonical PhysioNet table, imported first if missing; None: not available."""
+    table = canonical_table()
+    if table.is_file():
+        return table
+    archive = physionet_archive()
+    if not archive.is_file():
+        echo(f"no canonical table {table} and no PhysioNet archive {archive}")
+        return None
+    echo(f"importing the PhysioNet 2019 stays from {archive} (about a minute, once) ...")
+    r = subprocess.run(vigil_argv("convert", "physionet"), capture_output=True, text=True)
+    if r.returncode != 0 or not table.is_file():
+        echo(f"import failed ({r.returncode}): {(r.stderr or r.stdout)[-500:]}")
+        return None
+    return table
+
+
+def plan_beds(beds: int, stays: str, table: Path | None, echo) -> tuple[list[BedPlan], Path | None]:  # noqa: ANN001
+    """Which bed plays what; falls back to generated scenarios without a table."""
+    if stays == "generated" or table is None:
+        if stays not in ("auto", "generated"):
+            raise typer.BadParameter("--stays needs the canonical table, which is not available")
+        if stays != "generated":
+            echo("falling back to the simulator's generated scenarios (no real stays)")
+        plans = [
+            BedPlan(f"bed-{i + 1}", f"generated '{sc}'", None, sc)
+            for i, sc in (
+                (i, GENERATED_SCENARIOS[i % len(GENERATED_SCENARIOS)]) for i in range(beds)
+            )
+        ]
+        return plans, None
+    if stays == "auto":
+        from .demo_stays import pick_stays
+
+        chosen = pick_stays(table, default_bundle_dir(), default_trusted_keys_dir(), beds)
+        plans = []
+        for i, c in enumerate(chosen):
+            what = (
+                f"septic (label from h{c.onset_hour}, model alert at h{c.crossing_hour})"
+                if c.septic
+                else "never septic"
+            )
+            plans.append(BedPlan(f"bed-{i + 1}", f"{c.stay} {c.hours} h, {what}", c.stay, "replay"))
+        return plans, table
+    ids = [s.strip() for s in stays.split(",") if s.strip()]
+    if not ids:
+        raise typer.BadParameter("--stays: give stay ids (e.g. pn-p000009), 'auto' or 'generated'")
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    known = set(pq.read_table(table, columns=["stay_id"])["stay_id"].unique().to_pylist())
+    unknown = [s for s in ids if s not in known]
+    if unknown:
+        raise typer.BadParameter(f"--stays: not in {table}: {unknown}")
+    del pc
+    plans = [
+        BedPlan(f"bed-{i + 1}", f"{ids[i % len(ids)]} (chosen)", ids[i % len(ids)], "replay")
+        for i in range(beds)
+    ]
+    return plans, table
+
+
+def gateway_settings(
+    plans: list[BedPlan], table: Path | None, port: int, folder: Path, speed: float
+):  # noqa: ANN201 - EdgeSettings
+    from edge_agent.config import BedConfig, EdgeSettings, MqttConfig, SimSource
+
+    beds = []
+    for i, p in enumerate(plans):
+        src = (
+            SimSource(type="sim", replay=table, stay=p.stay, speed=speed, seed=i)
+            if p.stay is not None
+            else SimSource(type="sim", scenario=p.scenario, speed=speed, seed=i)  # type: ignore[arg-type]
+        )
+        beds.append(BedConfig(id=p.bed, source=src))
+    return EdgeSettings(
+        gateway_id=GATEWAY_ID,
+        operator=OPERATOR,
+        beds=beds,
+        mqtt=MqttConfig(host="127.0.0.1", port=port, status_interval_seconds=5),
+        store_path=folder / "gateway.sqlite",
+        bundle_dirs=[default_bundle_dir()],
+        trusted_keys=[default_trusted_keys_dir()],
+    )
+
+
+def wait_hub_ready(proc: subprocess.Popen, log_path: Path, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        with contextlib.suppress(OSError):
+            if "event=subscribed" in log_path.read_text(errors="replace"):
+                return True
+        time.sleep(0.1)
+    return False
+
+
+def bed_line(b, now_txt: str) -> str:  # noqa: ANN001 - BedSnapshot
+    risk = "  -  " if b.risk is None else f"{b.risk:.2f}"
+    if b.risk is None and b.insufficient_data:
+        risk = "n/a  "
+    trend = ""
+    pts = [p.risk for p in b.risk_history if p.risk is not None]
+    if len(pts) >= 2:
+        trend = "↑" if pts[-1] > pts[-2] + 0.01 else "↓" if pts[-1] < pts[-2] - 0.01 else "→"
+    n2 = f"{b.news2.total:>2} {b.news2.band:<10}" if b.news2 else " - " + " " * 10
+    alarm = b.alarm_level if b.alarm_level != "none" else "-"
+    if b.alarm_state not in ("none", "active") and alarm != "-":
+        alarm += f" ({b.alarm_state})"
+    thr = f"thr {b.threshold:.2f}, " if b.threshold else ""
+    return (
+        f"{now_txt} {b.bed:<6} {b.stay or '-':<11} risk {risk}{trend:1} "
+        f"({thr}{b.model_name} v{b.model_version})  "
+        f"NEWS2 {n2} alarm {alarm:<10} link {b.link}"
+    )
+
+
+def hub_counts(db: Path) -> dict[str, int]:
+    """Rows per table in the hub's SQLite store (read-only)."""
+    out: dict[str, int] = {}
+    if not db.is_file():
+        return out
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        for t in ("vitals_summaries", "risk_events", "alarms", "gateway_status", "dead_letters"):
+            with contextlib.suppress(sqlite3.Error):
+                out[t] = con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]  # noqa: S608
+    finally:
+        con.close()
+    return out
+
+
+def _setup_logging(folder: Path, headless: bool) -> None:
+    """Everything to demo.log; in headless mode warnings also to stderr (the UI owns
+    the terminal otherwise)."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    fh = logging.FileHandler(folder / "demo.log")
+    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root.addHandler(fh)
+    root.setLevel(logging.INFO)
+    if headless:
+        sh = logging.StreamHandler(sys.stderr)
+        sh.setLevel(logging.ERROR)
+        sh.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+        root.addHandler(sh)
+
+
+def _run_ui(gw, stop_event: threading.Event) -> None:  # noqa: ANN001 - Gateway
+    from textual.binding import Binding
+
+    from edge_agent.ui.app import VigilApp
+    from edge_agent.ui.gateway_port import GatewayPort
+
+    class DemoApp(VigilApp):
+        # Ctrl-C in a demo means "stop everything", without the quit question.
+        BINDINGS = [*VigilApp.BINDINGS, Binding("ctrl+c", "quit", "Stop demo", priority=True)]
+
+    app = DemoApp(GatewayPort(gw), operator=OPERATOR)
+
+    def _watch() -> None:  # SIGTERM or --duration: leave the UI from outside
+        stop_event.wait()
+        with contextlib.suppress(Exception):
+            app.call_from_thread(app.exit)
+
+    threading.Thread(target=_watch, name="demo-ui-stop", daemon=True).start()
+    app.run()
+
+
+def demo(
+    beds: int = typer.Option(6, "--beds", min=1, max=64, help="Number of beds (monitors)."),
+    speed: float = typer.Option(
+        1800.0, "--speed", min=1.0, help="Simulated seconds per real second (1800: 1 h in 2 s)."
+    ),
+    stays: str = typer.Option(
+        "auto",
+        "--stays",
+        help="'auto' (septic stays flagged early + never-septic stays), comma-separated "
+        "stay ids of the canonical table (e.g. pn-p000009), or 'generated'.",
+    ),
+    duration: float = typer.Option(
+        0.0, "--duration", min=0.0, help="Stop after this many seconds (0: until Ctrl-C)."
+    ),
+    headless: bool = typer.Option(
+        False, "--headless", help="No terminal UI: print one line per bed every --every s."
+    ),
+    every: float = typer.Option(2.0, "--every", min=0.2, help="Seconds between headless lines."),
+    folder: Path = typer.Option(
+        None, "--workdir", help="Demo folder (default <work_dir>/demo); its stores start fresh."
+    ),
+) -> None:
+    """Run broker, hub, simulated monitors, a gateway and the ward UI on this machine."""
+    folder = (folder or work_dir() / "demo").resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in (
+        "hub.db",
+        "hub.db-wal",
+        "hub.db-shm",
+        "gateway.sqlite",
+        "gateway.sqlite-wal",
+        "gateway.sqlite-shm",
+        "hub.log",
+        "demo.log",
+    ):
+        with contextlib.suppress(FileNotFoundError):
+            (folder / name).unlink()
+    _setup_logging(folder, headless)
+    echo = typer.echo
+
+    stop_event = threading.Event()
+
+    def _on_signal(signum, _frame) -> None:  # noqa: ANN001
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        stop_event.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+
+    table = ensure_table(echo) if stays != "generated" else None
+    plans, table = plan_beds(beds, stays, table, echo)
+
+    from .broker import MosquittoBroker, mosquitto_path
+
+    if mosquitto_path() is None:
+        # The gateway and hub clients speak MQTT 5 (shared subscription, PUBACK reason
+        # codes); amqtt 0.12 (vigil_cli/broker.py AmqttBroker) speaks 3.1.1 only.
+        echo(
+            "error: Mosquitto is not installed; the gateway and hub need an MQTT 5 broker "
+            "(the in-process amqtt 0.12 speaks MQTT 3.1.1 only). Run `make setup` or "
+            "`apt-get install mosquitto`.",
+            err=True,
+        )
+        raise typer.Exit(2)
+
+    hub_db = folder / "hub.db"
+    broker = hub = gw = None
+    code = 0
+    try:
+        broker = MosquittoBroker(folder / "broker").start()
+        echo(f"broker : {broker.describe()}")
+        hub_log = folder / "hub.log"
+        hub = spawn(
+            vigil_argv(
+                "hub",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(broker.port),
+                "--db",
+                f"sqlite:///{hub_db}",
+                "--worker-id",
+                "demo-hub",
+            ),
+            hub_log,
+            env={
+                "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
+                "VIGIL_HOME": str(folder),
+            },
+        )
+        if not wait_hub_ready(hub, hub_log, 60):
+            raise RuntimeError(f"the hub did not start; see {hub_log}")
+        echo(
+            f"hub    : pid {hub.pid}, store sqlite:///{hub_db}, MLflow sqlite:///{folder / 'mlflow.db'}"
+        )
+
+        from edge_agent.gateway import Gateway
+
+        gw = Gateway(gateway_settings(plans, table, broker.port, folder, speed))
+        m = gw.model
+        echo(
+            f"gateway: {GATEWAY_ID}, model {m.name} v{m.version} (threshold {m.threshold:.2f})"
+            if m
+            else f"gateway: {GATEWAY_ID}, NO verified model (vitals and NEWS2 only)"
+        )
+        echo(f"monitors at x{speed:g} (1 simulated hour = {3600 / speed:.1f} s):")
+        for p in plans:
+            echo(f"  {p.bed:<6} {p.label}")
+        echo(f"logs   : {folder}/demo.log, hub.log; stop with Ctrl-C")
+        gw.start()
+        if duration:
+            threading.Timer(duration, stop_event.set).start()
+        if headless:
+            while not stop_event.wait(every):
+                snap = gw.state.snapshot()
+                now = time.strftime("%H:%M:%S")
+                for b in snap.beds:
+                    echo(bed_line(b, now))
+                echo(
+                    f"{now} broker {'up' if snap.broker_connected else 'DOWN'}, "
+                    f"outbox {snap.outbox}, hub {hub_counts(hub_db)}"
+                )
+        else:
+            _run_ui(gw, stop_event)
+            stop_event.set()
+    except KeyboardInterrupt:
+        stop_event.set()
+    except Exception as e:
+        log.exception("demo failed")
+        echo(f"error: {e}", err=True)
+        code = 1
+    finally:
+        stop_event.set()
+        # Order: the gateway flushes its outbox into the broker, the hub drains and
+        # commits what it received, then the broker goes.
+        if gw is not None:
+            gw.stop(flush_timeout=5)
+        rc = stop(hub, 20)
+        if broker is not None:
+            broker.stop()
+        counts = hub_counts(hub_db)
+        echo(f"stopped (hub exit {rc}); hub store {hub_db}: {counts}")
+    if code:
+        raise typer.Exit(code)
