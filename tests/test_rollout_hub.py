@@ -1,0 +1,82 @@
+"""Hub-side rollout logic without a broker: the gate, the eval set, releases, the ledger,
+key providers (file and the Key Vault provider's interface)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from cloud_hub.keys import AzureKeyVaultProvider, FileKeyProvider, SigningKeyError, open_provider
+from cloud_hub.retrain import EvalSet, Gate, RetrainError
+from cloud_hub.rollout import Ledger, RolloutError, make_release
+from contracts.bundle import generate_key, key_id, load_private_key, verify_parts
+from tests.rollout_support import default_parts
+
+
+def test_the_gate_promotes_only_a_model_not_worse_on_every_metric():
+    g = Gate(max_auroc_drop=0.01, max_utility_drop=0.0)
+    champ = {"auroc": 0.80, "utility": 0.30}
+    assert g.decide({"auroc": 0.795, "utility": 0.30}, champ)[0]
+    ok, why = g.decide({"auroc": 0.85, "utility": 0.29}, champ)
+    assert not ok and why.startswith("utility 0.2900 < champion 0.3000")
+    assert not g.decide({"auroc": math.nan, "utility": 0.5}, champ)[0]
+    assert g.decide({"auroc": 0.1, "utility": 0.0}, None) == (
+        True,
+        "no champion yet: the first model is promoted",
+    )
+
+
+def test_the_eval_set_is_frozen_stratified_and_guarded_by_its_hash(tmp_path):
+    stays = {f"s{i:03d}": i % 10 == 0 for i in range(200)}
+    es = EvalSet.freeze(stays, 0.15, 7, "eval-v1")
+    assert es == EvalSet.freeze(stays, 0.15, 7, "eval-v1")  # seeded
+    assert sum(stays[s] for s in es.stay_ids) == 3 and len(es.stay_ids) == 30
+    p = tmp_path / "eval.json"
+    es.save(p)
+    assert EvalSet.load(p) == es
+    p.write_text(p.read_text().replace(es.stay_ids[0], "s999"))
+    with pytest.raises(RetrainError, match="does not match its sha256"):
+        EvalSet.load(p)
+
+
+def test_a_release_is_stamped_signed_by_the_provider_and_checked_before_it_leaves(tmp_path):
+    key, _, kid = generate_key(tmp_path)
+    provider = open_provider(f"file:{key}")
+    assert isinstance(provider, FileKeyProvider) and provider.key_id == kid
+    manifest, model = default_parts()
+    r = make_release(manifest, model, "canary", provider, seq=123)
+    assert r.manifest["release"]["seq"] == 123 and r.signature["key_id"] == kid
+    pub = load_private_key(key).public_key()
+    verify_parts(r.manifest, r.signature, model, {key_id(pub): pub})
+    bad = dict(manifest, golden=[dict(manifest["golden"][0], expected=0.99)])
+    with pytest.raises(RolloutError, match="golden_mismatch"):
+        make_release(bad, model, "canary", provider, seq=124)
+    with pytest.raises(ValueError):
+        make_release(manifest, model, "no/such", provider, seq=125)
+
+
+def test_the_ledger_finds_the_previous_model_for_a_rollback(tmp_path):
+    key, _, _ = generate_key(tmp_path)
+    provider = open_provider(key)
+    manifest, model = default_parts()
+    led = Ledger(tmp_path / "ledger")
+    with pytest.raises(RolloutError, match="nothing was ever published"):
+        led.rollback_target("stable")
+    for seq, version in ((10, "1"), (20, "2"), (30, "2")):
+        led.record(
+            make_release(dict(manifest, version=version), model, "stable", provider, seq=seq)
+        )
+    assert led.current("stable").seq == 30 and led.last_seq() == 30
+    target = led.rollback_target("stable")
+    assert (target.version, target.seq) == ("1", 10)
+
+
+def test_key_providers_name_what_is_wrong():
+    with pytest.raises(SigningKeyError, match="not found"):
+        open_provider("/nonexistent/signing.key")
+    with pytest.raises(SigningKeyError, match="azurekv://<vault>/<secret>"):
+        open_provider("azurekv://only-vault")
+    kv = open_provider("azurekv://vigil-kv/bundle-signing")
+    assert isinstance(kv, AzureKeyVaultProvider)
+    assert kv.description == "azurekv:https://vigil-kv.vault.azure.net/secrets/bundle-signing"
