@@ -1,0 +1,68 @@
+"""Only a verified bundle runs: signature, hash, inputs by name, golden windows; NEWS2 beside."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from contracts.bundle import generate_key, load_private_key, read_bundle, write_bundle
+from contracts.paths import default_bundle_dir, default_trusted_keys_dir
+from edge_agent.scoring import load_model, news2_of
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    d = tmp_path_factory.mktemp("keys")
+    generate_key(d, "test")
+    return d
+
+
+def resigned(tmp, keys, name: str, change) -> object:  # noqa: ANN001
+    manifest, _, model = read_bundle(default_bundle_dir())
+    manifest = json.loads(json.dumps(manifest))
+    model = change(manifest, model) or model
+    return write_bundle(tmp / name, manifest, model, load_private_key(keys / "test.key"))
+
+
+def test_the_default_bundle_activates_and_scores_its_golden_windows():
+    model, refused = load_model([default_bundle_dir()], [default_trusted_keys_dir()])
+    assert model is not None and refused == []
+    g = model.manifest.golden[0]
+    assert abs(model.score(np.array(g.window), np.array(g.static)) - g.expected) <= g.tolerance
+
+
+def test_bad_bundles_are_refused_with_the_reason_and_the_next_one_runs(tmp_path, keys):
+    tampered = tmp_path / "tampered"
+    shutil.copytree(default_bundle_dir(), tampered)
+    blob = bytearray((tampered / "model.tflite").read_bytes())
+    blob[-100] ^= 0xFF
+    (tampered / "model.tflite").write_bytes(bytes(blob))
+
+    def bad_golden(m, _):  # noqa: ANN001
+        m["golden"][0]["expected"] = 1.0 - m["golden"][0]["expected"]
+        m["golden"][0]["tolerance"] = 0.001
+
+    def renamed_input(m, _):  # noqa: ANN001
+        m["inputs"][0]["name"] = "vitals"
+
+    golden = resigned(tmp_path, keys, "golden", bad_golden)
+    inputs = resigned(tmp_path, keys, "inputs", renamed_input)
+    untrusted = resigned(tmp_path, keys, "untrusted", lambda m, b: None)
+    trusted = [default_trusted_keys_dir(), keys / "test.pub"]
+    dirs = [tampered, golden, inputs, tmp_path / "missing", default_bundle_dir()]
+    model, refused = load_model(dirs, trusted)
+    assert model is not None and model.folder == default_bundle_dir()
+    reasons = [r.split(": ", 1)[1].split(":")[0] for r in refused]
+    assert reasons == ["wrong_hash", "golden_mismatch", "bad_inputs", "incomplete"]
+    model, refused = load_model([untrusted], [default_trusted_keys_dir()])
+    assert model is None and "unknown_key" in refused[0]
+
+
+def test_news2_is_computed_from_the_step_vitals_with_missing_ones_listed():
+    n = news2_of({"HR": 125.0, "O2Sat": 93.0, "Temp": 38.5, "SBP": 95.0, "Resp": None})
+    assert n.subscores["hr"] == 2 and n.subscores["spo2"] == 2 and n.subscores["temp"] == 1
+    assert n.subscores["sbp"] == 2 and n.total == 7 and n.risk == "high"
+    assert n.missing == ("resp",)

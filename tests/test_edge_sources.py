@@ -1,0 +1,90 @@
+"""Lines that come and go: TCP monitor restarts, mid-frame resets, several beds at once."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from edge_agent.config import BedConfig, EdgeSettings, LinkConfig, MqttConfig, TcpSource
+from edge_agent.gateway import Gateway
+from tests.edge_support import Mosquitto, free_port, valid_frame
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = Mosquitto(tmp_path).start()
+    yield b
+    b.stop()
+
+
+def wait(cond, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_tcp_monitor_restart_mid_frame_is_survived_and_reconnected(broker, tmp_path):
+    from firmware_sim.transports import TcpServerTransport
+
+    ports = [free_port(), free_port()]
+    s = EdgeSettings(
+        gateway_id="gw-tcp",
+        beds=[
+            BedConfig(id=f"bed-{i}", source=TcpSource(type="tcp", host="127.0.0.1", port=p))
+            for i, p in enumerate(ports, 1)
+        ],
+        mqtt=MqttConfig(port=broker.port),
+        store_path=tmp_path / "t.sqlite",
+        link=LinkConfig(reconnect_min_seconds=0.05, reconnect_max_seconds=0.2),
+    )
+    gw = Gateway(s)
+    servers = [TcpServerTransport(p) for p in ports]
+    gw.start()
+    try:
+        for srv in servers:
+            assert wait(lambda srv=srv: (srv.poll(), srv.client_count)[1] == 1)
+        for i in range(1, 6):
+            for b, srv in enumerate(servers, 1):
+                assert srv.write(valid_frame(i, bed=f"bed-{b}"))
+        bed1 = gw.beds["bed-1"]
+        assert wait(lambda: bed1.decoder.stats.frames_ok == 5)
+        # Monitor of bed 1 dies in the middle of a frame, then comes back on the same port.
+        servers[0].write(valid_frame(6, bed="bed-1")[:200])
+        time.sleep(0.2)
+        servers[0].close()
+        assert wait(lambda: bed1.line.state == "down" or bed1.line.reconnects > 0)
+        servers[0] = TcpServerTransport(ports[0])
+        assert wait(lambda: (servers[0].poll(), servers[0].client_count)[1] == 1)
+        for i in range(1, 4):  # the rebooted monitor restarts its sequence
+            servers[0].write(valid_frame(i, bed="bed-1", HR=100.0 + i))
+        assert wait(lambda: bed1.decoder.stats.frames_ok == 8)
+        assert bed1.line.reconnects >= 1  # (a reconnect may race the closing listener)
+        assert bed1.decoder.stats.bad["truncated"] == 1  # the half frame, counted
+        assert wait(lambda: gw.beds["bed-2"].decoder.stats.frames_ok == 5)
+        snap = gw.state.snapshot()
+        assert snap.bed("bed-1").vitals["HR"].value == 103.0
+        assert any(e.kind == "link" and e.bed == "bed-1" for e in snap.events)
+    finally:
+        gw.stop()
+        for srv in servers:
+            srv.close()
+
+
+def test_readings_labelled_with_another_bed_are_dropped_and_counted(broker, tmp_path):
+    s = EdgeSettings(
+        gateway_id="gw-x",
+        beds=[BedConfig(id="bed-1", source=TcpSource(type="tcp", host="127.0.0.1", port=1))],
+        mqtt=MqttConfig(port=broker.port),
+        store_path=tmp_path / "x.sqlite",
+    )
+    gw = Gateway(s)
+    try:
+        assert gw.process_bytes("bed-1", valid_frame(1, bed="bed-9")) == 1
+        assert gw.beds["bed-1"].wrong_bed == 1
+        assert gw.state.snapshot().bed("bed-1").readings == 0
+    finally:
+        gw.stop(flush_timeout=0.1)
