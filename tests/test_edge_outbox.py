@@ -185,3 +185,33 @@ def test_commands_and_invalid_payloads_on_cmd_are_handled_and_counted(broker, tm
         assert state.snapshot().counters["mqtt_invalid"] == 1
     finally:
         pub.stop()
+
+
+def test_a_retained_model_release_reaches_the_release_hook(broker, tmp_path):
+    import base64
+
+    from contracts.messages import ModelRelease
+
+    release = ModelRelease(
+        gw="hub",
+        channel="stable",
+        manifest={"name": "m", "version": "9"},
+        signature={"algorithm": "ed25519", "key_id": "k", "signature": "x"},
+        model_b64=base64.b64encode(b"tflite").decode(),
+    )
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.connect("127.0.0.1", broker.port)
+    c.loop_start()
+    c.publish(topics.models("stable"), release.to_json(), qos=1, retain=True).wait_for_publish(5)
+    c.disconnect()
+    c.loop_stop()
+    got: list[ModelRelease] = []
+    s = settings(broker.port, tmp_path)
+    pub, _ = make_publisher(s, Store(s.store_path), on_release=got.append)
+    try:
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert got and got[0].manifest["version"] == "9" and got[0].channel == "stable"
+    finally:
+        pub.stop()
