@@ -93,7 +93,8 @@ def test_broker_down_for_a_while_every_event_arrives_once_in_order(broker, tmp_p
     s = settings(broker.port, tmp_path, reconnect_min_seconds=1.0, reconnect_max_seconds=2.0)
     store = Store(s.store_path)
     sub = Subscriber(broker.port, f"vigil/v1/gw/{GW}/#")
-    pub, state = make_publisher(s, store)
+    commands: list[Command] = []
+    pub, state = make_publisher(s, store, on_command=commands.append)
     topic = topics.risk(GW, "b1")
     try:
         assert pub._connected.wait(10)
@@ -122,6 +123,13 @@ def test_broker_down_for_a_while_every_event_arrives_once_in_order(broker, tmp_p
         assert store.outbox_size() == 0 and state.snapshot().outbox == 0
         online = [p for t, p, _ in sub.messages if t == topics.status(GW)]
         assert parse_message(online[-1]).state == "online"
+        # Subscribed again after the reconnect: a command from the hub still arrives.
+        cmd = Command(gw="hub", command="report_status").to_json()
+        sub.client.publish(topics.cmd(GW), cmd, qos=1).wait_for_publish(5)
+        deadline = time.monotonic() + 10
+        while not commands and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [c.command for c in commands] == ["report_status"]
     finally:
         pub.stop()
         sub.close()
