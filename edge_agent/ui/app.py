@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +74,8 @@ class VigilApp(App[None]):
         self._fetching = False
         self._alarming: set[str] = set()
         self.actions_done = 0  # for tests and the bench: actions the core accepted
+        self.refreshes = 0  # views applied (the bench checks the terminal keeps up)
+        self.stopping: Callable[[], bool] = lambda: False  # the gateway is shutting down
 
     def screen_text(self) -> str:
         """The current screen as plain text (for logs, the README and tests)."""
@@ -117,6 +121,9 @@ class VigilApp(App[None]):
 
     def poll(self) -> None:
         """Fetch a fresh view unless the last fetch is still running (never queue up)."""
+        if self.stopping():
+            self.exit()
+            return
         if not self._fetching:
             self._fetching = True
             self._fetch()
@@ -134,6 +141,7 @@ class VigilApp(App[None]):
     def _fetch_done(self, view: WardView | None) -> None:
         self._fetching = False
         if view is not None:
+            self.refreshes += 1
             self.ward = view
 
     def watch_ward(self, ward: WardView | None) -> None:
@@ -236,8 +244,46 @@ def run_ui(gateway: Any, *, operator: str | None = None, **kw: Any) -> None:
 
     The gateway keeps running in its own threads; the caller stops it afterwards.
     `operator` defaults to the gateway's configured operator, else a sign-in prompt.
+    While the terminal is up, log lines that would go to the screen go to
+    `gateway.log` beside the store instead (they would tear the display), and the
+    terminal closes by itself when the gateway is stopped (SIGTERM).
     """
     from edge_agent.ui.gateway_port import GatewayPort
 
     port = GatewayPort(gateway)
-    VigilApp(port, operator=operator or port.configured_operator(), **kw).run()
+    app = VigilApp(port, operator=operator or port.configured_operator(), **kw)
+    app.stopping = port.stopping
+    store_path = getattr(getattr(gateway, "settings", None), "store_path", None)
+    log_path = Path(store_path).parent / "gateway.log" if store_path else Path("gateway.log")
+    with logs_to_file(log_path):
+        app.run()
+
+
+@contextmanager
+def logs_to_file(path: Path) -> Iterator[None]:
+    """Move the root logger's terminal handlers to a file for the duration."""
+    root = logging.getLogger()
+    on_terminal = [
+        h
+        for h in root.handlers
+        if isinstance(h, logging.StreamHandler)
+        and not isinstance(h, logging.FileHandler)
+        and getattr(h.stream, "isatty", lambda: False)()
+    ]
+    if not on_terminal:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    to_file = logging.FileHandler(path, encoding="utf-8")
+    to_file.setFormatter(on_terminal[0].formatter)
+    to_file.setLevel(on_terminal[0].level)
+    for h in on_terminal:
+        root.removeHandler(h)
+    root.addHandler(to_file)
+    try:
+        yield
+    finally:
+        root.removeHandler(to_file)
+        to_file.close()
+        for h in on_terminal:
+            root.addHandler(h)
