@@ -143,7 +143,8 @@ def test_faults_injected_on_demand_hit_the_next_cycle() -> None:
     assert got["implausible"] == 0
     assert [e.kind for e in mon.fault_log.events] == ["artefact", "garble"]
     assert [e.visible for e in mon.fault_log.events] == [False, True]
-    assert mon.fault_log.events[0].cycle == mon.fault_log.events[1].cycle >= 5
+    # after the monitor started (how many cycles ran in 0.4 s depends on the machine's load)
+    assert mon.fault_log.events[0].cycle == mon.fault_log.events[1].cycle >= 1
 
 
 @pytest.mark.parametrize(
