@@ -1,0 +1,132 @@
+"""Wire a `ModelUpdater` into the running gateway (edge_agent/gateway.py), from outside.
+
+`attach_updater(gateway)` uses only the gateway's public extension points:
+
+- `gateway.release_hooks`: each `ModelRelease` is queued to one worker thread, so
+  verification and LiteRT loading never hold up the MQTT network loop;
+- `gateway.publisher.on_command`: chained; `join_channel` is remembered by the
+  updater, the publisher unsubscribes from the old channel's topic, subscribes to
+  the new one and republishes its status (the status carries the channel);
+- on activation the gateway's `model` reference is replaced by a new
+  `scoring.RiskModel` built BEFORE the swap (the data path reads `gateway.model` once
+  per step, so a step scores with the old or the new model, never with none), the
+  beds' alarm thresholds follow the new bundle's operating point, and the gateway
+  state (what the nurse terminal shows) gets the new name and version;
+- model states go out retained on `vigil/v1/gw/{gw}/model` through the outbox.
+
+Bundles live in `<store folder>/bundles` unless `bundle_root` is given; the shipped
+default is the first of `settings.bundle_dirs`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from contracts import topics
+from contracts.messages import Command, ModelRelease, ModelState
+
+from .model_update import LoadedBundle, ModelUpdater
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+
+log = logging.getLogger(__name__)
+
+
+def attach_updater(gateway: Gateway, bundle_root: Path | None = None) -> ModelUpdater:
+    """Create the updater, boot it (the active bundle replaces the one loaded at start),
+    and hook it into the gateway's releases and commands. Call before `gateway.start()`."""
+    from .scoring import RiskModel
+
+    s = gateway.settings
+    root = bundle_root or Path(s.store_path).parent / "bundles"
+    pub = gateway.publisher
+
+    def publish_state(st: ModelState) -> None:
+        pub.publish(topics.model_state(s.gateway_id), st.to_json(), retain=True)
+        text = f"model {st.name} {st.version}: {st.state}" + (
+            f" ({st.reason})" if st.reason else ""
+        )
+        gateway.state.event("model", text)
+
+    def on_activate(loaded: LoadedBundle) -> None:
+        model = RiskModel(loaded.folder, loaded.manifest)  # built before the swap
+        gateway.model = model
+        for bed in gateway.beds.values():
+            bed.alarm.params = dataclasses.replace(bed.alarm.params, threshold=model.threshold)
+        gateway.state.set_model(model.name, model.version)
+
+    updater = ModelUpdater(
+        root,
+        [p for p in s.trusted_keys if Path(p).exists()],
+        gw=s.gateway_id,
+        publish_state=publish_state,
+        on_activate=on_activate,
+        default_bundle=Path(s.bundle_dirs[0]) if s.bundle_dirs else None,
+        channel=s.channel,
+    )
+    if updater.channel != s.channel:  # joined another channel before a restart
+        _switch(gateway, s.channel, updater.channel)
+    updater.boot()
+
+    jobs: queue.Queue[ModelRelease | None] = queue.Queue(maxsize=8)
+
+    def work() -> None:
+        while True:
+            release = jobs.get()
+            if release is None:
+                return
+            if release.channel != updater.channel:
+                log.warning(
+                    "release for channel %s ignored (on %s)", release.channel, updater.channel
+                )
+                continue
+            try:
+                updater.handle_release(release)
+            except Exception:  # never let one release end model updates for good
+                log.exception("model update failed")
+
+    threading.Thread(target=work, name="vigil-model-update", daemon=True).start()
+
+    def on_release(release: ModelRelease) -> None:
+        try:
+            jobs.put_nowait(release)
+        except queue.Full:  # a flood of releases: the retained one comes back on reconnect
+            log.warning("model update queue full: release %s dropped", release.event_id)
+            gateway.state.count("model_releases_dropped")
+
+    gateway.release_hooks.append(on_release)
+    previous = pub.on_command
+
+    def on_command(cmd: Command) -> None:
+        if previous is not None:
+            previous(cmd)
+        old = updater.channel
+        try:
+            new = updater.handle_command(cmd)
+        except ValueError as e:
+            log.warning("command %s refused: %s", cmd.command, e)
+            return
+        if new and new != old:
+            _switch(gateway, old, new)
+
+    pub.on_command = on_command
+    gateway.updater = updater  # type: ignore[attr-defined]
+    return updater
+
+
+def _switch(gateway: Gateway, old: str, new: str) -> None:
+    pub = gateway.publisher
+    pub.topic_models = topics.models(new)
+    gateway.settings.channel = new  # the status payload reports it
+    if pub.connected:
+        pub.client.unsubscribe(topics.models(old))
+        pub.client.subscribe(pub.topic_models, 1)
+        st = pub._status("online")
+        pub.client.publish(pub.topic_status, st.to_json(), qos=1, retain=True)
+    gateway.state.event("model", f"joined model channel {new}")
