@@ -1,0 +1,113 @@
+"""The real gateway (edge_agent.gateway.Gateway) with model updates attached, on a real
+Mosquitto: a hub release switches the model it scores with and what its state (the
+nurse terminal's source) shows; join_channel moves it to canary; a bad canary bundle is
+refused and the running model stays."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from cloud_hub.keys import open_provider
+from cloud_hub.rollout import (
+    BrokerSettings,
+    FleetWatch,
+    Ledger,
+    assign,
+    connect,
+    make_release,
+    publish_release,
+    read_bundle_folder,
+)
+from contracts import topics
+from contracts.paths import default_bundle_dir, default_trusted_keys_dir
+from edge_agent.config import load_config
+from edge_agent.gateway import Gateway
+from edge_agent.model_hook import attach_updater
+from tests.hub_support import Mosquitto, needs_mosquitto
+
+pytestmark = needs_mosquitto
+GW = "ward-roll"
+
+
+def _until(pred, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def setup(tmp_path):
+    from contracts.bundle import generate_key
+
+    broker = Mosquitto(tmp_path).start()
+    key, pub, _ = generate_key(tmp_path / "keys")
+    toml = tmp_path / "gw.toml"
+    toml.write_text(
+        f'gateway_id = "{GW}"\nstore_path = "{tmp_path / "gw" / "gw.sqlite"}"\n'
+        f'bundle_dirs = ["{default_bundle_dir()}"]\n'
+        f'trusted_keys = ["{default_trusted_keys_dir()}", "{pub}"]\n'
+        '[[beds]]\nid = "bed-1"\nsource = { type = "serial", port = "/dev/null-not-a-port" }\n'
+        f"[mqtt]\nport = {broker.port}\nstatus_interval_seconds = 1\n"
+    )
+    gw = Gateway(load_config(toml))
+    updater = attach_updater(gw)
+    gw.start(sources=False)
+    hub = connect(BrokerSettings("127.0.0.1", broker.port, client_id="hub-test"))
+    yield gw, updater, hub, open_provider(key), tmp_path
+    hub.disconnect()
+    hub.loop_stop()
+    gw.stop(1.0)
+    broker.stop()
+
+
+def test_the_real_gateway_switches_models_joins_canary_and_refuses_a_bad_bundle(setup):
+    gw, updater, hub, provider, tmp = setup
+    assert gw.model.version == "2" and updater.current().source == "default"
+    watch = FleetWatch(hub)
+    manifest, blob = read_bundle_folder(default_bundle_dir())
+    led = Ledger(tmp / "ledger")
+    assert _until(lambda: gw.publisher.connected)
+
+    publish_release(
+        hub, make_release(dict(manifest, version="7"), blob, "stable", provider, seq=100), led
+    )
+    assert _until(lambda: gw.model.version == "7"), gw.state.snapshot().events[-3:]
+    assert gw.state.snapshot().model_version == "7"  # what the nurse terminal shows
+    assert all(b.alarm.params.threshold == gw.model.threshold for b in gw.beds.values())
+    assert _until(
+        lambda: any(
+            s.state == "active" and s.version == "7" for _, s in watch.snapshot()[GW].states
+        )
+    )
+
+    assign(hub, GW, "canary")
+    assert _until(lambda: updater.channel == "canary")
+    assert _until(lambda: watch.snapshot()[GW].channel == "canary")
+
+    bad = dict(manifest, version="8")
+    bad["golden"] = [dict(bad["golden"][0], expected=0.999)]
+    publish_release(hub, make_release(bad, blob, "canary", provider, seq=200, check=False), led)
+    assert _until(lambda: any(s.state == "refused" for _, s in watch.snapshot()[GW].states))
+    refused = [s for _, s in watch.snapshot()[GW].states if s.state == "refused"][-1]
+    assert refused.reason.startswith("golden_mismatch") and refused.active.version == "7"
+    assert gw.model.version == "7"
+    # A release on the channel it left is not applied.
+    publish_release(
+        hub, make_release(dict(manifest, version="9"), blob, "stable", provider, seq=300), led
+    )
+    time.sleep(0.5)
+    assert gw.model.version == "7"
+    # A restart: the active bundle and the channel are what the gateway comes back with.
+    again = Gateway(load_config(tmp / "gw.toml"))
+    try:
+        attach_updater(again)
+        assert again.model.version == "7" and again.updater.current().source == "active"
+        assert again.publisher.topic_models == topics.models("canary")
+        assert again.settings.channel == "canary"
+    finally:
+        again.store.close()
