@@ -325,6 +325,8 @@ def demo(
             env={
                 "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
                 "VIGIL_HOME": str(folder),
+                # INFO: hub.log is the demo's record, and readiness is read from it.
+                "VIGIL_LOG_LEVEL": "INFO",
             },
         )
         if not wait_hub_ready(hub, hub_log, 60):
