@@ -252,7 +252,7 @@ class Gateway:
         risk: float | None = None
         observed, insufficient = 0, True
         if self.model is not None:
-            inp = bed.windows.model_input()
+            inp = step.model_input or bed.windows.model_input()
             observed, insufficient = inp.observed, inp.insufficient
             if not insufficient:
                 risk = min(1.0, max(0.0, self.model.score(inp.window, inp.static)))

@@ -34,6 +34,14 @@ MAX_GAP_STEPS = 24 * 7  # a jump larger than this starts a new history (clock re
 
 
 @dataclass(frozen=True)
+class ModelInput:
+    window: np.ndarray  # [steps, F] float32, normalised
+    static: np.ndarray  # [S] float32, normalised
+    observed: int
+    insufficient: bool
+
+
+@dataclass(frozen=True)
 class ClosedStep:
     bed: str
     stay: str
@@ -43,6 +51,9 @@ class ClosedStep:
     values: dict[str, float | None]  # aggregated, None when no plausible reading
     static: dict[str, float | None]
     readings: int
+    # The model input for this step, built when it closed (before a stay change resets
+    # the history): stay_windows(history up to this step)[-1].
+    model_input: ModelInput | None = None
 
     @property
     def end(self) -> datetime:
@@ -51,14 +62,6 @@ class ClosedStep:
     @property
     def iculos_hours(self) -> float:
         return float(self.static.get("ICULOS") or 0.0)
-
-
-@dataclass(frozen=True)
-class ModelInput:
-    window: np.ndarray  # [steps, F] float32, normalised
-    static: np.ndarray  # [S] float32, normalised
-    observed: int
-    insufficient: bool
 
 
 @dataclass
@@ -123,6 +126,7 @@ class BedWindows:
             values={n: (None if math.isnan(x) else x) for n, x in values.items()},
             static=static,
             readings=o.readings,
+            model_input=self.model_input(),
         )
         self.last_step = step
         return step

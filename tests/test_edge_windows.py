@@ -115,3 +115,20 @@ def test_late_readings_are_counted_and_dropped(spec):
         bw.add(r)
     bw.add(rs[0])  # an hour-old reading arrives after its step closed
     assert bw.late == 1
+
+
+def test_a_new_stay_on_the_bed_closes_the_old_stays_last_step_with_its_own_window(spec):
+    a, b = physionet_stay("p000001")[:10], physionet_stay("p015180")[:5]
+    dyn, static = stay_arrays(a)
+    for i, n in enumerate(VITAL_NAMES):
+        dyn[:, i] = np.round(dyn[:, i], DECIMALS[n])
+    want_w, _, want_obs = stay_windows(dyn, static, spec)
+    d, bw = MllpDecoder(), BedWindows("bed-1", spec)
+    closed = []
+    for r in d.feed(frames_for("pn-a", a) + frames_for("pn-b", b)):
+        closed += bw.add(r)
+    last_a = [c for c in closed if c.stay == "pn-a"][-1]
+    assert last_a.static["ICULOS"] == a["ICULOS"][-1]
+    np.testing.assert_allclose(last_a.model_input.window, want_w[-1], atol=1e-5)
+    assert last_a.model_input.observed == want_obs[-1]
+    assert bw.stay == "pn-b" and closed[-1].stay == "pn-b"
