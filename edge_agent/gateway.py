@@ -15,6 +15,8 @@ A health thread marks lines stale/down, lets silences expire and mirrors counter
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -353,6 +355,28 @@ class Gateway:
                 acknowledged_by=s.acknowledged_by,
                 silenced_until=s.silenced_until,
             )
+
+    # --- model swap (model updates) ---------------------------------------------
+    def activate_model(self, model: RiskModel) -> None:
+        """Switch every bed to `model` between two steps, atomically.
+
+        All bed locks are held while the model, the beds' preprocessing specs and the
+        alarm thresholds change, so no step is scored with one model's windows and the
+        other's interpreter. `model` must already be verified and golden-checked.
+        """
+        spec = model.manifest.preprocessing
+        with contextlib.ExitStack() as stack:
+            for bed in self.beds.values():  # dict order: always the same lock order
+                stack.enter_context(bed.lock)
+            for bed in self.beds.values():
+                if not bed.windows.set_spec(spec):
+                    log.warning(
+                        "bed %s: new model's features/step differ: history restarts", bed.id
+                    )
+                bed.alarm.params = dataclasses.replace(bed.alarm.params, threshold=model.threshold)
+            self.model = model
+        self.state.set_model(model.name, model.version)
+        self.state.event("model", f"model {model.name} {model.version} active")
 
     # --- nurse actions (UI thread) -----------------------------------------------
     def _action(

@@ -90,6 +90,26 @@ class BedWindows:
         self.late = 0  # readings dropped because their step had already closed
         self.last_step: ClosedStep | None = None
 
+    def set_spec(self, spec: PreprocessSpec) -> bool:
+        """Use a new model's preprocessing; True when the stay's history was kept.
+
+        The history holds RAW values, so a new window length or new normalisation
+        constants apply to it at once; other features or another step length do not
+        fit the rows, so the history starts again (the model says insufficient data
+        until enough steps have been seen)."""
+        same = (
+            spec.feature_names == self.spec.feature_names
+            and spec.static_names == self.spec.static_names
+            and spec.window.step_seconds == self.step_seconds
+        )
+        self.spec = spec
+        self.step_seconds = spec.window.step_seconds
+        if not same:
+            self._open = None
+            self._dyn, self._static = [], []
+            self._last_index = None
+        return same
+
     def _index(self, t: datetime) -> int:
         return math.floor((t - self._anchor).total_seconds() / self.step_seconds)
 

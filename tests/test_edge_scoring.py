@@ -66,3 +66,35 @@ def test_news2_is_computed_from_the_step_vitals_with_missing_ones_listed():
     assert n.subscores["hr"] == 2 and n.subscores["spo2"] == 2 and n.subscores["temp"] == 1
     assert n.subscores["sbp"] == 2 and n.total == 7 and n.risk == "high"
     assert n.missing == ("resp",)
+
+
+def test_activate_model_swaps_model_threshold_and_windows_between_steps(tmp_path, keys):
+    from contracts.bundle import load_trusted_keys
+    from edge_agent.config import BedConfig, EdgeSettings, TcpSource
+    from edge_agent.gateway import Gateway
+    from edge_agent.scoring import activate
+    from tests.edge_support import valid_frame
+
+    def v3(m, _):  # noqa: ANN001 - the same model re-released as version 3
+        m["version"] = "3"
+        m["threshold"]["value"] = 0.3
+
+    folder = resigned(tmp_path, keys, "v3", v3)
+    new = activate(folder, load_trusted_keys([keys / "test.pub"]))
+    s = EdgeSettings(
+        gateway_id="gw-swap",
+        beds=[BedConfig(id="bed-1", source=TcpSource(type="tcp", host="127.0.0.1", port=1))],
+        store_path=tmp_path / "swap.sqlite",
+    )
+    gw = Gateway(s)
+    try:
+        gw.process_bytes("bed-1", valid_frame(1))
+        gw.process_bytes("bed-1", valid_frame(3600))  # closes the first step: old model
+        gw.activate_model(new)
+        gw.process_bytes("bed-1", valid_frame(7200))  # closes the second: new model
+        rows = gw.store.rows("risk")
+        assert [(r["version"], r["threshold"]) for r in rows] == [("2", 0.57421875), ("3", 0.3)]
+        assert gw.beds["bed-1"].windows.history()[0].shape[0] == 2  # history kept
+        assert gw.state.snapshot().model_version == "3"
+    finally:
+        gw.stop(flush_timeout=0.1)
