@@ -155,7 +155,11 @@ class RetrainConfig:
     registered_model: str = "vigil-sepsis"
     gate: Gate = field(default_factory=Gate)
     bundle_root: Path = field(default_factory=lambda: work_dir() / "bundles")
-    state_path: Path = field(default_factory=lambda: work_dir() / "retrain" / "state.json")
+    state_path: Path | None = None  # default: state.json beside the evaluation set
+
+    def __post_init__(self) -> None:
+        if self.state_path is None:
+            self.state_path = Path(self.eval_set).parent / "state.json"
 
 
 @dataclass
@@ -268,8 +272,15 @@ def retrain(cfg: RetrainConfig, provider: KeyProvider, *, echo: Echo = print) ->
             f"{len(missing)} stays of evaluation set {es.name} are not in {cfg.base_data}: "
             "the set was frozen on another base dataset"
         )
-    # The eval stays are never trained on; fleet stays are all training material.
-    table = pd.concat([base[~base["stay_id"].isin(held_out)], fleet], ignore_index=True)
+    # The eval stays are never trained on; fleet stays are all training material
+    # (--limit-stays thins the base dataset only, never the fleet's labelled stays).
+    train_base = base[~base["stay_id"].isin(held_out)]
+    if cfg.limit_stays is not None:
+        ids = np.array(sorted(train_base["stay_id"].astype(str).unique()))
+        if cfg.limit_stays < len(ids):
+            keep = np.random.default_rng(cfg.seed + 1).choice(ids, cfg.limit_stays, replace=False)
+            train_base = train_base[train_base["stay_id"].isin(keep)]
+    table = pd.concat([train_base, fleet], ignore_index=True)
     fingerprint = hashlib.sha256(
         f"{base_fp}+fleet:{len(fleet)}:{fleet['stay_id'].nunique()}".encode()
     ).hexdigest()
@@ -313,6 +324,7 @@ def retrain(cfg: RetrainConfig, provider: KeyProvider, *, echo: Echo = print) ->
                 "base_fingerprint": base_fp,
                 "fleet_labelled_rows": len(fleet),
                 "fleet_stays": int(fleet["stay_id"].nunique()),
+                "limit_stays": cfg.limit_stays if cfg.limit_stays is not None else "all",
                 "champion_version_before": champ_mv.version if champ_mv else "none",
                 **cfg.gate.params(),
             }
