@@ -88,3 +88,47 @@ def test_readings_labelled_with_another_bed_are_dropped_and_counted(broker, tmp_
         assert gw.state.snapshot().bed("bed-1").readings == 0
     finally:
         gw.stop(flush_timeout=0.1)
+
+
+def test_serial_line_that_disappears_mid_frame_is_reopened_and_decoding_resumes(broker, tmp_path):
+    import os
+
+    from edge_agent.config import SerialSource
+    from firmware_sim.transports import PtyTransport
+
+    link = tmp_path / "ttyMONITOR"  # a stable name, as udev gives a USB-serial adapter
+    pty = PtyTransport(flow_control=1.0)
+    os.symlink(pty.address, link)
+    s = EdgeSettings(
+        gateway_id="gw-serial",
+        beds=[BedConfig(id="bed-1", source=SerialSource(type="serial", port=str(link)))],
+        mqtt=MqttConfig(port=broker.port),
+        store_path=tmp_path / "s.sqlite",
+        link=LinkConfig(reconnect_min_seconds=0.05, reconnect_max_seconds=0.2),
+    )
+    gw = Gateway(s)
+    gw.start()
+    bed = gw.beds["bed-1"]
+    try:
+        assert wait(lambda: bed.line is not None and bed.line.state == "up")
+        time.sleep(0.2)
+        for i in range(1, 4):
+            assert pty.write(valid_frame(i))
+        assert wait(lambda: bed.decoder.stats.frames_ok == 3)
+        pty.write(valid_frame(4)[:300])  # the cable is pulled in the middle of a frame
+        time.sleep(0.2)
+        pty.close()
+        assert wait(lambda: bed.line.state == "down")
+        pty = PtyTransport(flow_control=1.0)  # plugged in again (a new device behind the name)
+        os.unlink(link)
+        os.symlink(pty.address, link)
+        assert wait(lambda: bed.line.state == "up" and bed.line.reconnects == 1)
+        time.sleep(0.2)
+        for i in range(5, 8):
+            assert pty.write(valid_frame(i, HR=90.0 + i))
+        assert wait(lambda: bed.decoder.stats.frames_ok == 6)
+        assert bed.decoder.stats.bad["truncated"] == 1
+        assert gw.state.snapshot().bed("bed-1").vitals["HR"].value == 97.0
+    finally:
+        gw.stop()
+        pty.close()
