@@ -343,6 +343,11 @@ class ModelUpdater:
             loaded, staged = self._prove(release, cur, state)
         except BundleError as e:
             return self._refuse(name, version, release.channel, digest, e)
+        except OSError as e:  # disk full, read-only file system: nothing was switched
+            self.store.gc()
+            return self._refuse(
+                name, version, release.channel, digest, BundleError("storage", str(e))
+            )
         if loaded is None:  # the same model, stamped again (e.g. stable after canary)
             state["highest_seq"] = max(seq, state.get("highest_seq", 0))
             self.store.write_state(state)
