@@ -5,13 +5,13 @@ real broker) is fed one reading per bed per second by a feeder thread (firmware_
 generated patients, simulated time running 5 min per reading so hourly steps close,
 get scored and published every 12 readings per bed; beds staggered). Each call of the
 data path (`Gateway.process_reading`: state, windows, and on a closed step: store,
-score, NEWS2, alarm, publish) is timed, first with no UI, then with the real Textual
-app over the same gateway (headless at 160x48, refreshing every second, the Pilot
+score, NEWS2, alarm, publish) is timed, alternately with no UI and with the real
+Textual app over the same gateway (headless at 160x48, refreshing every second, the Pilot
 switching ward / bedside / events every 2 s). Prints medians, p99, max and how many
 feeder ticks ran late, plus how often the UI refreshed.
 
-    python benches/bench_ui.py                      # 64 beds, 30 s per phase, broker 127.0.0.1:1883
-    python benches/bench_ui.py --beds 64 --seconds 10 --port 1883 --screenshot docs/
+    python benches/bench_ui.py          # 64 beds, 3 rounds of 10 s per phase, broker 127.0.0.1:1883
+    python benches/bench_ui.py --beds 64 --seconds 10 --rounds 3 --port 1883 --screenshot docs/
 """
 
 from __future__ import annotations
@@ -225,17 +225,39 @@ async def save_screenshots(app: VigilApp, pilot, folder: Path) -> None:
     (folder / "ui-bedside.txt").write_text(app.screen_text())
 
 
+def merge(into: Phase, part: Phase) -> None:
+    into.latencies_ms += part.latencies_ms
+    into.step_ms += part.step_ms
+    into.tick_ms += part.tick_ms
+    into.late_ticks += part.late_ticks
+    into.ticks += part.ticks
+    into.max_tick_lag_ms = max(into.max_tick_lag_ms, part.max_tick_lag_ms)
+    into.steps_closed += part.steps_closed
+    if part.ui_refreshes is not None:
+        into.ui_refreshes = (into.ui_refreshes or 0) + part.ui_refreshes
+        into.ui_max_gap_s = max(into.ui_max_gap_s or 0.0, part.ui_max_gap_s or 0.0)
+
+
 def measure(
-    n_beds: int, seconds: float, port: int, screenshot: Path | None = None
+    n_beds: int, seconds: float, port: int, screenshot: Path | None = None, rounds: int = 1
 ) -> tuple[Phase, Phase]:
+    """`rounds` x (`seconds` without UI, then `seconds` with it), on one gateway.
+
+    Alternating the phases makes a shared machine's load fall on both alike.
+    """
+    without, with_ui = Phase("without UI"), Phase("with UI")
     with tempfile.TemporaryDirectory() as tmp:
         gw = make_gateway(n_beds, port, Path(tmp))
         ward = Ward(n_beds)
         try:
             warm = Phase("warm-up")  # fills windows so both phases score
             feed(gw, ward, warm, min(seconds, 12.0), threading.Event())
-            without = run_without_ui(gw, ward, seconds)
-            with_ui = run_with_ui(gw, ward, seconds, screenshot=screenshot)
+            for r in range(rounds):
+                merge(without, run_without_ui(gw, ward, seconds))
+                last = r == rounds - 1
+                merge(
+                    with_ui, run_with_ui(gw, ward, seconds, screenshot=screenshot if last else None)
+                )
         finally:
             gw.stop(flush_timeout=5)
     return without, with_ui
@@ -244,16 +266,17 @@ def measure(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--beds", type=int, default=64)
-    ap.add_argument("--seconds", type=float, default=30.0, help="per phase")
+    ap.add_argument("--seconds", type=float, default=10.0, help="per phase and round")
+    ap.add_argument("--rounds", type=int, default=3, help="alternations without/with UI")
     ap.add_argument("--port", type=int, default=1883, help="MQTT broker port on 127.0.0.1")
     ap.add_argument("--screenshot", type=Path, default=None, help="save UI screenshots here")
     a = ap.parse_args()
-    without, with_ui = measure(a.beds, a.seconds, a.port, a.screenshot)
+    without, with_ui = measure(a.beds, a.seconds, a.port, a.screenshot, a.rounds)
     a_, b_ = without.summary(), with_ui.summary()
     for s in (a_, b_):
         print(json.dumps(s))
     print(
-        f"{a.beds} beds at 1 Hz, {a.seconds:.0f} s per phase (without -> with UI): "
+        f"{a.beds} beds at 1 Hz, {a.rounds} x {a.seconds:.0f} s per phase (without -> with UI): "
         f"reading median {a_['median_ms']} -> {b_['median_ms']} ms; scored step median "
         f"{a_['step_median_ms']} -> {b_['step_median_ms']} ms (ratio "
         f"{b_['step_median_ms'] / a_['step_median_ms']:.2f}), p95 {a_['step_p95_ms']} -> "

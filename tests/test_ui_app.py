@@ -46,20 +46,29 @@ async def test_ward_lists_every_bed_sickest_first_and_enter_opens_it():
         assert isinstance(app.screen, WardScreen)
 
 
-async def test_cursor_stays_on_its_bed_when_the_ward_resorts():
+async def test_cursor_stays_on_its_bed_when_the_ward_resorts_but_jumps_to_a_new_alarm():
     port = FixedPort(fixed_ward(n_beds=6, alarm_bed=None))
     app = VigilApp(port, operator="Ann", blink=False)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         await pilot.press("down", "down")
         chosen = app.screen.query(BedRow)[2].bed.bed
-        port.view = fixed_ward(n_beds=6, alarm_bed=5)  # bed05 alarms and jumps to the top
+        lv = app.screen.query_one("ListView")
+        # bed05's alarm, already acknowledged, moves it to the top: the cursor stays put.
+        port.view = fixed_ward(n_beds=6, alarm_bed=5, alarm_state="acknowledged")
         app.poll()
         await settle(pilot)
         rows = list(app.screen.query(BedRow))
         assert rows[0].bed.bed == "bed05"
-        lv = app.screen.query_one("ListView")
-        assert rows[lv.index].bed.bed == chosen
+        assert rows[lv.index].bed.bed == chosen != "bed05"
+        # A new, unacknowledged alarm: the cursor goes to it, Enter opens it.
+        port.view = fixed_ward(n_beds=6, alarm_bed=4)
+        app.poll()
+        await settle(pilot)
+        assert rows[lv.index].bed.bed == "bed04"
+        await pilot.press("enter")
+        await settle(pilot)
+        assert app.screen.bed == "bed04"
 
 
 async def test_actions_carry_the_operator_and_the_chosen_options():

@@ -16,10 +16,13 @@ class WardScreen(WardViewScreen):
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
         self._rows: list[BedRow] = []
+        self._alarming: set[str] = set()
 
     def compose(self) -> ComposeResult:
         yield TitleBar("WARD", id="title")
-        yield AlarmBanner(focus_bed=None, classes="-calm")
+        yield AlarmBanner(
+            focus_bed=None, hint="[Enter] open the highlighted bed (alarms first)", classes="-calm"
+        )
         yield Static(HEADER, id="ward-header", markup=False)
         yield ListView(id="beds")
         yield StatusLine()
@@ -49,6 +52,10 @@ class WardScreen(WardViewScreen):
             rows.pop().remove()
         for row, bed in zip(rows, beds, strict=True):
             row.bed = bed
+        alarming = {b.bed for b in beds if b.alarming}
+        if alarming - self._alarming:
+            chosen = beds[0].bed  # a new alarm: the cursor goes to it (it sorts first)
+        self._alarming = alarming
         if beds:
             ids = [b.bed for b in beds]
             lv.index = ids.index(chosen) if chosen in ids else min(current or 0, len(ids) - 1)

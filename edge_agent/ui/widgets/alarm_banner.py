@@ -12,7 +12,9 @@ from textual.widgets import Static
 from edge_agent.ui.view import WardView
 
 
-def banner_text(ward: WardView | None, focus_bed: str | None) -> tuple[str, str | None]:
+def banner_text(
+    ward: WardView | None, focus_bed: str | None, hint: str = "[w] ward"
+) -> tuple[str, str | None]:
     """The banner's text and level ('alarm'/'escalated'), or ('', None) when calm."""
     if ward is None:
         return "", None
@@ -31,20 +33,20 @@ def banner_text(ward: WardView | None, focus_bed: str | None) -> tuple[str, str 
         if others:
             text += f"\nalso alarming: {', '.join(others)}  [w] ward"
         return text, here.alarm_level
-    text = f"⚠ ALARM  {', '.join('BED ' + b for b in others)}"
-    text += "\n[Enter] open the highlighted bed" if focus_bed is None else "\n[w] ward"
+    text = f"⚠ ALARM  {', '.join('BED ' + b for b in others)}\n{hint}"
     return text, level
 
 
 class AlarmBanner(Static):
     ward: reactive[WardView | None] = reactive(None, always_update=True, layout=False)
 
-    def __init__(self, focus_bed: str | None = None, **kw) -> None:
+    def __init__(self, focus_bed: str | None = None, hint: str = "[w] ward", **kw) -> None:
         super().__init__("", markup=False, **kw)
         self.focus_bed = focus_bed
+        self.hint = hint  # how to get to the alarming bed from this screen
 
     def watch_ward(self, ward: WardView | None) -> None:
-        text, level = banner_text(ward, self.focus_bed)
+        text, level = banner_text(ward, self.focus_bed, self.hint)
         self.update(text)
         self.set_class(level is None, "-calm")
         self.set_class(level == "alarm", "-alarm")
