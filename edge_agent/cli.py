@@ -47,6 +47,9 @@ def run(
     s = _load(config)
     setup_logging(s.log_level, s.log_json if json_logs is None else json_logs)
     gw = Gateway(s)
+    from edge_agent.model_hook import attach_updater
+
+    attach_updater(gw)  # model updates from the hub (bundles in <store folder>/bundles)
     gw.start()
 
     def _stop(signum, frame) -> None:  # noqa: ANN001

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from contracts import topics
+from contracts.bundle import BundleError
 from contracts.messages import Command, ModelRelease, ModelState
 
 from .model_update import LoadedBundle, ModelUpdater
@@ -38,9 +39,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def attach_updater(gateway: Gateway, bundle_root: Path | None = None) -> ModelUpdater:
+def attach_updater(gateway: Gateway, bundle_root: Path | None = None) -> ModelUpdater | None:
     """Create the updater, boot it (the active bundle replaces the one loaded at start),
-    and hook it into the gateway's releases and commands. Call before `gateway.start()`."""
+    and hook it into the gateway's releases and commands. Call before `gateway.start()`.
+
+    Returns None (and logs why) when no trusted key is configured."""
     from .scoring import RiskModel
 
     s = gateway.settings
@@ -61,18 +64,29 @@ def attach_updater(gateway: Gateway, bundle_root: Path | None = None) -> ModelUp
             bed.alarm.params = dataclasses.replace(bed.alarm.params, threshold=model.threshold)
         gateway.state.set_model(model.name, model.version)
 
-    updater = ModelUpdater(
-        root,
-        [p for p in s.trusted_keys if Path(p).exists()],
-        gw=s.gateway_id,
-        publish_state=publish_state,
-        on_activate=on_activate,
-        default_bundle=Path(s.bundle_dirs[0]) if s.bundle_dirs else None,
-        channel=s.channel,
-    )
+    try:
+        updater = ModelUpdater(
+            root,
+            [p for p in s.trusted_keys if Path(p).exists()],
+            gw=s.gateway_id,
+            publish_state=publish_state,
+            on_activate=on_activate,
+            default_bundle=Path(s.bundle_dirs[0]) if s.bundle_dirs else None,
+            channel=s.channel,
+        )
+    except (ValueError, OSError) as e:  # no trusted keys: no bundle could ever be accepted
+        log.error("model updates disabled: %s", e)
+        gateway.state.event("model", f"model updates disabled: {e}")
+        return None
     if updater.channel != s.channel:  # joined another channel before a restart
         _switch(gateway, s.channel, updater.channel)
-    updater.boot()
+    try:
+        updater.boot()
+    except BundleError as e:
+        # Nothing verifies: the gateway keeps what it started with (NEWS2 only when
+        # that is no model) and a good release can still install one.
+        log.error("no verified bundle at boot: %s", e)
+        gateway.state.event("model", f"no verified bundle: {e.reason}")
 
     jobs: queue.Queue[ModelRelease | None] = queue.Queue(maxsize=8)
 
