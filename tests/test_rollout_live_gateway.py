@@ -111,3 +111,34 @@ def test_the_real_gateway_switches_models_joins_canary_and_refuses_a_bad_bundle(
         assert again.settings.channel == "canary"
     finally:
         again.store.close()
+
+
+def test_a_staged_rollout_halts_when_a_canary_gateway_stays_silent_or_none_is_there(tmp_path):
+    """A canary gateway that is online but never answers halts the rollout after the
+    stage timeout; with no canary gateway at all the rollout does not start."""
+    from cloud_hub.rollout import staged_rollout
+    from contracts.bundle import generate_key
+    from contracts.messages import Status
+
+    broker = Mosquitto(tmp_path).start()
+    key, _, _ = generate_key(tmp_path / "keys")
+    hub = connect(BrokerSettings("127.0.0.1", broker.port, client_id="hub-halt"))
+    try:
+        manifest, blob = read_bundle_folder(default_bundle_dir())
+        led = Ledger(tmp_path / "ledger")
+        provider = open_provider(key)
+        report = staged_rollout(hub, manifest, blob, provider, led, echo=lambda _: None)
+        assert report.halted and "channel canary has 0 online gateway(s)" in report.reason
+        assert led.current("canary") is None and led.current("stable") is None
+        ghost = Status(gw="gw-ghost", state="online", channel="canary")
+        hub.publish(topics.status("gw-ghost"), ghost.to_json(), qos=1, retain=True)
+        report = staged_rollout(
+            hub, manifest, blob, provider, led, stage_timeout=1.0, echo=lambda _: None
+        )
+        assert report.halted and "gw-ghost did not answer in 1 s" in report.reason
+        assert report.stages[0].silent == ["gw-ghost"]
+        assert led.current("canary") is not None and led.current("stable") is None
+    finally:
+        hub.disconnect()
+        hub.loop_stop()
+        broker.stop()
