@@ -7,11 +7,11 @@
 - `gateway.publisher.on_command`: chained; `join_channel` is remembered by the
   updater, the publisher unsubscribes from the old channel's topic, subscribes to
   the new one and republishes its status (the status carries the channel);
-- on activation the gateway's `model` reference is replaced by a new
-  `scoring.RiskModel` built BEFORE the swap (the data path reads `gateway.model` once
-  per step, so a step scores with the old or the new model, never with none), the
-  beds' alarm thresholds follow the new bundle's operating point, and the gateway
-  state (what the nurse terminal shows) gets the new name and version;
+- on activation a new `scoring.RiskModel` is built BEFORE the swap and handed to
+  `gateway.activate_model` (D's switch: under every bed lock, the model, the beds'
+  window spec and alarm thresholds change together between two steps, and the
+  gateway state, which the nurse terminal shows, gets the new name and version), so
+  scoring never waits for a load and no step mixes two models;
 - model states go out retained on `vigil/v1/gw/{gw}/model` through the outbox.
 
 Bundles live in `<store folder>/bundles` unless `bundle_root` is given; the shipped
@@ -59,6 +59,12 @@ def attach_updater(gateway: Gateway, bundle_root: Path | None = None) -> ModelUp
 
     def on_activate(loaded: LoadedBundle) -> None:
         model = RiskModel(loaded.folder, loaded.manifest)  # built before the swap
+        activate = getattr(gateway, "activate_model", None)
+        if activate is not None:
+            # The gateway's own switch: under every bed lock, model + windows' spec +
+            # alarm thresholds together, between two steps.
+            activate(model)
+            return
         gateway.model = model
         for bed in gateway.beds.values():
             bed.alarm.params = dataclasses.replace(bed.alarm.params, threshold=model.threshold)
