@@ -6,6 +6,8 @@ tests/test_ui_gateway.py.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from edge_agent.ui.app import VigilApp
@@ -24,6 +26,15 @@ def anyio_backend() -> str:
 async def settle(pilot) -> None:
     await pilot.app.workers.wait_for_complete()
     await pilot.pause()
+
+
+async def until(pilot, ok, timeout: float = 10.0) -> None:
+    """Actions run in worker threads: wait until `ok()` holds."""
+    deadline = time.monotonic() + timeout
+    while not ok():
+        assert time.monotonic() < deadline
+        await settle(pilot)
+        await pilot.pause(0.02)
 
 
 async def test_ward_lists_every_bed_sickest_first_and_enter_opens_it():
@@ -87,6 +98,7 @@ async def test_actions_carry_the_operator_and_the_chosen_options():
         await pilot.press("d", "enter")  # no note
         await settle(pilot)
         await pilot.press("d", "escape")  # cancelled: nothing sent
+        await until(pilot, lambda: app.actions_done == 4)
         await settle(pilot)
         assert port.calls == [
             ("acknowledge", "bed03", "Ann"),
@@ -109,7 +121,7 @@ async def test_without_a_configured_operator_the_terminal_asks_a_name_first():
         await settle(pilot)
         assert app.operator == "Bo"
         await pilot.press("enter", "a")
-        await settle(pilot)
+        await until(pilot, lambda: app.actions_done == 1)
         assert port.calls == [("acknowledge", "bed03", "Bo")]
 
 

@@ -63,6 +63,18 @@ async def settle(pilot) -> None:
     await pilot.pause()
 
 
+async def until(pilot, ok, timeout: float = 10.0) -> None:
+    """Refresh the view until `ok()` holds: actions run in worker threads."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pilot.app.poll()
+        await settle(pilot)
+        if ok():
+            return
+        assert time.monotonic() < deadline, pilot.app.screen_text()
+        await pilot.pause(0.05)
+
+
 async def nurse_acts_on_bed_1(app: VigilApp) -> None:
     """Open bed-1 from the ward, acknowledge, silence 5 min, then two feedbacks."""
     async with app.run_test(size=(100, 30)) as pilot:
@@ -74,16 +86,16 @@ async def nurse_acts_on_bed_1(app: VigilApp) -> None:
         assert isinstance(app.screen, BedsideScreen) and app.screen.bed == "bed-1"
         assert "⚠" in app.screen_text()  # the banner
         await pilot.press("a")
-        await settle(pilot)
+        await until(pilot, lambda: f" ack {app.operator}" in app.screen_text())
         await pilot.press("s", "3")  # third choice: 300 s
-        await settle(pilot)
+        await until(
+            pilot,
+            lambda: " silenced 4:" in app.screen_text() or " silenced 5:00" in app.screen_text(),
+        )
         await pilot.press("f", *"leads off", "enter")
         await settle(pilot)
         await pilot.press("d", "enter")
-        await settle(pilot)
-        app.poll()
-        await settle(pilot)
-        assert app.actions_done == 4
+        await until(pilot, lambda: app.actions_done == 4)
         assert "⚠" not in app.screen_text()  # acknowledged: the banner is gone
 
 

@@ -27,6 +27,16 @@ def trend_arrow(history: tuple[float, ...]) -> str:
     return "▶"
 
 
+def alarm_state_text(bed: BedView) -> str:
+    """Who acknowledged, or how long the silence still runs."""
+    if bed.alarm_state == "acknowledged":
+        return f" ack {bed.acknowledged_by}" if bed.acknowledged_by else " ack"
+    if bed.alarm_state == "silenced":
+        left = int(bed.silenced_seconds_left or 0)
+        return f" silenced {left // 60}:{left % 60:02d}"
+    return ""
+
+
 class RiskPanel(Widget):
     bed: reactive[BedView | None] = reactive(None, always_update=True, layout=False)
 
@@ -49,6 +59,5 @@ class RiskPanel(Widget):
         level = self.query_one(".risk--level", Static)
         for name in ALARM_LEVELS:
             level.set_class(bed.alarm_level == name, f"-{name}")
-        state = {"acknowledged": " (ack)", "silenced": " (silenced)"}.get(bed.alarm_state, "")
-        level.update(f"{bed.alarm_level.upper()}{state}")
+        level.update(f"{bed.alarm_level.upper()}{alarm_state_text(bed)}")
         self.query_one(".risk--model", Static).update(f"{bed.model_name} {bed.model_version}")
