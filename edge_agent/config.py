@@ -12,7 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -126,6 +134,24 @@ class LinkConfig(_Strict):
     reconnect_max_seconds: float = Field(10.0, gt=0)
 
 
+class PrivacyConfig(_Strict):
+    """The site secret for stay pseudonyms (edge_agent/privacy.py); neither given: the
+    gateway generates one into `stay_secret` beside its store (mode 0600)."""
+
+    stay_secret: SecretStr | None = None
+    stay_secret_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> PrivacyConfig:
+        if self.stay_secret is not None and self.stay_secret_file is not None:
+            raise ValueError("give stay_secret or stay_secret_file, not both")
+        if self.stay_secret is not None and len(self.stay_secret.get_secret_value().strip()) < 16:
+            raise ValueError("stay_secret must have at least 16 characters")
+        if self.stay_secret_file is not None and not Path(self.stay_secret_file).is_file():
+            raise ValueError(f"stay_secret_file {self.stay_secret_file} does not exist")
+        return self
+
+
 class EdgeSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VIGIL_EDGE__", env_nested_delimiter="__", extra="forbid"
@@ -141,6 +167,7 @@ class EdgeSettings(BaseSettings):
     trusted_keys: list[Path] = Field(default_factory=lambda: [default_trusted_keys_dir()])
     alarms: AlarmConfig = AlarmConfig()
     link: LinkConfig = LinkConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
     log_json: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -182,6 +209,8 @@ def _describe(e: ValidationError) -> str:
         key = ".".join(str(p) for p in err["loc"]) or "(root)"
         value = err.get("input")
         shown = repr(value) if not isinstance(value, dict) else "{...}"
+        if "secret" in key:  # never echo a secret into a terminal or a log
+            shown = "***"
         lines.append(f"  {key} = {shown[:80]}: {err['msg']}")
     return "\n".join(lines)
 

@@ -11,6 +11,11 @@ outside any frame are counted as noise.
 A frame is valid only if its structure is: any malformed field rejects the whole
 frame (a garbled digit can make a plausible wrong number; a half-checked frame is
 worse than a dropped one, and the next reading comes a second later).
+
+Log lines and error details never echo patient identification (PID-3 identifier,
+PID-5 name, PID-7 birth date) nor the admission times: they name the field only.
+`Reading.stay` is the raw PID-3 value, kept in memory only; the gateway replaces it
+by its pseudonym before anything is stored or published (edge_agent/privacy.py).
 """
 
 from __future__ import annotations
@@ -67,14 +72,17 @@ class DecoderStats:
         return sum(self.bad.values())
 
 
-def parse_ts(text: str) -> datetime:
+def parse_ts(text: str, what: str = "") -> datetime:
+    """HL7 time -> datetime; `what` (e.g. "PV1-44") names the field and hides the value
+    (a patient's admission time is identifying); without it the value is shown."""
+    shown = what or repr(text[:30])
     m = _TS.match(text)
     if not m:
-        raise FrameError("bad_time", f"{text[:30]!r} is not YYYYMMDDHHMMSS.fff+0000")
+        raise FrameError("bad_time", f"{shown} is not YYYYMMDDHHMMSS.fff+0000")
     try:
         base = datetime.strptime(m.group(1), "%Y%m%d%H%M%S").replace(tzinfo=UTC)
     except ValueError:
-        raise FrameError("bad_time", f"{text[:30]!r} is not a calendar time") from None
+        raise FrameError("bad_time", f"{shown} is not a calendar time") from None
     return base + timedelta(milliseconds=int((m.group(2) or "0").ljust(3, "0")))
 
 
@@ -115,8 +123,10 @@ def parse_reading(body: bytes) -> Reading:
     stay = _f(pid, 3).split("^")[0]
     loc = _f(pv1, 3).split("^")
     bed = loc[2] if len(loc) > 2 else ""
-    if not _ID.match(stay) or not _ID.match(bed):
-        raise FrameError("bad_ids", f"stay {stay[:20]!r}, bed {bed[:20]!r}")
+    if not _ID.match(stay):  # PID-3 may be a record number: never echoed
+        raise FrameError("bad_ids", f"PID-3 stay id ({len(stay)} chars) is not 1-64 printable")
+    if not _ID.match(bed):
+        raise FrameError("bad_ids", f"bed {bed[:20]!r}")
     values: dict[str, float | None] = {}
     for obx in segs.get("OBX", ()):
         vital = BY_LOINC.get(_f(obx, 3).split("^")[0])
@@ -138,19 +148,19 @@ def parse_reading(body: bytes) -> Reading:
         try:
             static["Age"] = float(_age(datetime.strptime(birth, "%Y%m%d").date(), obs_time))
         except ValueError:
-            raise FrameError("bad_pid", f"birth date {birth[:12]!r}") from None
+            raise FrameError("bad_pid", "PID-7 birth date is not YYYYMMDD") from None
     sex = _f(pid, 8)
     if sex not in ("M", "F", "U", ""):
-        raise FrameError("bad_pid", f"sex {sex[:4]!r}")
+        raise FrameError("bad_pid", "PID-8 sex is not M, F, U or empty")
     static["Gender"] = {"M": 1.0, "F": 0.0}.get(sex)
-    admit = parse_ts(_f(pv1, 44)) if _f(pv1, 44) else None
-    hosp = parse_ts(_f(zad, 1)) if _f(zad, 1) else None
+    admit = parse_ts(_f(pv1, 44), "PV1-44 ICU admission time") if _f(pv1, 44) else None
+    hosp = parse_ts(_f(zad, 1), "ZAD-1 hospital admission time") if _f(zad, 1) else None
     if admit is not None and hosp is not None:
         static["HospAdmTime"] = (hosp - admit) / timedelta(hours=1)
     static["ICULOS"] = (obs_time - admit) / timedelta(hours=1) if admit else None
     for k, v in static.items():
         if v is not None and not math.isfinite(v):
-            raise FrameError("bad_pid", f"{k} {v}")
+            raise FrameError("bad_pid", f"{k} is not finite")
     return Reading(
         bed=bed,
         stay=stay,
@@ -195,7 +205,8 @@ class MllpDecoder:
         except FrameError as e:
             self._bad(e.reason, e.detail)
         except Exception as e:  # a parser bug must not take the line down: count it
-            self._bad("parser_error", repr(e))
+            # the type only: an exception's text may quote frame content (PID fields)
+            self._bad("parser_error", type(e).__name__)
 
     def feed(self, data: bytes) -> list[Reading]:
         """Readings completed by `data` (any bytes, any chunking)."""

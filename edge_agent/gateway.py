@@ -42,6 +42,7 @@ from . import __version__
 from .alarms import ActionRefused, AlarmEvent, AlarmMachine, AlarmParams
 from .config import EdgeSettings
 from .decoder import MllpDecoder, Reading
+from .privacy import load_secret, stay_pseudonym
 from .publisher import Publisher, status_payload
 from .scoring import RiskModel, load_model, news2_of
 from .sources import LineSource, open_line
@@ -91,6 +92,12 @@ class Gateway:
             [b.id for b in settings.beds],
             operator=settings.operator,
             clock=clock,
+        )
+        priv = settings.privacy
+        self._stay_secret = load_secret(
+            priv.stay_secret.get_secret_value() if priv.stay_secret else None,
+            priv.stay_secret_file,
+            settings.store_path.parent,
         )
         self.store = Store(settings.store_path)
         self.refused: list[str] = []
@@ -200,8 +207,15 @@ class Gateway:
             self.process_reading(bed_id, r)
         return len(readings)
 
+    def stay_pseudonym(self, raw: str, admit: datetime | str | None) -> str:
+        """The stay id this gateway publishes for PID-3 `raw` and PV1-44 `admit`."""
+        return stay_pseudonym(self._stay_secret, raw, admit)
+
     def process_reading(self, bed_id: str, r: Reading) -> list[ClosedStep]:
+        """Process one decoded reading. Its raw PID-3 stops here: from now on (state,
+        windows, store, outbox, MQTT) the stay is its pseudonym (edge_agent/privacy.py)."""
         bed = self.beds[bed_id]
+        r = dataclasses.replace(r, stay=self.stay_pseudonym(r.stay, r.icu_admit))
         if r.bed != bed_id:
             bed.wrong_bed += 1
             log.warning(

@@ -95,7 +95,10 @@ def test_replayed_septic_stay_raises_a_risk_alarm_before_onset_end_to_end(broker
     assert any(isinstance(m, Status) and m.state == "online" for m in msgs["status"])
     man = gw.model.manifest
     assert {(m.model.name, m.model.version) for m in msgs["risk"]} == {(man.name, man.version)}
-    assert all(m.gw == GW and m.bed == "bed-1" and m.stay == "pn-" + SEPTIC for m in msgs["risk"])
+    # the stay leaves as the gateway's pseudonym of PID-3 + PV1-44 (edge_agent/privacy.py)
+    stay = gw.stay_pseudonym("pn-" + SEPTIC, monitor.icu_admit)
+    assert all(m.gw == GW and m.bed == "bed-1" and m.stay == stay for m in msgs["risk"])
+    assert not any(SEPTIC.encode() in payload for _, payload, _ in sub.messages)
 
     # Risk alarm before sepsis onset (label starts 6 h before onset).
     first_label = int(np.argmax(arr["SepsisLabel"] > 0))

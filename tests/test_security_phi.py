@@ -9,11 +9,13 @@ What leaves a gateway is exactly the contract messages (`contracts/messages.py`)
   identification (a name and an MRN as an HL7 PID segment would carry them).
 
 - the patient's name and birth date that a monitor sends in HL7 PID stop at the
-  gateway's decoder (real simulator frames, real `edge_agent.decoder`).
+  gateway's decoder (real simulator frames, real `edge_agent.decoder`); PID-3 (a record
+  number on a hospital monitor) leaves only as its keyed pseudonym
+  (`edge_agent.privacy`; end to end with an MRN: tests/test_edge_privacy.py).
 
 - a short run of the real gateway over TLS with its enrolled certificate: every
   payload the hub receives is captured and checked (no name, no birth date,
-  pseudonymous stay id, valid contract message).
+  the stay id is the gateway's pseudonym, never PID-3, valid contract message).
 
 Known gap, not closable by a schema: `Alarm.note` and `Alarm.reason` are free text a
 nurse may type, and `Alarm.by` names the member of staff (not the patient). A note
@@ -217,9 +219,8 @@ def test_monitor_patient_name_and_birth_date_stop_at_the_gateway_decoder():
     birth date), decoded by the gateway's own decoder (edge_agent.decoder): neither the
     name nor the birth date reaches the reading the gateway publishes from.
 
-    Not covered here (see deploy/README.md, Known limits): PID-3 is passed through as
-    the stay id; the simulator sends a pseudonymous id there, a real monitor may send
-    the hospital's record number.
+    PID-3 (the simulator's id here, a record number on a hospital monitor) stays in the
+    decoded reading in memory only; what is published is its keyed pseudonym.
     """
     hl7 = pytest.importorskip("firmware_sim.hl7")
     decoder = pytest.importorskip("edge_agent.decoder")
@@ -228,6 +229,8 @@ def test_monitor_patient_name_and_birth_date_stop_at_the_gateway_decoder():
     age = _num(rows[0]["Age"])
     birth = hl7.birth_date_for(age, admit)
     name, dob = "DOE^JANE^Q", birth.strftime("%Y%m%d") if birth else ""
+    privacy = pytest.importorskip("edge_agent.privacy")
+    site_secret = b"phi-test-site-secret-0123456789"
     dec = decoder.MllpDecoder(source="phi-test")
     readings = []
     for i, row in enumerate(rows[:6]):
@@ -255,7 +258,7 @@ def test_monitor_patient_name_and_birth_date_stop_at_the_gateway_decoder():
         published = messages.Vitals(
             gw="icu-north-3",
             bed=r.bed,
-            stay=r.stay,
+            stay=privacy.stay_pseudonym(site_secret, r.stay, r.icu_admit),
             step_start=r.obs_time,
             step_seconds=3600,
             iculos_hours=r.static["ICULOS"] or 0.0,
@@ -265,7 +268,11 @@ def test_monitor_patient_name_and_birth_date_stop_at_the_gateway_decoder():
         text = json.dumps(vars(r), default=str) + published.decode()
         for part in ("DOE", "JANE", *([dob] if dob else [])):
             assert part not in text
-        assert r.stay == f"pn-{stay}"
+        assert r.stay == f"pn-{stay}"  # in memory only
+        assert stay not in published.decode()
+        assert json.loads(published)["stay"] == privacy.stay_pseudonym(
+            site_secret, f"pn-{stay}", admit
+        )
         if age is not None:
             assert r.static["Age"] == pytest.approx(min(age, 100), abs=1)
 
@@ -373,11 +380,12 @@ def test_a_running_gateway_over_tls_publishes_no_patient_identity(tmp_path):
     kinds = [topics.parse(t)["kind"] for t, _ in hub.received]
     assert kinds.count("risk") >= len(rows) and kinds.count("vitals") >= len(rows), kinds
     assert "status" in kinds  # connected over TLS with its certificate
+    pseudonym = gw.stay_pseudonym(f"pn-{stay}", admit)
     for topic, payload in hub.received:
         text = payload.decode()
-        for secret in ("DOE", "JANE", *([dob] if dob else [])):
+        for secret in ("DOE", "JANE", stay, *([dob] if dob else [])):
             assert secret not in text, (topic, secret)
         msg = messages.parse_message(payload)
         assert msg.gw == "gw-a"
         if hasattr(msg, "stay"):
-            assert msg.stay == f"pn-{stay}"
+            assert msg.stay == pseudonym

@@ -1,0 +1,235 @@
+"""Stay pseudonyms at the gateway boundary (edge_agent/privacy.py, DESIGN.md: no names or
+record numbers leave the gateway).
+
+A hospital monitor sends the medical record number in PID-3 and the name in PID-5. Real
+parts: simulator-built HL7 frames with those fields set, the real gateway and decoder, a
+real Mosquitto with a subscriber capturing every payload, the real SQLite store file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sqlite3
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from contracts.messages import parse_message
+from contracts.vitals import VITAL_NAMES
+from edge_agent.config import ConfigError, load_config
+from edge_agent.decoder import MllpDecoder
+from edge_agent.gateway import Gateway
+from edge_agent.logs import JsonLines
+from edge_agent.privacy import SECRET_FILE_NAME, hl7_ts, stay_pseudonym
+from firmware_sim.hl7 import Observation, build_oru, frame
+from tests.edge_support import Mosquitto
+from tests.test_edge_outbox import Subscriber
+
+GW = "ward-priv"
+MRN = "MRN12345678"
+NAME = "SMITHSON^ALICIA^Q"
+NAME_PARTS = ("SMITHSON", "ALICIA")
+ADMIT = datetime(2026, 3, 1, 6, 0, tzinfo=UTC)
+PSEUDONYM = re.compile(r"^st-[0-9a-f]{16}$")
+
+
+def hospital_frame(
+    seq: int, minutes: int, *, mrn: str = MRN, admit: datetime = ADMIT, birth: str | None = None
+) -> bytes:
+    """What a hospital monitor sends: the simulator's ORU^R01 with an MRN in PID-3 and
+    the patient's name in PID-5 (`birth`: a PID-7 to put instead of the real one)."""
+    obs = Observation(
+        monitor_id="MON-9",
+        seq=seq,
+        bed="bed-1",
+        stay_id="placeholder",
+        obs_time=admit + timedelta(hours=2, minutes=minutes),
+        values={n: 70.0 + i for i, n in enumerate(VITAL_NAMES)},
+        birth_date=datetime(1950, 2, 27).date(),
+        sex="F",
+        icu_admit=admit,
+        hospital_admit=admit - timedelta(hours=20),
+    )
+    msg = build_oru(obs)
+    pid = next(s for s in msg.split("\r") if s.startswith("PID|"))
+    fields = pid.split("|")
+    fields[3] = f"{mrn}^^^HOSP^MR"
+    fields[5] = NAME
+    if birth is not None:
+        fields[7] = birth
+    return frame(msg.replace(pid, "|".join(fields)))
+
+
+def frames(first_seq: int, hours: int, start: int = 0) -> bytes:
+    """Readings every 20 minutes for `hours` hours from minute `start` (admission + 2 h),
+    plus one in the next hour: `hours` steps close."""
+    return b"".join(hospital_frame(first_seq + k, start + 20 * k) for k in range(hours * 3 + 1))
+
+
+def toml(folder: Path, port: int, extra: str = "") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    p = folder / "gw.toml"
+    p.write_text(
+        f'gateway_id = "{GW}"\nstore_path = "{folder / "store" / "gw.sqlite"}"\n'
+        f'[[beds]]\nid = "bed-1"\nsource = {{ type = "serial", port = "/dev/null-not-a-port" }}\n'
+        f"[mqtt]\nport = {port}\n{extra}"
+    )
+    return p
+
+
+@pytest.fixture
+def broker(tmp_path):
+    b = Mosquitto(tmp_path).start()
+    yield b
+    b.stop()
+
+
+# --- the pseudonym itself (pure logic) --------------------------------------------------
+def test_pseudonym_is_keyed_stable_and_changes_with_the_admission():
+    a = stay_pseudonym(b"k" * 32, MRN, ADMIT)
+    assert PSEUDONYM.match(a) and MRN not in a
+    assert a == stay_pseudonym(b"k" * 32, MRN, ADMIT)
+    assert a == stay_pseudonym(b"k" * 32, MRN, hl7_ts(ADMIT))  # PV1-44 as sent
+    assert a != stay_pseudonym(b"j" * 32, MRN, ADMIT)  # another site
+    assert a != stay_pseudonym(b"k" * 32, MRN, ADMIT + timedelta(days=3))  # readmission
+    assert a != stay_pseudonym(b"k" * 32, MRN, None)
+    assert stay_pseudonym(b"k" * 32, MRN, None) == stay_pseudonym(b"k" * 32, MRN, "")
+
+
+def test_secret_from_env_override_and_a_bad_secret_is_named_but_not_echoed(tmp_path, monkeypatch):
+    conf = toml(tmp_path, 1883)
+    monkeypatch.setenv("VIGIL_EDGE__PRIVACY__STAY_SECRET", "env-secret-0123456789")
+    s = load_config(conf)
+    assert s.privacy.stay_secret.get_secret_value() == "env-secret-0123456789"
+    assert "env-secret" not in repr(s)
+    monkeypatch.setenv("VIGIL_EDGE__PRIVACY__STAY_SECRET", "short-pw")
+    with pytest.raises(ConfigError, match="at least 16") as e:
+        load_config(conf)
+    assert "short-pw" not in str(e.value)
+    monkeypatch.delenv("VIGIL_EDGE__PRIVACY__STAY_SECRET")
+    missing = tmp_path / "nope"
+    bad = toml(tmp_path, 1883, f'[privacy]\nstay_secret_file = "{missing}"\n')
+    with pytest.raises(ConfigError, match="stay_secret_file .*nope does not exist"):
+        load_config(bad)
+
+
+# --- the decoder's log lines ------------------------------------------------------------
+def test_bad_frames_are_logged_without_pid_contents(caplog):
+    caplog.set_level(logging.DEBUG)
+    dec = MllpDecoder(source="bed-1")
+    data = (
+        hospital_frame(1, 0, mrn=MRN + "X" * 70)  # PID-3 too long: bad_ids
+        + hospital_frame(2, 1, birth="19A00227")  # a garbled birth date: bad_pid
+        + hospital_frame(3, 2).replace(b"MR|", b"MR\xff|")  # not ASCII
+        + hospital_frame(4, 3).replace(hl7_ts(ADMIT).encode(), b"20260399060000.000+0000")
+    )
+    assert dec.feed(data) == []
+    assert dict(dec.stats.bad) == {"bad_ids": 1, "bad_pid": 1, "not_ascii": 1, "bad_time": 1}
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "PID-3" in text and "PID-7" in text and "PV1-44" in text  # says which field
+    for secret in (MRN, "19A00227", "1950", "20260399", *NAME_PARTS):
+        assert secret not in text
+
+
+# --- the running gateway ----------------------------------------------------------------
+def captured_stays(sub: Subscriber) -> set[str]:
+    out = set()
+    for _, payload, _ in sub.messages:
+        m = parse_message(payload)
+        if hasattr(m, "stay"):
+            out.add(m.stay)
+        for b in getattr(m, "beds", None) or []:
+            if b.stay != "-":
+                out.add(b.stay)
+    return out
+
+
+def run_gateway(conf: Path, data: bytes, sub: Subscriber, n_vitals: int) -> str:
+    """Feed `data` to a real gateway until `n_vitals` vitals messages in all reached the
+    subscriber; returns the pseudonym the gateway gives the MRN at ADMIT."""
+    gw = Gateway(load_config(conf))
+    gw.start(sources=False)
+    try:
+        gw.process_bytes("bed-1", data)
+        got = sub.wait_for(n_vitals, 20, "/vitals")
+        assert len(got) >= n_vitals, f"{len(got)} vitals of {n_vitals}"
+        assert gw.publisher.wait_idle(10)
+        return gw.stay_pseudonym(MRN, ADMIT)
+    finally:
+        gw.stop()
+
+
+def test_mrn_and_name_never_leave_the_gateway_and_the_pseudonym_survives_restart(
+    broker, tmp_path, caplog
+):
+    caplog.set_level(logging.DEBUG)
+    json_lines = JsonLines()
+    sub = Subscriber(broker.port, f"vigil/v1/gw/{GW}/#")
+    conf = toml(tmp_path / "gw", broker.port)
+    try:
+        # a bad frame among the good ones: its log line must not echo PID either
+        bad = hospital_frame(99, 5, birth="19500231")
+        first = run_gateway(conf, bad + frames(1, 3), sub, 3)
+        secret_file = tmp_path / "gw" / "store" / SECRET_FILE_NAME
+        assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+        secret = secret_file.read_text().strip().encode()
+        assert first == stay_pseudonym(secret, MRN, ADMIT) and PSEUDONYM.match(first)
+        n_before = len(sub.messages)
+        # restart: the same patient and admission, later hours
+        second = run_gateway(conf, frames(100, 2, start=240), sub, 3 + 2)
+        assert second == first
+        assert secret_file.read_text().strip().encode() == secret  # not regenerated
+        assert len(sub.messages) > n_before
+    finally:
+        sub.close()
+
+    assert captured_stays(sub) == {first}  # before and after the restart
+    payloads = b"\n".join(p for _, p, _ in sub.messages)
+    for secret in (MRN, "12345678", *NAME_PARTS):
+        assert secret.encode() not in payloads
+    # the store: every row of every table, and the raw bytes of its files
+    store = tmp_path / "gw" / "store"
+    con = sqlite3.connect(store / "gw.sqlite")
+    try:
+        tables = [t for (t,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        rows = {t: con.execute(f"SELECT * FROM [{t}]").fetchall() for t in tables}  # noqa: S608
+        steps = con.execute("SELECT DISTINCT stay FROM steps").fetchall()
+    finally:
+        con.close()
+    assert steps == [(first,)]
+    dumped = json.dumps(rows, default=str)
+    raw = b"".join(p.read_bytes() for p in store.iterdir() if p.name != SECRET_FILE_NAME)
+    for secret in (MRN, "12345678", *NAME_PARTS):
+        assert secret not in dumped and secret.encode() not in raw
+    # the logs, as the gateway writes them (JSON lines) and as text
+    assert any("bad frame" in r.getMessage() for r in caplog.records)
+    lines = "\n".join(json_lines.format(r) for r in caplog.records) + caplog.text
+    for secret in (MRN, "12345678", "19500231", *NAME_PARTS):
+        assert secret not in lines
+
+
+def test_two_sites_with_different_secrets_give_different_pseudonyms(broker, tmp_path):
+    secret_file = tmp_path / "site-b.secret"
+    secret_file.write_text("site-b-secret-from-a-file-0123\n")
+    conf_a = toml(
+        tmp_path / "a", broker.port, '[privacy]\nstay_secret = "site-a-secret-0123456789"\n'
+    )
+    conf_b = toml(tmp_path / "b", broker.port, f'[privacy]\nstay_secret_file = "{secret_file}"\n')
+    sub = Subscriber(broker.port, f"vigil/v1/gw/{GW}/#")
+    try:
+        a = run_gateway(conf_a, frames(1, 2), sub, 2)
+        stays_a = captured_stays(sub)
+        b = run_gateway(conf_b, frames(1, 2), sub, 4)
+        stays_b = captured_stays(sub) - stays_a
+    finally:
+        sub.close()
+    assert a == stay_pseudonym(b"site-a-secret-0123456789", MRN, ADMIT)
+    assert b == stay_pseudonym(b"site-b-secret-from-a-file-0123", MRN, ADMIT)
+    assert a != b and stays_a == {a} and stays_b == {b}
+    # a configured secret is used as is: nothing generated beside the store
+    assert not (tmp_path / "a" / "store" / SECRET_FILE_NAME).exists()
+    assert not (tmp_path / "b" / "store" / SECRET_FILE_NAME).exists()
