@@ -13,14 +13,7 @@ import pytest
 from edge_agent.ui.app import VigilApp
 from edge_agent.ui.screens import BedsideScreen, EventsScreen, HelpScreen, LoginScreen, WardScreen
 from edge_agent.ui.widgets import BedRow
-from tests.ui_support import FixedPort, fixed_ward
-
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"  # Textual runs on asyncio
+from tests.ui_support import FixedPort, fixed_ward, textual_test
 
 
 async def settle(pilot) -> None:
@@ -37,6 +30,7 @@ async def until(pilot, ok, timeout: float = 10.0) -> None:
         await pilot.pause(0.02)
 
 
+@textual_test
 async def test_ward_lists_every_bed_sickest_first_and_enter_opens_it():
     app = VigilApp(FixedPort(fixed_ward(n_beds=12)), operator="Ann", blink=False)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -57,6 +51,7 @@ async def test_ward_lists_every_bed_sickest_first_and_enter_opens_it():
         assert isinstance(app.screen, WardScreen)
 
 
+@textual_test
 async def test_cursor_stays_on_its_bed_when_the_ward_resorts_but_jumps_to_a_new_alarm():
     port = FixedPort(fixed_ward(n_beds=6, alarm_bed=None))
     app = VigilApp(port, operator="Ann", blink=False)
@@ -82,6 +77,7 @@ async def test_cursor_stays_on_its_bed_when_the_ward_resorts_but_jumps_to_a_new_
         assert app.screen.bed == "bed04"
 
 
+@textual_test
 async def test_actions_carry_the_operator_and_the_chosen_options():
     port = FixedPort(fixed_ward())
     app = VigilApp(port, operator="Ann", blink=False, silence_choices=(60, 300))
@@ -109,6 +105,7 @@ async def test_actions_carry_the_operator_and_the_chosen_options():
         assert app.actions_done == 4
 
 
+@textual_test
 async def test_without_a_configured_operator_the_terminal_asks_a_name_first():
     port = FixedPort(fixed_ward())
     app = VigilApp(port, operator=None, blink=False)
@@ -125,6 +122,7 @@ async def test_without_a_configured_operator_the_terminal_asks_a_name_first():
         assert port.calls == [("acknowledge", "bed03", "Bo")]
 
 
+@textual_test
 async def test_help_lists_every_key_of_every_screen():
     app = VigilApp(FixedPort(fixed_ward()), operator="Ann", blink=False)
     async with app.run_test(size=(100, 60)) as pilot:
@@ -142,6 +140,7 @@ async def test_help_lists_every_key_of_every_screen():
         assert isinstance(app.screen, WardScreen)
 
 
+@textual_test
 async def test_events_screen_shows_alarms_model_and_connection():
     app = VigilApp(FixedPort(fixed_ward()), operator="Ann", blink=False)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -154,6 +153,7 @@ async def test_events_screen_shows_alarms_model_and_connection():
         assert kinds == {"alarm", "model", "connection"}
 
 
+@textual_test
 async def test_a_new_alarm_rings_the_bell_once():
     port = FixedPort(fixed_ward(alarm_bed=None))
     app = VigilApp(port, operator="Ann", blink=False)
@@ -171,6 +171,7 @@ async def test_a_new_alarm_rings_the_bell_once():
 
 
 @pytest.mark.parametrize("size", [(80, 24), (200, 60)])
+@textual_test
 async def test_quit_asks_first(size):
     app = VigilApp(FixedPort(fixed_ward()), operator="Ann", blink=False)
     async with app.run_test(size=size) as pilot:

@@ -24,16 +24,10 @@ from edge_agent.ui.gateway_port import GatewayPort
 from edge_agent.ui.screens import BedsideScreen
 from tests.edge_support import Mosquitto, free_port, physionet_stay
 from tests.test_edge_outbox import Subscriber
-from tests.ui_support import replay_until_alarm
+from tests.ui_support import replay_until_alarm, textual_test
 
-pytestmark = pytest.mark.anyio
 GW = "ward-ui"
 SEPTIC = "p015180"  # a real septic stay of set A (tests/test_edge_gateway.py)
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +97,7 @@ def actions_by(rows: list[dict], by: str) -> list[dict]:
     return [r for r in rows if r["by"] == by]
 
 
+@textual_test
 async def test_ack_silence_feedback_reach_store_and_outbox_while_broker_down(tmp_path, septic_stay):
     gw = make_gateway(tmp_path, free_port())  # nothing listens: everything stays queued
     try:
@@ -138,6 +133,7 @@ async def test_ack_silence_feedback_reach_store_and_outbox_while_broker_down(tmp
         gw.stop(flush_timeout=0.1)
 
 
+@textual_test
 async def test_actions_reach_the_hub_side_of_a_real_broker(tmp_path, septic_stay):
     broker = Mosquitto(tmp_path).start()
     sub = Subscriber(broker.port, f"vigil/v1/gw/{GW}/bed/+/alarm")
@@ -168,6 +164,7 @@ async def test_actions_reach_the_hub_side_of_a_real_broker(tmp_path, septic_stay
         broker.stop()
 
 
+@textual_test
 async def test_a_refused_action_is_shown_and_not_stored(tmp_path, septic_stay):
     gw = make_gateway(tmp_path, free_port())
     try:

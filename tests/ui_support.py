@@ -6,6 +6,8 @@ gateway would compute from the same readings.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import math
 from datetime import UTC, datetime, timedelta
 
@@ -203,3 +205,13 @@ def replay_until_alarm(gw, bed: str, arr, readings_per_hour: int = 2) -> int:  #
         if b.alarm_level in ("alarm", "escalated") and b.alarm_state == "active":
             return n
     raise AssertionError(f"the stay ended after {n} readings without a risk alarm on {bed}")
+
+
+def textual_test(fn):  # noqa: ANN001, ANN201
+    """Run an async Textual test on its own asyncio loop (no pytest async plugin needed)."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        return asyncio.run(fn(*args, **kwargs))
+
+    return run
