@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import subprocess
 import threading
@@ -55,11 +56,13 @@ class MosquittoBroker:
     def _write_conf(self) -> None:
         data = self.folder / "mosquitto-data"
         data.mkdir(exist_ok=True)
-        # Mosquitto started as root drops to user `mosquitto` (DESIGN.md pitfalls).
-        with contextlib.suppress(OSError):
-            shutil.chown(data, user="mosquitto")
+        # Mosquitto started as root drops to user `mosquitto` (DESIGN.md pitfalls), which
+        # cannot reach a folder under a private (0700) temporary directory: its saves then
+        # fail with "Permission denied" and the sessions do not survive a restart. This
+        # broker is the demo's own, on loopback only: keep the starting user.
+        user = "user root\n" if os.geteuid() == 0 else ""
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
+            user + f"listener {self.port} 127.0.0.1\n"
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {data}/\n"
