@@ -44,7 +44,7 @@ async def test_ward_lists_every_bed_sickest_first_and_enter_opens_it():
         scored = [r for r in risks if r is not None]
         assert scored == sorted(scored, reverse=True)
         await pilot.press("down", "down", "enter")
-        await settle(pilot)
+        await until(pilot, lambda: isinstance(app.screen, BedsideScreen))
         assert isinstance(app.screen, BedsideScreen)
         assert app.screen.bed == order[2]
         await pilot.press("escape")
@@ -73,7 +73,7 @@ async def test_cursor_stays_on_its_bed_when_the_ward_resorts_but_jumps_to_a_new_
         await settle(pilot)
         assert rows[lv.index].bed.bed == "bed04"
         await pilot.press("enter")
-        await settle(pilot)
+        await until(pilot, lambda: isinstance(app.screen, BedsideScreen))
         assert app.screen.bed == "bed04"
 
 
@@ -84,7 +84,7 @@ async def test_actions_carry_the_operator_and_the_chosen_options():
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         await pilot.press("enter")  # bed03, in alarm
-        await settle(pilot)
+        await until(pilot, lambda: isinstance(app.screen, BedsideScreen))
         await pilot.press("a")
         await settle(pilot)
         await pilot.press("s", "2")
@@ -117,7 +117,9 @@ async def test_without_a_configured_operator_the_terminal_asks_a_name_first():
         await pilot.press(*"Bo", "enter")
         await settle(pilot)
         assert app.operator == "Bo"
-        await pilot.press("enter", "a")
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, BedsideScreen))
+        await pilot.press("a")
         await until(pilot, lambda: app.actions_done == 1)
         assert port.calls == [("acknowledge", "bed03", "Bo")]
 
@@ -151,6 +153,10 @@ async def test_events_screen_shows_alarms_model_and_connection():
         table = app.screen.query_one("DataTable")
         kinds = {table.get_row_at(i)[2] for i in range(table.row_count)}
         assert kinds == {"alarm", "model", "connection"}
+        assert table.get_row_at(0)[1] == "bed03"  # newest first: the alarm
+        await pilot.press("enter")  # opens the event's bed
+        await until(pilot, lambda: isinstance(app.screen, BedsideScreen))
+        assert app.screen.bed == "bed03"
 
 
 @textual_test

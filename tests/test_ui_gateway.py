@@ -76,7 +76,7 @@ async def nurse_acts_on_bed_1(app: VigilApp) -> None:
         text = app.screen_text()
         assert "⚠ ALARM  BED bed-1" in text, text
         await pilot.press("enter")  # bed-1 alarms, so it is first
-        await settle(pilot)
+        await until(pilot, lambda: isinstance(app.screen, BedsideScreen))
         assert isinstance(app.screen, BedsideScreen) and app.screen.bed == "bed-1"
         assert "⚠" in app.screen_text()  # the banner
         await pilot.press("a")
@@ -173,7 +173,7 @@ async def test_a_refused_action_is_shown_and_not_stored(tmp_path, septic_stay):
         async with app.run_test(size=(80, 24)) as pilot:
             await settle(pilot)
             await pilot.press("down", "enter")  # bed-2: never alarmed
-            await settle(pilot)
+            await until(pilot, lambda: isinstance(app.screen, BedsideScreen))
             assert app.screen.bed == "bed-2"
             await pilot.press("a")
             await settle(pilot)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from edge_agent.ui.app import VigilApp
+from edge_agent.ui.screens import BedsideScreen
 from tests.ui_support import FixedPort, fixed_ward
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
@@ -28,6 +29,8 @@ def open_bed(bed_index: int):
     async def run_before(pilot) -> None:
         await settle(pilot)
         await pilot.press(*["down"] * bed_index, "enter")
+        while not isinstance(pilot.app.screen, BedsideScreen):
+            await pilot.pause(0.02)
         await settle(pilot)
 
     return run_before

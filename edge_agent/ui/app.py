@@ -140,9 +140,14 @@ class VigilApp(App[None]):
 
     def _fetch_done(self, view: WardView | None) -> None:
         self._fetching = False
-        if view is not None:
-            self.refreshes += 1
+        if view is None:
+            return
+        try:
             self.ward = view
+        except Exception:  # a drawing bug must not close the terminal over a live ward
+            log.exception("drawing the gateway state failed; the next refresh retries")
+            return
+        self.refreshes += 1
 
     def watch_ward(self, ward: WardView | None) -> None:
         if ward is None:
@@ -251,6 +256,11 @@ def run_ui(gateway: Any, *, operator: str | None = None, **kw: Any) -> None:
     from edge_agent.ui.gateway_port import GatewayPort
 
     port = GatewayPort(gateway)
+    alarms = getattr(getattr(gateway, "settings", None), "alarms", None)
+    if alarms is not None and "silence_choices" not in kw:
+        # Offer only what the core accepts (alarms.max_silence_seconds).
+        choices = tuple(c for c in DEFAULT_SILENCE_CHOICES if c <= alarms.max_silence_seconds)
+        kw["silence_choices"] = choices or (alarms.max_silence_seconds,)
     app = VigilApp(port, operator=operator or port.configured_operator(), **kw)
     app.stopping = port.stopping
     store_path = getattr(getattr(gateway, "settings", None), "store_path", None)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
+from textual.css.query import NoMatches
 from textual.reactive import reactive
 from textual.screen import Screen
 
 from edge_agent.ui.view import WardView
 from edge_agent.ui.widgets import AlarmBanner, StatusLine
+
+log = logging.getLogger(__name__)
 
 
 class WardViewScreen(Screen):
@@ -20,11 +25,15 @@ class WardViewScreen(Screen):
     def watch_ward(self, ward: WardView | None) -> None:
         if not self._ready or ward is None:
             return
-        for banner in self.query(AlarmBanner):
-            banner.ward = ward
-        for line in self.query(StatusLine):
-            line.gateway = ward.gateway
-        self.show(ward)
+        try:
+            for banner in self.query(AlarmBanner):
+                banner.ward = ward
+            for line in self.query(StatusLine):
+                line.gateway = ward.gateway
+            self.show(ward)
+        except NoMatches:
+            # Still composing or already being removed: the next refresh draws it.
+            log.debug("screen %s not drawable yet", self.name)
 
     def watch_operator(self, operator: str | None) -> None:
         for line in self.query(StatusLine):

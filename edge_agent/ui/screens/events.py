@@ -6,6 +6,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer
 
+from edge_agent.ui.messages import OpenBed
 from edge_agent.ui.screens.base import WardViewScreen
 from edge_agent.ui.view import WardView
 from edge_agent.ui.widgets import AlarmBanner, StatusLine, TitleBar
@@ -20,7 +21,7 @@ class EventsScreen(WardViewScreen):
 
     def compose(self) -> ComposeResult:
         yield TitleBar("EVENTS", id="title")
-        yield AlarmBanner(focus_bed=None, classes="-calm")
+        yield AlarmBanner(focus_bed=None, hint="[w] ward  [Enter] the event's bed", classes="-calm")
         table = DataTable(id="events", cursor_type="row", zebra_stripes=True)
         table.add_columns("time", "bed", "kind", "by", "what")
         yield table
@@ -35,4 +36,11 @@ class EventsScreen(WardViewScreen):
         table.clear()
         for ev in sorted(ward.events, key=lambda e: e.ts, reverse=True):
             table.add_row(ev.ts.strftime("%H:%M:%S"), ev.bed or "", ev.kind, ev.by or "", ev.text)
-        self.query_one(TitleBar).update(f"EVENTS  {ward.gateway.gw}  │ {len(ward.events)} shown")
+        self.query_one(TitleBar).update(
+            f"EVENTS  {ward.gateway.gw}  │ {len(ward.events)} shown  │ Enter opens the event's bed"
+        )
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        bed = event.data_table.get_row(event.row_key)[1]
+        if bed:
+            self.post_message(OpenBed(str(bed)))
