@@ -11,7 +11,14 @@ import time
 import pytest
 
 from edge_agent.ui.app import VigilApp
-from edge_agent.ui.screens import BedsideScreen, EventsScreen, HelpScreen, LoginScreen, WardScreen
+from edge_agent.ui.screens import (
+    BedsideScreen,
+    EventsScreen,
+    HelpScreen,
+    LoginScreen,
+    QuitScreen,
+    WardScreen,
+)
 from edge_agent.ui.widgets import BedRow
 from tests.ui_support import FixedPort, fixed_ward, textual_test
 
@@ -183,6 +190,10 @@ async def test_quit_asks_first(size):
     async with app.run_test(size=size) as pilot:
         await settle(pilot)
         await pilot.press("q", "n")
+        assert isinstance(app.screen, WardScreen)
+        await pilot.press("ctrl+q")  # Textual's quit key asks too
+        assert isinstance(app.screen, QuitScreen)
+        await pilot.press("escape")
         assert isinstance(app.screen, WardScreen)
         await pilot.press("q", "y")
         await pilot.pause()

@@ -51,6 +51,8 @@ class VigilApp(App[None]):
         Binding("w", "show_ward", "Ward", tooltip="all beds, sickest first"),
         Binding("e", "show_events", "Events", tooltip="alarms, feedback, model and connection"),
         Binding("q", "quit_ui", "Quit", tooltip="quit the terminal (asks first)"),
+        # Textual's own ctrl+q quits at once; here quitting stops the gateway: ask too.
+        Binding("ctrl+q", "quit_ui", "Quit", show=False, priority=True, tooltip="same as q"),
     ]
 
     ward: reactive[WardView | None] = reactive(None, always_update=True, init=False)
@@ -196,6 +198,9 @@ class VigilApp(App[None]):
         self.push_screen(HelpScreen(help_text(type(self), screens)))
 
     def action_quit_ui(self) -> None:
+        if isinstance(self.screen, QuitScreen):
+            return
+
         def answer(yes: bool | None) -> None:
             if yes:
                 self.exit()
