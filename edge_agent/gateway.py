@@ -360,15 +360,16 @@ class Gateway:
             )
             kind = "feedback" if ev.action == "feedback" else "alarm"
             self.state.event(kind, f"{ev.action} ({ev.level}): {ev.reason}", bed=bed.id, by=ev.by)
-        if events:
-            s = bed.alarm.s
-            self.state.record_alarm(
-                bed.id,
-                level=s.level,
-                state=s.state,
-                acknowledged_by=s.acknowledged_by,
-                silenced_until=s.silenced_until,
-            )
+        # Always mirror the level: none <-> watch changes carry no alarm event, and the
+        # terminal must still show them.
+        s = bed.alarm.s
+        self.state.record_alarm(
+            bed.id,
+            level=s.level,
+            state=s.state,
+            acknowledged_by=s.acknowledged_by,
+            silenced_until=s.silenced_until,
+        )
 
     # --- model swap (model updates) ---------------------------------------------
     def activate_model(self, model: RiskModel) -> None:

@@ -254,3 +254,20 @@ def test_vigil_edge_run_headless_with_an_in_process_simulator(broker, tmp_path):
     lines = [json.loads(x) for x in err.splitlines() if x.startswith("{")]
     assert lines and {"ts", "level", "logger", "msg"} <= set(lines[0])
     assert proc.returncode == 0
+
+
+def test_a_bed_at_watch_level_shows_watch_in_the_terminal_state(tmp_path):
+    """none <-> watch raises no alarm event, but the nurse's screen must still show it."""
+    settings = load_config(gateway_toml(tmp_path, 1, "/dev/null-not-a-port"))
+    gw = Gateway(settings)
+    bed = gw.beds["bed-1"]
+    threshold = bed.alarm.params.threshold
+    with bed.lock:
+        events = bed.alarm.on_step(threshold * 0.9, gw.clock())
+        assert events == [] and bed.alarm.s.level == "watch"
+        gw._alarm_events(bed, "st-x", events)
+    assert gw.state.snapshot().bed("bed-1").alarm_level == "watch"
+    with bed.lock:
+        gw._alarm_events(bed, "st-x", bed.alarm.on_step(0.0, gw.clock()))
+    assert gw.state.snapshot().bed("bed-1").alarm_level == "none"
+    gw.store.close()
