@@ -162,6 +162,11 @@ class Gateway:
         t.start()
         self._threads.append(t)
 
+    @property
+    def stopping(self) -> bool:
+        """True once the gateway was told to stop (the terminal closes with it)."""
+        return self._stop.is_set()
+
     def stop(self, flush_timeout: float = 5.0) -> None:
         self._stop.set()
         for t in self._threads:

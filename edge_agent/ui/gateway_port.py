@@ -74,8 +74,7 @@ class GatewayPort:
 
     def stopping(self) -> bool:
         """The gateway was told to stop (SIGTERM): the terminal closes too."""
-        stop = getattr(self.gateway, "_stop", None)  # D: a public `stopping` would be nicer
-        return bool(stop is not None and stop.is_set())
+        return self.gateway.stopping
 
     def ward_view(self) -> WardView:
         return ward_view(self.state.snapshot())
