@@ -59,6 +59,7 @@ class BedPlan:
     label: str  # what the bed plays, for the legend
     stay: str | None  # replayed stay id; None: generated scenario
     scenario: str
+    hours: int | None = None  # length of the replayed stay, when known
 
 
 def canonical_table() -> Path:
@@ -107,19 +108,19 @@ def plan_beds(beds: int, stays: str, table: Path | None, echo) -> tuple[list[Bed
                 if c.septic
                 else "never septic"
             )
-            plans.append(BedPlan(f"bed-{i + 1}", f"{c.stay} {c.hours} h, {what}", c.stay, "replay"))
+            plans.append(
+                BedPlan(f"bed-{i + 1}", f"{c.stay} {c.hours} h, {what}", c.stay, "replay", c.hours)
+            )
         return plans, table
     ids = [s.strip() for s in stays.split(",") if s.strip()]
     if not ids:
         raise typer.BadParameter("--stays: give stay ids (e.g. pn-p000009), 'auto' or 'generated'")
-    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     known = set(pq.read_table(table, columns=["stay_id"])["stay_id"].unique().to_pylist())
     unknown = [s for s in ids if s not in known]
     if unknown:
         raise typer.BadParameter(f"--stays: not in {table}: {unknown}")
-    del pc
     plans = [
         BedPlan(f"bed-{i + 1}", f"{ids[i % len(ids)]} (chosen)", ids[i % len(ids)], "replay")
         for i in range(beds)
@@ -347,6 +348,12 @@ def demo(
         echo(f"monitors at x{speed:g} (1 simulated hour = {3600 / speed:.1f} s):")
         for p in plans:
             echo(f"  {p.bed:<6} {p.label}")
+        known = [p.hours for p in plans if p.hours]
+        if known:
+            echo(
+                "  (a replay ends with its stay; that bed's monitor link then shows down; "
+                f"the shortest here lasts ~{min(known) * 3600 / speed:.0f} s)"
+            )
         echo(f"logs   : {folder}/demo.log, hub.log; stop with Ctrl-C")
         gw.start()
         if duration:
