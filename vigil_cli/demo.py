@@ -25,6 +25,7 @@ die with it if it is killed (procs.py).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import signal
 import sqlite3
@@ -262,6 +263,16 @@ def demo(
     """Run broker, hub, simulated monitors, a gateway and the ward UI on this machine."""
     folder = (folder or work_dir() / "demo").resolve()
     folder.mkdir(parents=True, exist_ok=True)
+    # One demo per folder: a second one would wipe the first one's stores.
+    lock = open(folder / ".lock", "w")  # noqa: SIM115 - held for the life of the demo
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        typer.echo(
+            f"error: another vigil demo is running in {folder}; stop it or use --workdir",
+            err=True,
+        )
+        raise typer.Exit(2) from None
     for name in (
         "hub.db",
         "hub.db-wal",
