@@ -16,6 +16,17 @@ Life of a message:
 A store outage stops the acks (the broker holds the messages) and the batch is
 retried with backoff; a broker outage is retried by paho with backoff, and the
 subscriptions are made again on every connect.
+
+Replay after a connection loss: a broker that dies (SIGKILL: no final save) or that
+restores a session without its `$share` subscriptions (Mosquitto 2.0.11 does that)
+has acknowledged gateway messages that then reach no hub. The gateways keep what the
+broker acknowledged (edge_agent/store.py `outbox_sent`), so on every reconnect after
+a loss, and on a first connect that finds no session, the hub sends each gateway it
+knows a `resend` command (QoS 1) with `since` = the last time it stored anything
+from that gateway minus `resend_margin_seconds` (clock skew, messages in flight).
+Every reconnect, not only `session_present == False`: the broker above reports the
+session present while its shared subscriptions are gone. The replayed messages carry
+their event_ids, so what the hub already had is counted as duplicates, not stored.
 """
 
 from __future__ import annotations
@@ -27,7 +38,7 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -37,16 +48,18 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from cloud_hub.hub_logging import log_event
 from cloud_hub.hub_metrics import IngestMetrics
 from cloud_hub.store import Accepted, Rejected, migrate, open_engine, write_batch
+from cloud_hub.store.models import Gateway
 from cloud_hub.store.writer import KIND_NAME, is_transient
 from contracts import topics
 from contracts.messages import (
     MAX_PAYLOAD_BYTES,
     Alarm,
+    Command,
     MessageError,
     ModelState,
     Risk,
@@ -78,6 +91,8 @@ class HubSettings(BaseSettings):
     # Unacknowledged messages the broker may send us at once: must exceed batch_size.
     receive_maximum: int = Field(1000, ge=1, le=65535)
     keepalive: int = Field(30, ge=5)
+    # resend `since` = last stored message of the gateway minus this (skew, in flight).
+    resend_margin_seconds: float = Field(60.0, ge=0)
     metrics_port: int = Field(0, ge=0, le=65535)  # 0: no HTTP endpoint
     metrics_addr: str = "0.0.0.0"
     tls_ca: Path | None = None
@@ -173,12 +188,20 @@ class HubWorker:
         self._http = None
         self._stopped = False
         self.totals = {"received": 0, "stored": 0, "duplicates": 0, "dead": 0}
+        # gw -> when we last stored anything from it (hub clock); from the registry at
+        # start, then kept by the writer thread.
+        self._last_seen: dict[str, datetime] = {}
+        # gw -> since, for the resend commands due after the next subscribe (a loss).
+        self._resend_due: dict[str, datetime] | None = None
+        self._resend_lock = threading.Lock()
+        self.resends_sent = 0
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self, migrate_store: bool = True) -> HubWorker:
         s = self.settings
         if migrate_store:
             migrate(self.engine)
+        self._load_last_seen()
         if s.metrics_port:
             self._http = self.metrics.serve(s.metrics_port, s.metrics_addr)
         self._writer = threading.Thread(target=self._write_loop, name="hub-writer", daemon=True)
@@ -216,6 +239,43 @@ class HubWorker:
             metrics_port=s.metrics_port,
         )
         return self
+
+    def _load_last_seen(self) -> None:
+        # Read before connecting: nothing of the new connection is in it yet.
+        with self.engine.connect() as c:
+            for gw, t in c.execute(select(Gateway.gw, Gateway.last_seen)):
+                self._last_seen[gw] = t if t.tzinfo else t.replace(tzinfo=UTC)
+
+    def _plan_resend(self) -> None:
+        """Note, for every known gateway, from when it must resend (earliest wins)."""
+        margin = self.settings.resend_margin_seconds
+        due = {gw: t - timedelta(seconds=margin) for gw, t in list(self._last_seen.items())}
+        with self._resend_lock:
+            if self._resend_due is not None:
+                for gw, t in self._resend_due.items():
+                    due[gw] = min(t, due.get(gw, t))
+            self._resend_due = due or None
+
+    def _send_resends(self, client: mqtt.Client) -> None:
+        """Publish the planned `resend` commands (QoS 1; paho re-sends them if needed)."""
+        with self._resend_lock:
+            due, self._resend_due = self._resend_due, None
+        for gw, since in sorted((due or {}).items()):
+            try:
+                cmd = Command(gw="hub", command="resend", since=since)
+                info = client.publish(topics.cmd(gw), cmd.to_json(), qos=1)
+            except ValueError as e:  # a registry name that is not a valid topic level
+                log_event(log, "resend_skipped", logging.WARNING, gw=gw, reason=str(e))
+                continue
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                # Not sent on this connection: plan it again for the next one.
+                with self._resend_lock:
+                    d = self._resend_due or {}
+                    d[gw] = min(since, d.get(gw, since))
+                    self._resend_due = d
+                continue
+            self.resends_sent += 1
+            log_event(log, "resend_requested", gw=gw, since=since.isoformat())
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
         """True once connected and subscribed."""
@@ -276,6 +336,10 @@ class HubWorker:
             log_event(log, "connect_refused", logging.ERROR, reason=str(reason_code))
             return
         self._generation += 1
+        if self._generation == 1 and not flags.session_present:
+            # A first connect without our session: the broker lost what it queued
+            # for us (or never had it); ask the known gateways for it again.
+            self._plan_resend()
         self._connected.set()
         self.metrics.connected.set(1)
         log_event(
@@ -306,8 +370,16 @@ class HubWorker:
             log, "subscribed", worker=self.settings.worker_id, group=self.settings.share_group
         )
         self._subscribed.set()
+        if self._resend_due is not None:
+            # After the SUBACK: what the gateways resend now reaches a subscription.
+            # Off the network thread (the publishes take paho's locks, fine elsewhere).
+            threading.Thread(
+                target=self._send_resends, args=(_client,), name="hub-resend", daemon=True
+            ).start()
 
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _props) -> None:
+        if self._connected.is_set() and not self._stop.is_set():
+            self._plan_resend()  # memory only: safe on the network thread
         self._connected.clear()
         self.metrics.connected.set(0)
         level = logging.INFO if self._stop.is_set() or reason_code == 0 else logging.WARNING
@@ -419,6 +491,8 @@ class HubWorker:
             m.dead_lettered.labels(reason=k).inc(n)
         for gw, t in res.last_seen.items():
             m.gateway_last_seen.labels(gw=gw).set(t.timestamp())
+            if gw not in self._last_seen or t > self._last_seen[gw]:
+                self._last_seen[gw] = t
         m.queue_depth.set(self._q.qsize())
         t = self.totals  # replaced whole, so readers never see half an update
         self.totals = {

@@ -146,8 +146,14 @@ class ModelState(Envelope):
 
 class Command(Envelope):
     schema_: Literal["vigil.cmd/1"] = Field("vigil.cmd/1", alias="schema")
-    command: Literal["join_channel", "report_status"]
+    command: Literal["join_channel", "report_status", "resend"]
     channel: str | None = None
+    # resend: re-publish the gateway's retained messages enqueued at or after `since`.
+    since: datetime | None = None
+
+    @field_serializer("since")
+    def _since(self, ts: datetime | None) -> str | None:
+        return None if ts is None else iso_ms(ts)
 
 
 class ModelRelease(Envelope):

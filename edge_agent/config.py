@@ -114,6 +114,9 @@ class MqttConfig(_Strict):
     reconnect_max_seconds: float = Field(30.0, gt=0)
     max_inflight: int = Field(100, ge=1, le=65535)
     status_interval_seconds: float = Field(30.0, gt=0)
+    # Acknowledged messages are kept this long for a hub's `resend` (a broker that
+    # dies after its PUBACK can lose them); 0: not kept.
+    sent_retention_hours: float = Field(24.0, ge=0)
 
 
 class AlarmConfig(_Strict):

@@ -427,6 +427,14 @@ class Gateway:
             self.publisher.client.publish(
                 self.publisher.topic_status, st.to_json(), qos=1, retain=True
             )
+        elif cmd.command == "resend":
+            if cmd.since is None:
+                log.warning("resend command %s without 'since': ignored", cmd.event_id)
+                self.state.count("mqtt_invalid")
+                return
+            n = self.publisher.resend(cmd.since)
+            log.info("resend from %s: %d messages since %s queued again", cmd.gw, n, cmd.since)
+            self.state.event("command", f"resend: {n} messages since {cmd.since:%H:%M:%S} queued")
 
     def _on_release(self, release: ModelRelease) -> None:
         self.state.count("model_releases")

@@ -15,6 +15,11 @@ length therefore loses nothing (at-least-once; the hub de-duplicates by event_id
 A PUBACK with an error reason (e.g. not authorised) moves the row to
 `outbox_rejected` with the reason: set aside and counted, never retried forever.
 
+A PUBACK only means the broker took the message; a broker killed before it handed
+it on (or that lost the hub's subscriptions) loses it. So acknowledged rows are
+kept (`outbox_sent`, `mqtt.sent_retention_hours`, pruned by the sender thread in
+bounded batches) and `resend(since)` (the hub's `resend` command) queues them again.
+
 Incoming payloads are untrusted: parsed with `contracts.messages.parse_message`,
 stored in the inbox either way, counted, and valid ones handed to the hooks
 `on_command(Command)` / `on_release(ModelRelease)` (model updates: a later module).
@@ -29,6 +34,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -97,9 +103,18 @@ class Publisher:
         self._inflight: dict[int, int] = {}  # paho mid -> outbox row id (sender thread only)
         self._last_id = 0
         self._drain_first = False  # after a reconnect: paho re-sends its in-flight first
+        self._next_prune = 0.0  # monotonic time of the next outbox_sent prune
         self._sender: threading.Thread | None = None
         self._status_thread: threading.Thread | None = None
-        self.counters = {"published": 0, "acked": 0, "rejected": 0, "received": 0, "invalid": 0}
+        self.counters = {
+            "published": 0,
+            "acked": 0,
+            "rejected": 0,
+            "received": 0,
+            "invalid": 0,
+            "resent": 0,
+            "pruned": 0,
+        }
 
     # --- lifecycle -------------------------------------------------------------
     def start(self) -> None:
@@ -146,6 +161,21 @@ class Publisher:
         row = self.store.enqueue(topic, payload, qos=1, retain=retain)
         self._wake.set()
         return row
+
+    def resend(self, since: datetime) -> int:
+        """Queue again the acknowledged messages of this gateway's topics enqueued at or
+        after `since`, in their original order; returns how many."""
+        n = self.store.requeue_since(since, f"{topics.PREFIX}/gw/{self.settings.gateway_id}/")
+        self.counters["resent"] += n
+        self._wake.set()
+        return n
+
+    def prune(self, now: datetime | None = None, limit: int = 5000) -> int:
+        """Drop one bounded batch of acknowledged messages older than the retention."""
+        keep = timedelta(hours=self.settings.mqtt.sent_retention_hours)
+        n = self.store.prune_sent((now or datetime.now(UTC)) - keep, limit)
+        self.counters["pruned"] += n
+        return n
 
     def wait_idle(self, timeout: float) -> bool:
         """True once the outbox is empty (everything acknowledged) within `timeout`."""
@@ -246,6 +276,10 @@ class Publisher:
                         self._drain_first = False
                         self._send_some(limit)
                 self.state.set_outbox(self.store.outbox_size())
+                if time.monotonic() >= self._next_prune:
+                    # A full batch: more is due, come back soon; else once a minute.
+                    full = self.prune() >= 5000
+                    self._next_prune = time.monotonic() + (1.0 if full else 60.0)
             except Exception:  # the store or client failing must not end delivery
                 log.exception("outbox sender error; retrying")
                 time.sleep(0.5)

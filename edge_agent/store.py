@@ -3,8 +3,13 @@
 - `steps`: one row per bed and closed step: the aggregated vitals the model saw.
 - `risk`: every scored (or insufficient-data) step with risk, NEWS2 and model version.
 - `alarms`: every alarm state change with who, when and why (the audit trail).
-- `outbox`: every MQTT message BEFORE it is sent; deleted only when the broker's
-  PUBACK arrived, so a broker outage or a power cut loses nothing.
+- `outbox`: every MQTT message BEFORE it is sent; leaves it only when the broker's
+  PUBACK arrived, so a broker outage or a power cut loses nothing. (`outbox` holds
+  exactly the messages not yet acknowledged: readers count it as the backlog.)
+- `outbox_sent`: acknowledged messages, kept with `acked_at` for a retention period
+  (`prune_sent`), because a PUBACK only means the broker took the message: a broker
+  killed before it delivered them loses them. The hub then asks for a `resend`
+  (`requeue_since`), and they are queued again, same payloads, same event_ids.
 - `outbox_rejected`: messages the broker refused (e.g. not authorised): set aside
   with the reason, never retried forever, never silently dropped.
 - `inbox`: messages received on `cmd` and `models/{channel}` (valid or not, with the
@@ -111,6 +116,17 @@ class Store:
             "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, "
             "topic TEXT NOT NULL, payload BLOB NOT NULL, qos INTEGER, retain INTEGER, created TEXT)"
         )
+        # resend_of: the outbox_sent id a re-queued row copies (NULL for an original),
+        # so that acknowledging a resend does not file the same message twice.
+        if "resend_of" not in self.db["outbox"].columns_dict:
+            self.db.execute("ALTER TABLE outbox ADD COLUMN resend_of INTEGER")
+        self.db.execute(
+            "CREATE TABLE IF NOT EXISTS outbox_sent (id INTEGER PRIMARY KEY, "
+            "topic TEXT NOT NULL, payload BLOB NOT NULL, qos INTEGER, retain INTEGER, "
+            "created TEXT, acked_at TEXT NOT NULL)"
+        )
+        self.db.execute("CREATE INDEX IF NOT EXISTS outbox_sent_acked ON outbox_sent (acked_at)")
+        self.db.execute("CREATE INDEX IF NOT EXISTS outbox_sent_created ON outbox_sent (created)")
         t("outbox_rejected").create(
             {"id": int, "topic": str, "payload": bytes, "reason": str, "at": str},
             pk="id",
@@ -182,10 +198,65 @@ class Store:
             return [OutboxRow(r[0], r[1], bytes(r[2]), r[3], bool(r[4])) for r in cur]
 
     def acked(self, ids: list[int]) -> None:
+        """The broker acknowledged these rows: file them in `outbox_sent` (originals
+        only, a resend is already there) and take them off the backlog, atomically."""
         if not ids:
             return
+        now = _now()
+        params = [(i,) for i in ids]
         with self._lock:
-            self.db.conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
+            conn = self.db.conn
+            conn.execute("BEGIN")
+            try:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO outbox_sent "
+                    "(id, topic, payload, qos, retain, created, acked_at) "
+                    "SELECT id, topic, payload, qos, retain, created, ? FROM outbox "
+                    "WHERE id = ? AND resend_of IS NULL",
+                    [(now, i) for i in ids],
+                )
+                conn.executemany("DELETE FROM outbox WHERE id = ?", params)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def requeue_since(self, since: datetime, topic_prefix: str) -> int:
+        """Queue again, in their original order, the acknowledged non-retained messages
+        on topics under `topic_prefix` enqueued at or after `since`; returns how many.
+
+        Same payloads, hence same event_ids: the hub stores each one once whatever
+        it already had. Retained messages (status, model state) are left out: the
+        broker's retained copy and the next status carry the current state anyway.
+        """
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        cutoff = since.astimezone(UTC).isoformat(timespec="milliseconds")
+        like = topic_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        with self._lock:
+            cur = self.db.conn.execute(
+                "INSERT INTO outbox (topic, payload, qos, retain, created, resend_of) "
+                "SELECT topic, payload, qos, retain, ?, id FROM outbox_sent "
+                "WHERE created >= ? AND retain = 0 AND topic LIKE ? ESCAPE '\\' ORDER BY id",
+                (_now(), cutoff, like),
+            )
+            return cur.rowcount
+
+    def prune_sent(self, older_than: datetime, limit: int = 5000) -> int:
+        """Delete up to `limit` acknowledged messages acked before `older_than` (oldest
+        first; bounded so one call never holds the store for long); returns how many."""
+        cutoff = older_than.astimezone(UTC).isoformat(timespec="milliseconds")
+        with self._lock:
+            cur = self.db.conn.execute(
+                "DELETE FROM outbox_sent WHERE id IN (SELECT id FROM outbox_sent "
+                "WHERE acked_at < ? ORDER BY id LIMIT ?)",
+                (cutoff, limit),
+            )
+            return cur.rowcount
+
+    def sent_size(self) -> int:
+        with self._lock:
+            return self.db.conn.execute("SELECT count(*) FROM outbox_sent").fetchone()[0]
 
     def reject(self, row_id: int, reason: str) -> None:
         with self._lock:

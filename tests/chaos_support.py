@@ -236,9 +236,15 @@ class Rig:
         time.sleep(1.0)  # let a last batch (vitals after risk) commit
 
 
-def check_exactly_once(gw_db: Path, hub_db: Path, *, gateway_crashed: bool = False) -> dict:
+def check_exactly_once(
+    gw_db: Path, hub_db: Path, *, gateway_crashed: bool = False, replayed: bool = False
+) -> dict:
     """Every reading summary and event the gateway recorded is in the hub exactly once,
     in order per bed; returns the counts compared.
+
+    `replayed`: the hub asked the gateway to resend (after a broker loss), so what was
+    lost arrives late, after newer messages: order is then judged on the times the
+    hub stored (step_start, window_end: what its readers sort by), not on arrival.
 
     `gateway_crashed`: a SIGKILL between queueing a message and recording it in the
     gateway's own table can leave the hub with a message the gateway's table lacks
@@ -246,14 +252,22 @@ def check_exactly_once(gw_db: Path, hub_db: Path, *, gateway_crashed: bool = Fal
     """
     gw_steps = query(gw_db, "SELECT bed, stay, step_start FROM steps ORDER BY rowid")
     gw_risk_rows = query(gw_db, "SELECT event_id, bed FROM risk ORDER BY rowid")
+    if replayed:  # the hub's rows in the order of the gateway's own time stamps
+        hub_vit_order = "step_start, id"
+        hub_risk_order = "window_end, id"
+    else:  # arrival order
+        hub_vit_order = hub_risk_order = "id"
     gw_risk = {r for (r, _) in gw_risk_rows}
     gw_alarm = {r for (r,) in query(gw_db, "SELECT event_id FROM alarms")}
     hub_vit = query(
         hub_db,
-        "SELECT bed, stay, step_start FROM vitals_summaries WHERE gw='chaos-gw' ORDER BY id",
+        "SELECT bed, stay, step_start FROM vitals_summaries WHERE gw='chaos-gw' "
+        f"ORDER BY {hub_vit_order}",
     )
     hub_risk = query(
-        hub_db, "SELECT event_id, bed, window_end FROM risk_events WHERE gw='chaos-gw' ORDER BY id"
+        hub_db,
+        "SELECT event_id, bed, window_end FROM risk_events WHERE gw='chaos-gw' "
+        f"ORDER BY {hub_risk_order}",
     )
     hub_alarm = [r for (r,) in query(hub_db, "SELECT event_id FROM alarms WHERE gw='chaos-gw'")]
 
@@ -282,7 +296,8 @@ def check_exactly_once(gw_db: Path, hub_db: Path, *, gateway_crashed: bool = Fal
         assert set(hub_ids) == gw_risk
     # In order per bed: the hub stored each bed's summaries and risks in the order the
     # gateway produced them (its own tables' insertion order). Not by time stamp: a
-    # restarted gateway restarts its simulated clocks.
+    # restarted gateway restarts its simulated clocks. With `replayed`, the hub's rows
+    # sorted by their time stamps (the gateway is not restarted in that case).
     for bed, _ in BEDS:
         mine = [k for k in gw_keys if k[0] == bed]
         seen = set(mine)
