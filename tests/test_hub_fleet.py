@@ -17,9 +17,7 @@ import pytest
 from hub_support import (
     Mosquitto,
     Publisher,
-    fresh_engine,
     needs_mosquitto,
-    postgres_database,
     status,
     vitals,
     wait_until,
@@ -52,24 +50,6 @@ def broker(tmp_path_factory):
     b = Mosquitto(tmp_path_factory.mktemp("mosquitto")).start()
     yield b
     b.stop()
-
-
-@pytest.fixture(scope="module")
-def pg_url():
-    with postgres_database() as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request, tmp_path):
-    url = (
-        f"sqlite:///{tmp_path}/hub.db"
-        if request.param == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
-    e = fresh_engine(url)
-    yield url, e
-    e.dispose()
 
 
 def start_gateway(broker, gw: str) -> subprocess.Popen:

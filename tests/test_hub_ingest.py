@@ -41,24 +41,6 @@ def broker(tmp_path_factory):
     b.stop()
 
 
-@pytest.fixture(scope="module")
-def pg_url():
-    with postgres_database() as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
-    url = (
-        f"sqlite:///{tmp_path}/hub.db"
-        if request.param == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
-    e = fresh_engine(url)
-    yield e
-    e.dispose()
-
-
 def settings(broker, **kw) -> HubSettings:
     base = {
         "mqtt_port": broker.port,

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pandas as pd
 import pytest
-from hub_support import T0, feedback, fresh_engine, postgres_database, vitals
+from hub_support import T0, feedback, vitals
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -19,24 +19,6 @@ from contracts.canonical import COLUMNS
 from contracts.vitals import VITAL_NAMES
 from converters.canonical_io import load_canonical, read_fingerprint
 from vigil_cli.main import app
-
-
-@pytest.fixture(scope="module")
-def pg_url():
-    with postgres_database() as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request, tmp_path):
-    url = (
-        f"sqlite:///{tmp_path}/hub.db"
-        if request.param == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
-    e = fresh_engine(url)
-    yield url, e
-    e.dispose()
 
 
 def outcomes(engine) -> dict[str, tuple[str, object]]:

@@ -6,7 +6,7 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hub_support import feedback, fresh_engine, postgres_database, risk, status, vitals
+from hub_support import feedback, postgres_database, risk, status, vitals
 from sqlalchemy import func, inspect, select
 
 from cloud_hub.store import Accepted, Rejected, migrate, write_batch
@@ -23,24 +23,6 @@ from cloud_hub.store.models import (
 )
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def pg_url():
-    with postgres_database() as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def engine(request, tmp_path):
-    url = (
-        f"sqlite:///{tmp_path}/hub.db"
-        if request.param == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
-    e = fresh_engine(url)
-    yield e
-    e.dispose()
 
 
 def count(engine, model, *where) -> int:
