@@ -6,25 +6,13 @@ so `vigil --help` stays fast.
 
 from __future__ import annotations
 
-import importlib
-
 import typer
+
+from cloud_hub import cli_ingest, cli_rollout, cli_security, cli_train
 
 app = typer.Typer(no_args_is_help=True)
 
-# (module, function) pairs; each `register(app)` adds its commands or sub-groups.
-_PARTS = (
-    "cloud_hub.cli_train",  # train, keys
-    "cloud_hub.cli_ingest",  # serve, fleet, labels, export
-    "cloud_hub.cli_rollout",  # retrain, rollout, rollback, assign
-    "cloud_hub.cli_security",  # enroll, revoke
-)
-
-for _m in _PARTS:
-    try:
-        _mod = importlib.import_module(_m)
-    except ModuleNotFoundError as _e:
-        if _e.name == _m:  # that part is not written yet
-            continue
-        raise
-    _mod.register(app)
+cli_train.register(app)  # train, keys
+cli_ingest.register(app)  # serve, retire, fleet, labels, export
+cli_rollout.register(app)  # retrain, rollout, rollback, assign, targets
+cli_security.register(app)  # ca, enroll, revoke
