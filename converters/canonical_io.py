@@ -19,6 +19,8 @@ it back with `load_canonical` and record it.
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -288,3 +290,19 @@ def load_canonical(path: str | Path) -> tuple[pd.DataFrame, str]:
     df = df.astype({c: DTYPES[c] for c in COLUMNS})
     fp = (table.schema.metadata or {}).get(FINGERPRINT_KEY, b"").decode()
     return df, fp
+
+
+def finish_import(
+    table: pa.Table, report: ImportReport, out: str | Path, source: object, started: float
+) -> ImportReport:
+    """Write an importer's table, fill the report's output path and duration, log it."""
+    report.out = str(write_canonical(table, out))
+    report.seconds = time.perf_counter() - started
+    logging.getLogger(__name__).info(
+        "imported %s: %d stays, %d rows, %d problems",
+        source,
+        report.stays,
+        report.rows,
+        len(report.problems),
+    )
+    return report

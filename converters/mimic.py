@@ -66,9 +66,9 @@ from .canonical_io import (
     ImportReport,
     Problem,
     SourceError,
+    finish_import,
     load_canonical,
     to_arrow,
-    write_canonical,
 )
 
 __all__ = ["DATASET", "ITEMS", "ImportReport", "SourceError", "import_mimic", "load_canonical"]
@@ -725,13 +725,4 @@ def import_mimic(source: str | Path, out: str | Path) -> ImportReport:
     """Import MIMIC-III ICU stays from `source` and write the canonical Parquet `out`."""
     t0 = time.perf_counter()
     table, report = read_mimic(source)
-    report.out = str(write_canonical(table, out))
-    report.seconds = time.perf_counter() - t0
-    log.info(
-        "imported %s: %d stays, %d rows, %d problems",
-        source,
-        report.stays,
-        report.rows,
-        len(report.problems),
-    )
-    return report
+    return finish_import(table, report, out, source, t0)

@@ -50,10 +50,10 @@ from .canonical_io import (
     Problem,
     SourceError,
     blank_implausible,
+    finish_import,
     load_canonical,
     read_fingerprint,
     to_arrow,
-    write_canonical,
 )
 
 __all__ = [
@@ -581,13 +581,4 @@ def import_physionet(
     """Import PhysioNet 2019 stays from `source` and write the canonical Parquet `out`."""
     t0 = time.perf_counter()
     table, report = read_physionet(source, limit=limit, stays=stays)
-    report.out = str(write_canonical(table, out))
-    report.seconds = time.perf_counter() - t0
-    log.info(
-        "imported %s: %d stays, %d rows, %d problems",
-        source,
-        report.stays,
-        report.rows,
-        len(report.problems),
-    )
-    return report
+    return finish_import(table, report, out, source, t0)
