@@ -2,7 +2,10 @@
 
 Built by the ingest from each gateway's retained status and its last will
 (`state`, agent and model version, channel, outbox backlog) plus the time of its
-last message of any kind (`last_seen`). `vigil hub fleet` prints it.
+last message of any kind (`last_seen`), and from the retained model release of each
+channel (`channel_releases`): a gateway's `target` is the newest release on its
+channel, and it is in step when the model it runs is that target. `vigil hub fleet`
+prints it.
 """
 
 from __future__ import annotations
@@ -10,9 +13,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
-from cloud_hub.store.models import Gateway
+from cloud_hub.store.models import ChannelRelease, Gateway
 from cloud_hub.store.writer import utc
 
 
@@ -23,22 +26,35 @@ class GatewayView:
     agent_version: str
     model: str | None  # "name@version" the gateway reports running
     channel: str
+    target: str | None  # "name@version" of the newest release on its channel
     outbox: int  # messages waiting in the gateway's outbox
     beds: int
     model_state: str | None  # last model update state (received, active, refused...)
     status_ts: datetime | None
     last_seen: datetime
 
+    @property
+    def in_step(self) -> bool:
+        return self.target is not None and self.target == self.model
+
     def as_json(self) -> dict:
-        d = asdict(self)
+        d = asdict(self) | {"in_step": self.in_step}
         for k in ("status_ts", "last_seen"):
             d[k] = d[k].isoformat(timespec="milliseconds").replace("+00:00", "Z") if d[k] else None
         return d
 
 
 def fleet(engine: Engine) -> list[GatewayView]:
+    rel = ChannelRelease.__table__
+    newest = (
+        select(rel.c.channel, func.max(rel.c.seq).label("seq")).group_by(rel.c.channel).subquery()
+    )
+    current = select(rel.c.channel, rel.c.name, rel.c.version).join(
+        newest, (rel.c.channel == newest.c.channel) & (rel.c.seq == newest.c.seq)
+    )
     with engine.connect() as c:
         rows = c.execute(select(Gateway.__table__).order_by(Gateway.gw)).all()
+        targets = {r.channel: f"{r.name}@{r.version}" for r in c.execute(current)}
     return [
         GatewayView(
             gw=r.gw,
@@ -46,6 +62,7 @@ def fleet(engine: Engine) -> list[GatewayView]:
             agent_version=r.agent_version,
             model=f"{r.model_name}@{r.model_version}" if r.model_name else None,
             channel=r.channel,
+            target=targets.get(r.channel or "stable"),
             outbox=r.outbox,
             beds=len(r.beds or []),
             model_state=(
@@ -80,6 +97,7 @@ def render_table(gateways: list[GatewayView], now: datetime | None = None) -> st
         "AGENT",
         "MODEL",
         "CHANNEL",
+        "TARGET",
         "OUTBOX",
         "BEDS",
         "UPDATE",
@@ -92,6 +110,7 @@ def render_table(gateways: list[GatewayView], now: datetime | None = None) -> st
             g.agent_version or "-",
             g.model or "-",
             g.channel or "-",
+            (g.target + (" ok" if g.in_step else " BEHIND")) if g.target else "-",
             str(g.outbox),
             str(g.beds),
             g.model_state or "-",
@@ -105,5 +124,6 @@ def render_table(gateways: list[GatewayView], now: datetime | None = None) -> st
         for r in (head, *rows)
     ]
     online = sum(g.state == "online" for g in gateways)
-    lines.append(f"{len(gateways)} gateways, {online} online")
+    behind = sum(1 for g in gateways if g.target and not g.in_step)
+    lines.append(f"{len(gateways)} gateways, {online} online, {behind} not on their target")
     return "\n".join(lines)

@@ -52,15 +52,24 @@ from sqlalchemy import Engine, select
 
 from cloud_hub.hub_logging import log_event
 from cloud_hub.hub_metrics import IngestMetrics
-from cloud_hub.store import Accepted, Rejected, migrate, open_engine, write_batch
+from cloud_hub.store import (
+    Accepted,
+    Rejected,
+    ReleaseSeen,
+    migrate,
+    open_engine,
+    write_batch,
+)
 from cloud_hub.store.models import Gateway
 from cloud_hub.store.writer import KIND_NAME, is_transient
 from contracts import topics
 from contracts.messages import (
     MAX_PAYLOAD_BYTES,
+    MAX_RELEASE_BYTES,
     Alarm,
     Command,
     MessageError,
+    ModelRelease,
     ModelState,
     Risk,
     Status,
@@ -168,6 +177,60 @@ def classify(
     if where["bed"] is not None and bed != where["bed"]:
         return reject("topic_mismatch", f"payload bed {bed!r} != topic bed {where['bed']!r}")
     return Accepted(msg, received_at, retained, topic, payload)
+
+
+def classify_release(
+    topic: str, payload: bytes, received_at: datetime
+) -> ReleaseSeen | Rejected | None:
+    """What a message on vigil/v1/models/{channel} says; None for a cleared channel.
+
+    The hub only records which release each channel carries (the fleet view's
+    target); the gateways verify signatures. A message that is not a release for
+    this channel is a dead letter like any other.
+    """
+    channel = topics.parse_models(topic)
+
+    def reject(kind: str, reason: str) -> Rejected:
+        return Rejected(topic, payload, kind, reason, received_at, None)
+
+    if channel is None:
+        return reject("unknown_topic", f"not a model release topic: {topic!r}")
+    if not payload:
+        return None  # the retained release was cleared: nothing to record
+    try:
+        msg = parse_message(payload, gateway_only=False, max_bytes=MAX_RELEASE_BYTES)
+    except MessageError as e:
+        kind = "oversized" if e.reason.startswith("oversized") else "schema"
+        if e.reason.startswith(("not JSON", "not a JSON object")):
+            kind = "malformed"
+        return reject(kind, e.reason)
+    if not isinstance(msg, ModelRelease):
+        return reject("topic_mismatch", f"a {msg.schema_} message on a model release topic")
+    if msg.channel != channel:
+        return reject("topic_mismatch", f"payload channel {msg.channel!r} != topic {channel!r}")
+    m, stamp = msg.manifest, msg.manifest.get("release")
+    if not isinstance(stamp, dict) or not isinstance(stamp.get("seq"), int):
+        return reject("schema", "manifest.release.seq: missing (not a hub release)")
+    missing = [k for k in ("name", "version", "sha256") if not isinstance(m.get(k), str | int)]
+    if missing:
+        return reject("schema", f"manifest: missing {', '.join(missing)}")
+    issued = None
+    if isinstance(stamp.get("issued_at"), str):
+        try:
+            issued = datetime.fromisoformat(stamp["issued_at"].replace("Z", "+00:00"))
+        except ValueError:
+            return reject("schema", f"manifest.release.issued_at: {stamp['issued_at']!r}")
+    return ReleaseSeen(
+        channel=channel,
+        seq=stamp["seq"],
+        name=str(m["name"]),
+        version=str(m["version"]),
+        sha256=str(m["sha256"]),
+        key_id=str(msg.signature.get("key_id", "")),
+        rollback=bool(stamp.get("rollback")),
+        issued_at=issued,
+        received_at=received_at,
+    )
 
 
 class HubWorker:
@@ -309,6 +372,7 @@ class HubWorker:
         if retire and c is not None and self._connected.is_set():
             c.unsubscribe(
                 [topics.shared(f, self.settings.share_group) for f in topics.GATEWAY_FILTERS]
+                + [topics.MODELS_FILTER]
             )
             self.wait_idle(quiet=0.5, timeout=max(drain_seconds, 1.0))
         deadline = time.monotonic() + drain_seconds
@@ -352,9 +416,16 @@ class HubWorker:
         # Subscribe on every connect (idempotent); retain handling 1: retained
         # statuses only for a new subscription, not again on each reconnect.
         opts = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
-        client.subscribe(
-            [(topics.shared(f, self.settings.share_group), opts) for f in topics.GATEWAY_FILTERS]
+        subs = [(topics.shared(f, self.settings.share_group), opts) for f in topics.GATEWAY_FILTERS]
+        # Each channel's retained release, on every connect (a small, idempotent row):
+        # what the fleet view shows as the gateways' target.
+        subs.append(
+            (
+                topics.MODELS_FILTER,
+                SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_ON_SUBSCRIBE),
+            )
         )
+        client.subscribe(subs)
 
     def _on_connect_fail(self, _client, _userdata) -> None:
         # paho retries with backoff (1 s doubling to 30 s); say so, once per attempt.
@@ -435,7 +506,16 @@ class HubWorker:
         s, m = self.settings, self.metrics
         accepted: list[Accepted] = []
         rejected: list[Rejected] = []
+        releases: list[ReleaseSeen] = []
         for inc in batch:
+            if inc.topic and topics.parse_models(inc.topic) is not None:
+                m.messages_in.labels(kind="release").inc()
+                rel = classify_release(inc.topic, inc.payload, inc.received_at)
+                if isinstance(rel, ReleaseSeen):
+                    releases.append(rel)
+                elif isinstance(rel, Rejected):
+                    rejected.append(rel)
+                continue
             item = classify(inc.topic, inc.payload, inc.received_at, inc.retain, s.max_payload)
             kind = where["kind"] if inc.topic and (where := topics.parse(inc.topic)) else "unknown"
             m.messages_in.labels(kind=kind).inc()
@@ -454,7 +534,7 @@ class HubWorker:
         while True:
             t0 = time.perf_counter()
             try:
-                res = write_batch(self.engine, accepted, rejected)
+                res = write_batch(self.engine, accepted, rejected, releases)
                 break
             except Exception as e:  # any store failure: keep the batch, retry, never ack
                 m.store_errors.inc()

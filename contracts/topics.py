@@ -54,6 +54,18 @@ GATEWAY_FILTERS = (
 )
 
 
+# Model releases, read by the hub too (plain subscription: retained messages are not
+# sent on shared subscriptions), so the fleet view knows each channel's target.
+MODELS_FILTER = f"{PREFIX}/models/+"
+_MODELS_TOPIC = re.compile(rf"^{re.escape(PREFIX)}/models/(?P<channel>[^/]+)$")
+
+
+def parse_models(topic: str) -> str | None:
+    """The channel of a model release topic, None for anything else."""
+    m = _MODELS_TOPIC.match(topic)
+    return m["channel"] if m else None
+
+
 def shared(filter_: str, group: str = HUB_SHARE_GROUP) -> str:
     return f"$share/{group}/{filter_}"
 

@@ -112,3 +112,86 @@ def test_fleet_from_retained_status_and_last_will(broker, db):
     table = runner.invoke(app, ["hub", "fleet", "--db", url]).output
     assert "GATEWAY" in table and gw_a in table and "offline" in table
     assert "2 gateways, 0 online" in table
+
+
+def test_fleet_target_is_the_newest_release_on_the_gateways_channel(broker, db, tmp_path):
+    """Retained releases on vigil/v1/models/{channel} become each gateway's target."""
+    from rollout_support import make_key, release
+    from sqlalchemy import func, select
+
+    from cloud_hub.store.models import ChannelRelease, DeadLetter
+    from contracts import topics
+
+    url, engine = db
+    key, _ = make_key(tmp_path)
+    ch_stable, ch_canary = f"st-{uuid.uuid4().hex[:6]}", f"ca-{uuid.uuid4().hex[:6]}"
+
+    def rel(seq: int, version: str, channel: str):
+        r = release(key, seq=seq, version=version, channel=channel)
+        r.manifest["name"] = "vigil-gru"  # what status() reports running
+        return r
+
+    def on(gw: str, channel: str, version: str):
+        return status(gw=gw, version=version).model_copy(update={"channel": channel})
+
+    pub = Publisher(broker.port)
+    # Published (retained) before the hub exists: it must still learn it.
+    pub.send(topics.models(ch_stable), rel(100, "4", ch_stable).to_json(), retain=True)
+    worker = HubWorker(
+        HubSettings(mqtt_port=broker.port, worker_id=uuid.uuid4().hex[:8], batch_ms=20), engine
+    ).start(migrate_store=False)
+    gw_a, gw_b = f"gwa-{uuid.uuid4().hex[:6]}", f"gwb-{uuid.uuid4().hex[:6]}"
+    try:
+        assert worker.wait_ready()
+        pub.send_messages([on(gw_a, ch_stable, "4"), on(gw_b, ch_canary, "4")])
+        wait_until(lambda: by_gw(engine).get(gw_a) and by_gw(engine)[gw_a].target, what="target")
+        a = by_gw(engine)[gw_a]
+        assert (a.target, a.model, a.in_step) == ("vigil-gru@4", "vigil-gru@4", True)
+        assert by_gw(engine)[gw_b].target is None  # nothing published on canary yet
+
+        # Live: a canary release, a newer stable one, then junk and a cleared channel.
+        pub.send(topics.models(ch_canary), rel(200, "5", ch_canary).to_json(), retain=True)
+        pub.send(topics.models(ch_stable), rel(300, "5", ch_stable).to_json(), retain=True)
+        pub.send(topics.models(ch_stable), b"{not json", retain=False)
+        pub.send(topics.models(ch_canary), rel(201, "6", ch_stable).to_json(), retain=False)
+        wait_until(lambda: by_gw(engine)[gw_a].target == "vigil-gru@5", what="new target")
+        wait_until(lambda: by_gw(engine)[gw_b].target == "vigil-gru@5", what="canary target")
+        assert not by_gw(engine)[gw_a].in_step  # runs 4, its channel now carries 5
+        wait_until(lambda: worker.totals["dead"] >= 2, what="the two bad releases")
+    finally:
+        worker.stop(drain_seconds=1, retire=True)
+
+    # A restarted hub receives the retained releases again: stored once.
+    again = HubWorker(
+        HubSettings(mqtt_port=broker.port, worker_id=uuid.uuid4().hex[:8], batch_ms=20), engine
+    ).start(migrate_store=False)
+    try:
+        assert again.wait_ready()
+        assert again.wait_idle(quiet=0.5)
+        assert again.totals["duplicates"] >= 2 and again.totals["stored"] == 0
+    finally:
+        again.stop(drain_seconds=1, retire=True)
+        for ch in (ch_stable, ch_canary):  # clear for the next parameter
+            pub.send(topics.models(ch), b"", retain=True)
+        pub.close()
+
+    with engine.connect() as c:
+        n = c.execute(
+            select(func.count())
+            .select_from(ChannelRelease)
+            .where(ChannelRelease.channel.in_([ch_stable, ch_canary]))
+        ).scalar()
+        dead = c.execute(
+            select(DeadLetter.reason_kind, DeadLetter.reason).where(
+                DeadLetter.topic.in_([topics.models(ch_stable), topics.models(ch_canary)])
+            )
+        ).all()
+    assert n == 3
+    assert sorted(k for k, _ in dead) == ["malformed", "topic_mismatch"]
+    assert any("payload channel" in r for _, r in dead)
+
+    res = CliRunner().invoke(app, ["hub", "fleet", "--json", "--db", url])
+    rows = {r["gw"]: r for r in json.loads(res.output)}
+    assert rows[gw_a]["target"] == "vigil-gru@5" and rows[gw_a]["in_step"] is False
+    table = CliRunner().invoke(app, ["hub", "fleet", "--db", url]).output
+    assert "TARGET" in table and "vigil-gru@5 BEHIND" in table

@@ -375,4 +375,5 @@ def test_event_grid_topic_spaces_enforce_the_design_access_rules():
         ("hub", "Subscriber", "fleet-telemetry"),
         ("hub", "Publisher", "fleet-cmd"),
         ("hub", "Publisher", "models"),
+        ("hub", "Subscriber", "models"),  # each channel's target, for the fleet view
     }

@@ -5,12 +5,13 @@ SQLite file by default (`sqlite:///<work_dir>/hub.db`), PostgreSQL by URL
 """
 
 from .db import StoreError, default_url, migrate, open_engine, postgres_url
-from .writer import Accepted, BatchResult, Rejected, write_batch
+from .writer import Accepted, BatchResult, Rejected, ReleaseSeen, write_batch
 
 __all__ = [
     "Accepted",
     "BatchResult",
     "Rejected",
+    "ReleaseSeen",
     "StoreError",
     "default_url",
     "migrate",

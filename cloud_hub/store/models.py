@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -191,6 +192,27 @@ class OutcomeLabel(Base):
     onset_time: Mapped[datetime | None] = mapped_column(TS)
     by: Mapped[str] = mapped_column(String(128), default="")
     recorded_at: Mapped[datetime] = mapped_column(TS)
+
+
+class ChannelRelease(Base):
+    """A signed model release the hub saw on vigil/v1/models/{channel} (retained).
+
+    The hub's record of what each channel's target is: the fleet view joins a
+    gateway's channel to its newest release here. Keyed by (channel, seq): the same
+    retained release delivered again is stored once. The model bytes are not kept
+    (they are in the MLflow registry); the sha256 identifies them.
+    """
+
+    __tablename__ = "channel_releases"
+    channel: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64))
+    key_id: Mapped[str] = mapped_column(String(128))
+    rollback: Mapped[bool] = mapped_column(Boolean, default=False)
+    issued_at: Mapped[datetime | None] = mapped_column(TS)
+    received_at: Mapped[datetime] = mapped_column(TS)
 
 
 class DeadLetter(Base):

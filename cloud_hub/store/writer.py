@@ -26,6 +26,7 @@ from contracts.messages import Alarm, ModelState, Risk, Status, Vitals
 
 from .models import (
     AlarmEvent,
+    ChannelRelease,
     DeadLetter,
     Gateway,
     GatewayStatus,
@@ -332,10 +333,45 @@ def _feedback_labels(conn: Connection, alarms: Iterable[Alarm]) -> None:
         conn.execute(stmt, rows)
 
 
+@dataclass(frozen=True)
+class ReleaseSeen:
+    """A model release seen on its channel's topic (`channel_releases` row)."""
+
+    channel: str
+    seq: int
+    name: str
+    version: str
+    sha256: str
+    key_id: str
+    rollback: bool
+    issued_at: datetime | None
+    received_at: datetime
+
+    def row(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["received_at"] = as_utc(self.received_at)
+        d["issued_at"] = as_utc(self.issued_at) if self.issued_at else None
+        return d
+
+
+def _write_releases(conn: Connection, releases: Sequence[ReleaseSeen], res: BatchResult) -> None:
+    rows = list({(r.channel, r.seq): r.row() for r in releases}.values())
+    table = ChannelRelease.__table__
+    stmt = _insert(conn, table).on_conflict_do_nothing(index_elements=["channel", "seq"])
+    new = conn.execute(stmt.returning(table.c.seq), rows).all()
+    res.stored["release"] += len(new)
+    res.duplicates["release"] += len(releases) - len(new)
+
+
 def _write(
-    conn: Connection, accepted: Sequence[Accepted], rejected: Sequence[Rejected]
+    conn: Connection,
+    accepted: Sequence[Accepted],
+    rejected: Sequence[Rejected],
+    releases: Sequence[ReleaseSeen] = (),
 ) -> BatchResult:
     res = BatchResult()
+    if releases:
+        _write_releases(conn, releases, res)
     by_kind: dict[type, list[Accepted]] = {}
     seen: set[str] = set()
     for a in accepted:
@@ -387,7 +423,10 @@ def is_transient(e: BaseException) -> bool:
 
 
 def write_batch(
-    engine: Engine, accepted: Sequence[Accepted], rejected: Sequence[Rejected] = ()
+    engine: Engine,
+    accepted: Sequence[Accepted],
+    rejected: Sequence[Rejected] = (),
+    releases: Sequence[ReleaseSeen] = (),
 ) -> BatchResult:
     """Store a batch in one transaction.
 
@@ -399,7 +438,7 @@ def write_batch(
     """
     try:
         with engine.begin() as conn:
-            return _write(conn, accepted, rejected)
+            return _write(conn, accepted, rejected, releases)
     except DBAPIError as e:
         if is_transient(e):
             raise
@@ -409,6 +448,9 @@ def write_batch(
             str(e.orig).strip().splitlines()[0],
         )
     total = BatchResult()
+    if releases:  # small, hub-made rows: a refusal here is a store fault, not the data's
+        with engine.begin() as conn:
+            total.merge(_write(conn, [], [], releases))
     for a in accepted:
         try:
             with engine.begin() as conn:

@@ -166,6 +166,8 @@ var bindings = [
   { name: 'hub-read-fleet', group: hubs.name, space: fleetTelemetry.name, permission: 'Subscriber' }
   { name: 'hub-send-cmd', group: hubs.name, space: fleetCmd.name, permission: 'Publisher' }
   { name: 'hub-publish-models', group: hubs.name, space: models.name, permission: 'Publisher' }
+  // The hub also reads the releases back: each channel's target in the fleet view.
+  { name: 'hub-read-models', group: hubs.name, space: models.name, permission: 'Subscriber' }
 ]
 
 resource permissionBindings 'Microsoft.EventGrid/namespaces/permissionBindings@2023-12-15-preview' = [
