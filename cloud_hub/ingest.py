@@ -48,7 +48,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, or_, select, update
 
 from cloud_hub.hub_logging import log_event
 from cloud_hub.hub_metrics import IngestMetrics
@@ -102,6 +102,7 @@ class HubSettings(BaseSettings):
     keepalive: int = Field(30, ge=5)
     # resend `since` = last stored message of the gateway minus this (skew, in flight).
     resend_margin_seconds: float = Field(60.0, ge=0)
+
     metrics_port: int = Field(0, ge=0, le=65535)  # 0: no HTTP endpoint
     metrics_addr: str = "0.0.0.0"
     tls_ca: Path | None = None
@@ -257,6 +258,7 @@ class HubWorker:
         # gw -> since, for the resend commands due after the next subscribe (a loss).
         self._resend_due: dict[str, datetime] | None = None
         self._resend_lock = threading.Lock()
+        self._loss_at = datetime.now(UTC)  # when the planned resends' loss was noticed
         self.resends_sent = 0
 
     # -- lifecycle ------------------------------------------------------------------
@@ -314,6 +316,7 @@ class HubWorker:
         margin = self.settings.resend_margin_seconds
         due = {gw: t - timedelta(seconds=margin) for gw, t in list(self._last_seen.items())}
         with self._resend_lock:
+            self._loss_at = datetime.now(UTC)
             if self._resend_due is not None:
                 for gw, t in self._resend_due.items():
                     due[gw] = min(t, due.get(gw, t))
@@ -323,7 +326,11 @@ class HubWorker:
         """Publish the planned `resend` commands (QoS 1; paho re-sends them if needed)."""
         with self._resend_lock:
             due, self._resend_due = self._resend_due, None
+            loss_at = self._loss_at
         for gw, since in sorted((due or {}).items()):
+            if not self._claim_resend(gw, since, loss_at):
+                log_event(log, "resend_already_requested", gw=gw, since=since.isoformat())
+                continue
             try:
                 cmd = Command(gw="hub", command="resend", since=since)
                 info = client.publish(topics.cmd(gw), cmd.to_json(), qos=1)
@@ -339,6 +346,31 @@ class HubWorker:
                 continue
             self.resends_sent += 1
             log_event(log, "resend_requested", gw=gw, since=since.isoformat())
+
+    def _claim_resend(self, gw: str, since: datetime, loss_at: datetime) -> bool:
+        """True if this worker should send the resend (decided atomically in the store).
+
+        Not if another worker has asked the same gateway since our loss (`loss_at`)
+        from a `since` at or before ours: that replay already covers what we lost
+        (N workers losing the broker together send one command per gateway, not N).
+        A store that cannot be reached does not stop the command: a duplicate replay
+        is harmless, a missing one is not.
+        """
+        g = Gateway.__table__
+        stmt = (
+            update(g)
+            .where(
+                g.c.gw == gw,
+                or_(g.c.resend_at.is_(None), g.c.resend_at < loss_at, g.c.resend_since > since),
+            )
+            .values(resend_since=since, resend_at=datetime.now(UTC))
+        )
+        try:
+            with self.engine.begin() as c:
+                return c.execute(stmt).rowcount == 1
+        except Exception as e:  # noqa: BLE001 - any store error: send anyway
+            log_event(log, "resend_claim_failed", logging.WARNING, gw=gw, error=str(e)[:200])
+            return True
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
         """True once connected and subscribed."""

@@ -9,6 +9,7 @@ gateway minus the margin.
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, timedelta
 
@@ -68,7 +69,8 @@ def test_hub_sends_resend_to_every_known_gateway_after_a_session_loss(tmp_path):
             assert abs(cmd.since - want) < timedelta(milliseconds=2), (gw, cmd.since, want)
         assert w.resends_sent == 2
 
-        # A worker starting afresh (no session on the broker) also asks, from the registry.
+        # A worker starting afresh (no session on the broker) also asks, from the registry
+        # (its loss, a missing session, comes after the requests above: not covered).
         w2 = _worker(broker.port, engine)
         wait_until(lambda: len(_commands(sub)) >= 4, what="resend from a new worker")
         assert sorted(g for g, _ in _commands(sub)[2:]) == ["gw1", "gw2"]
@@ -76,6 +78,49 @@ def test_hub_sends_resend_to_every_known_gateway_after_a_session_loss(tmp_path):
         for x in (w, w2):
             if x is not None:
                 x.stop(drain_seconds=1, retire=True)
+        sub.close()
+        engine.dispose()
+        broker.stop()
+
+
+def test_two_workers_reconnecting_together_send_one_resend_per_gateway(tmp_path):
+    """N workers on one shared subscription: the store decides which one asks."""
+    broker = Mosquitto(tmp_path).start()
+    engine = fresh_engine(f"sqlite:///{tmp_path}/hub.db")
+    sub = Subscriber(broker.port, "vigil/v1/gw/+/cmd")
+    workers = []
+    try:
+        first = _worker(broker.port, engine)
+        pub = Publisher(broker.port)
+        pub.send_messages([risk(gw=f"gw{i}") for i in range(5)])
+        pub.close()
+        with engine.connect() as c:
+            wait_until(lambda: len(c.execute(select(Gateway.gw)).all()) == 5, what="registry")
+        first.stop(drain_seconds=1, retire=True)
+        # Both new workers know all 5 gateways (from the registry), as after a restart.
+        workers = [_worker(broker.port, engine), _worker(broker.port, engine)]
+        for w in workers:  # a first connect with no session asks at once: not this test
+            wait_until(lambda w=w: w._resend_due is None, what="start-up resends")
+        time.sleep(0.5)
+        with sub.lock:
+            sub.messages.clear()
+        sent_before = sum(w.resends_sent for w in workers)
+
+        sub.ready.clear()
+        broker.restart()
+        assert sub.ready.wait(10)
+        wait_until(lambda: len(_commands(sub)) >= 5, what="resend commands", timeout=20)
+        wait_until(lambda: all(w._subscribed.is_set() for w in workers), what="resubscribed")
+        time.sleep(2.0)  # room for a second, duplicate round to show up
+        got = sorted(g for g, _ in _commands(sub))
+        assert got == [f"gw{i}" for i in range(5)], got
+        assert sum(w.resends_sent for w in workers) - sent_before == 5
+        with engine.connect() as c:
+            claims = c.execute(select(Gateway.resend_since, Gateway.resend_at)).all()
+        assert all(since is not None and at is not None for since, at in claims)
+    finally:
+        for w in workers:
+            w.stop(drain_seconds=1, retire=True)
         sub.close()
         engine.dispose()
         broker.stop()

@@ -61,6 +61,10 @@ class Gateway(Base):
     model_state_reason: Mapped[str | None] = mapped_column(Text)
     first_seen: Mapped[datetime] = mapped_column(TS)
     last_seen: Mapped[datetime] = mapped_column(TS)  # any message from it
+    # The last `resend` a hub worker asked of it (ingest.HubWorker._claim_resend): so
+    # that N workers reconnecting together send one command, not N.
+    resend_since: Mapped[datetime | None] = mapped_column(TS)
+    resend_at: Mapped[datetime | None] = mapped_column(TS)
 
 
 class GatewayStatus(Base):
