@@ -27,6 +27,13 @@ from that gateway minus `resend_margin_seconds` (clock skew, messages in flight)
 Every reconnect, not only `session_present == False`: the broker above reports the
 session present while its shared subscriptions are gone. The replayed messages carry
 their event_ids, so what the hub already had is counted as duplicates, not stored.
+Several workers noticing the same loss ask each gateway once: before sending, a worker
+claims the request in the gateway's registry row (`resend_since`, `resend_at`), and
+skips it if another worker has already asked since the loss, from as early a `since`.
+
+Model releases: each worker also reads the retained release of every channel
+(`vigil/v1/models/+`, a plain subscription) into `channel_releases`, the fleet
+view's per-gateway target.
 """
 
 from __future__ import annotations
