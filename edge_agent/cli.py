@@ -71,3 +71,48 @@ def run(
         pass
     finally:
         gw.stop()
+
+
+@app.command("pseudonymise-outcomes")
+def pseudonymise_outcomes_cmd(
+    csv_path: Path = typer.Argument(..., help="CSV: patient_id, [icu_admit,] onset_time"),
+    config: Path = typer.Option(..., "--config", "-c", help="the gateway's TOML file"),
+    out: Path = typer.Option(..., "--out", "-o", help="CSV to write: stay_id, onset_time"),
+) -> None:
+    """Map the hospital's outcome records to the gateway's stay ids, for the hub.
+
+    Runs where the site secret is (the gateway, or hospital IT with the same
+    config). The output holds only pseudonymous stay ids and onset times: take it to
+    `vigil hub labels import`. Bad rows are listed by row number (header = row 1),
+    the others written; the exit code is then 1.
+    """
+    from edge_agent.privacy import (
+        OutcomeFileError,
+        SecretError,
+        existing_secret,
+        pseudonymise_outcomes,
+        write_outcomes,
+    )
+
+    s = _load(config)
+    priv = s.privacy
+    try:
+        secret = existing_secret(
+            priv.stay_secret.get_secret_value() if priv.stay_secret else None,
+            priv.stay_secret_file,
+            s.store_path.parent,
+        )
+        text = csv_path.read_text(encoding="utf-8-sig")
+        rows, errors = pseudonymise_outcomes(secret, text)
+    except (OSError, UnicodeDecodeError) as e:
+        typer.echo(f"cannot read {csv_path}: {e.__class__.__name__}: {e}", err=True)
+        raise typer.Exit(2) from None
+    except (SecretError, OutcomeFileError) as e:
+        typer.echo(f"{csv_path}: {e}", err=True)
+        raise typer.Exit(2) from None
+    for line in errors:
+        typer.echo(f"{csv_path}: {line}", err=True)
+    write_outcomes(rows, out)
+    typer.echo(f"wrote {len(rows)} outcome(s) to {out}; {len(errors)} bad row(s)")
+    if errors:
+        raise typer.Exit(1)

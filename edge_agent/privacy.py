@@ -20,8 +20,10 @@ only in memory (the decoded `Reading`); it is never stored, published or logged.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import hmac
+import io
 import logging
 import os
 import secrets
@@ -103,3 +105,105 @@ def load_secret(secret: str | None, secret_file: Path | None, store_folder: Path
     if secret_file is not None:
         return read_secret_file(secret_file)
     return generated_secret(store_folder)
+
+
+# --- outcome records: from the hospital's identifiers to the stay ids the hub knows -------
+OUTCOME_COLUMNS = ("patient_id", "onset_time")  # required; `icu_admit` is optional
+
+
+class OutcomeFileError(ValueError):
+    """The outcomes file as a whole cannot be used (unreadable, wrong header)."""
+
+
+def existing_secret(secret: str | None, secret_file: Path | None, store_folder: Path) -> bytes:
+    """Like `load_secret`, but never makes a new secret: a new one maps to nothing."""
+    if secret is not None or secret_file is not None:
+        return load_secret(secret, secret_file, store_folder)
+    path = Path(store_folder) / SECRET_FILE_NAME
+    if not path.is_file():
+        raise SecretError(
+            f"no stay secret at {path}: run this where the gateway runs (same config), "
+            "or set privacy.stay_secret_file to the site secret"
+        )
+    return read_secret_file(path)
+
+
+def _admit_of(text: str) -> datetime | None:
+    """ICU admission as ISO-8601 (naive = UTC) or as the monitor's HL7 time."""
+    from .decoder import FrameError, parse_ts
+
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        t = datetime.fromisoformat(text)
+        return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    except ValueError:
+        pass
+    try:
+        return parse_ts(text, "icu_admit")
+    except FrameError:
+        raise ValueError(
+            "icu_admit is neither ISO-8601 (2026-03-01T08:00:00Z) nor an HL7 time "
+            "(20260301080000.000+0000)"
+        ) from None
+
+
+def pseudonymise_outcomes(secret: bytes, text: str) -> tuple[list[dict[str, str]], list[str]]:
+    """The hospital's outcomes CSV -> rows `stay_id,onset_time` for `vigil hub labels import`.
+
+    Input columns: `patient_id` (what the monitor sends in PID-3, e.g. the record
+    number), `icu_admit` (optional: the ICU admission the monitor sends in PV1-44; give
+    it when the monitors send one, since it is part of the stay id) and `onset_time`
+    (ISO-8601; empty = no sepsis). Every other column is dropped: only pseudonyms leave.
+    Errors name the row (header = row 1) and the column, never the identifier.
+    """
+    reader = csv.DictReader(io.StringIO(text))
+    cols = [c.strip() for c in (reader.fieldnames or [])]
+    missing = [c for c in OUTCOME_COLUMNS if c not in cols]
+    if missing:
+        raise OutcomeFileError(
+            f"missing column(s) {', '.join(missing)}: the header must name "
+            f"{', '.join(OUTCOME_COLUMNS)} (and may name icu_admit)"
+        )
+    reader.fieldnames = cols
+    out: list[dict[str, str]] = []
+    errors: list[str] = []
+    first: dict[str, int] = {}
+    for i, row in enumerate(reader, start=2):
+        if None in row:
+            errors.append(f"row {i}: more values than the header's columns")
+            continue
+        raw = (row.get("patient_id") or "").strip()
+        if not raw:
+            errors.append(f"row {i}: patient_id is empty")
+            continue
+        try:
+            admit = _admit_of(row.get("icu_admit") or "")
+        except ValueError as e:
+            errors.append(f"row {i}: {e}")
+            continue
+        onset = (row.get("onset_time") or "").strip()
+        if onset:
+            try:
+                datetime.fromisoformat(onset)
+            except ValueError:
+                errors.append(
+                    f"row {i}: onset_time is not ISO-8601 (e.g. 2026-03-01T14:00:00Z), "
+                    "nor empty for 'no sepsis'"
+                )
+                continue
+        stay = stay_pseudonym(secret, raw, admit)
+        if stay in first:
+            errors.append(f"row {i}: same patient_id and icu_admit as row {first[stay]}")
+            continue
+        first[stay] = i
+        out.append({"stay_id": stay, "onset_time": onset})
+    return out, errors
+
+
+def write_outcomes(rows: list[dict[str, str]], path: Path) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=["stay_id", "onset_time"])
+        w.writeheader()
+        w.writerows(rows)

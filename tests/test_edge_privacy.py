@@ -233,3 +233,94 @@ def test_two_sites_with_different_secrets_give_different_pseudonyms(broker, tmp_
     # a configured secret is used as is: nothing generated beside the store
     assert not (tmp_path / "a" / "store" / SECRET_FILE_NAME).exists()
     assert not (tmp_path / "b" / "store" / SECRET_FILE_NAME).exists()
+
+
+def test_hospital_outcomes_map_to_the_published_stay_and_import_at_the_hub(broker, tmp_path):
+    """MRN + ICU admission in the hospital's records -> the stay id the gateway published
+    -> `vigil hub labels import` stores the outcome on that stay. No MRN in the output."""
+    from sqlalchemy import select
+    from typer.testing import CliRunner
+
+    from cloud_hub.labels import import_outcomes
+    from cloud_hub.store.models import OutcomeLabel
+    from tests.hub_support import fresh_engine
+    from vigil_cli.main import app
+
+    sub = Subscriber(broker.port, f"vigil/v1/gw/{GW}/#")
+    conf = toml(tmp_path / "gw", broker.port)
+    try:
+        run_gateway(conf, frames(1, 3), sub, 3)
+    finally:
+        sub.close()
+    (published,) = captured_stays(sub)
+
+    records = tmp_path / "outcomes.csv"
+    records.write_text(
+        "patient_id,icu_admit,onset_time,name\n"
+        f"{MRN},{ADMIT.isoformat()},2026-03-02T10:00:00Z,SMITHSON\n"  # as the monitor sent
+        f"MRN000000002,{hl7_ts(ADMIT)},,OTHER\n"  # HL7 time form; no sepsis
+        f"{MRN},{ADMIT.isoformat()},2026-03-02T11:00:00Z,SMITHSON\n"  # same stay again
+        f"{MRN},yesterday,2026-03-02T11:00:00Z,SMITHSON\n"
+        ",2026-03-01T06:00:00Z,,\n"
+        f"{MRN}9,2026-03-01T06:00:00Z,soon,\n"
+    )
+    out = tmp_path / "mapped.csv"
+    runner = CliRunner()
+    res = runner.invoke(
+        app, ["edge", "pseudonymise-outcomes", str(records), "-c", str(conf), "-o", str(out)]
+    )
+    assert res.exit_code == 1, res.output  # bad rows listed, good rows written
+    assert "wrote 2 outcome(s)" in res.output and "4 bad row(s)" in res.output
+    for want in (
+        "row 4: same patient_id and icu_admit as row 2",
+        "row 5: icu_admit is neither ISO-8601",
+        "row 6: patient_id is empty",
+        "row 7: onset_time is not ISO-8601",
+    ):
+        assert want in res.output, res.output
+    text = out.read_text()
+    assert text.splitlines()[0] == "stay_id,onset_time"
+    for secret in (MRN, "12345678", "MRN000000002", "SMITHSON"):
+        assert secret not in text and secret not in res.output
+    assert f"{published},2026-03-02T10:00:00Z" in text
+
+    engine = fresh_engine(f"sqlite:///{tmp_path}/hub.db")
+    try:
+        report = import_outcomes(engine, out)
+        assert (report.imported, report.errors) == (2, [])
+        with engine.connect() as c:
+            labels = dict(c.execute(select(OutcomeLabel.stay, OutcomeLabel.kind)).all())
+    finally:
+        engine.dispose()
+    assert labels[published] == "onset" and sorted(labels.values()) == ["no_sepsis", "onset"]
+
+
+def test_pseudonymise_outcomes_refuses_without_the_site_secret(tmp_path):
+    from typer.testing import CliRunner
+
+    from vigil_cli.main import app
+
+    conf = toml(tmp_path / "fresh", 1883)  # a gateway that never ran: no secret yet
+    records = tmp_path / "o.csv"
+    records.write_text("patient_id,onset_time\nMRN1,\n")
+    res = CliRunner().invoke(
+        app,
+        ["edge", "pseudonymise-outcomes", str(records), "-c", str(conf), "-o", str(tmp_path / "x")],
+    )
+    assert res.exit_code == 2 and "no stay secret at" in res.output
+    assert not (tmp_path / "fresh" / "store" / SECRET_FILE_NAME).exists()  # none made up
+    records.write_text("mrn,onset\nMRN1,\n")
+    conf2 = toml(tmp_path / "s", 1883, '[privacy]\nstay_secret = "0123456789abcdef0123"\n')
+    res = CliRunner().invoke(
+        app,
+        [
+            "edge",
+            "pseudonymise-outcomes",
+            str(records),
+            "-c",
+            str(conf2),
+            "-o",
+            str(tmp_path / "x"),
+        ],
+    )
+    assert res.exit_code == 2 and "missing column(s) patient_id, onset_time" in res.output
