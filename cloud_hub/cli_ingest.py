@@ -41,6 +41,9 @@ def register(app: typer.Typer) -> None:
     def serve(
         host: str = typer.Option(None, help="MQTT broker host (default 127.0.0.1)."),
         port: int = typer.Option(None, help="MQTT broker port (default 1883)."),
+        mqtt_protocol: str = typer.Option(
+            None, help="5 (default) or 3.1.1 (a broker without MQTT 5: one worker only)."
+        ),
         db: str | None = DB_OPTION,
         worker_id: str = typer.Option(
             None, help="Stable id of this worker: its broker session survives restarts."
@@ -68,6 +71,7 @@ def register(app: typer.Typer) -> None:
         given = {
             "mqtt_host": host,
             "mqtt_port": port,
+            "mqtt_protocol": mqtt_protocol,
             "db_url": db,
             "worker_id": worker_id,
             "batch_size": batch_size,

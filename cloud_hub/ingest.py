@@ -47,6 +47,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -96,6 +97,9 @@ class HubSettings(BaseSettings):
 
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = Field(1883, ge=1, le=65535)
+    # "3.1.1" only for a broker without MQTT 5 (the demo's in-process amqtt): no shared
+    # subscription there, so ONE worker; no session expiry (the broker decides).
+    mqtt_protocol: Literal["5", "3.1.1"] = "5"
     db_url: str | None = None  # None: sqlite:///<work_dir>/hub.db
     worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-1")
     share_group: str = topics.HUB_SHARE_GROUP
@@ -278,10 +282,12 @@ class HubWorker:
             self._http = self.metrics.serve(s.metrics_port, s.metrics_addr)
         self._writer = threading.Thread(target=self._write_loop, name="hub-writer", daemon=True)
         self._writer.start()
+        v5 = s.mqtt_protocol == "5"
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=s.client_id,
-            protocol=mqtt.MQTTv5,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else False,  # 3.1.1: a persistent session
             manual_ack=True,
         )
         if s.tls_ca:
@@ -296,10 +302,16 @@ class HubWorker:
         c.on_subscribe = self._on_subscribe
         c.on_connect_fail = self._on_connect_fail
         c.reconnect_delay_set(min_delay=1, max_delay=30)
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = s.session_expiry
-        props.ReceiveMaximum = s.receive_maximum
-        c.connect_async(s.mqtt_host, s.mqtt_port, s.keepalive, clean_start=False, properties=props)
+        if v5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = s.session_expiry
+            props.ReceiveMaximum = s.receive_maximum
+            c.connect_async(
+                s.mqtt_host, s.mqtt_port, s.keepalive, clean_start=False, properties=props
+            )
+        else:
+            c.max_inflight_messages_set(s.receive_maximum)
+            c.connect_async(s.mqtt_host, s.mqtt_port, s.keepalive)
         c.loop_start()
         self._client = c
         log_event(
@@ -409,17 +421,14 @@ class HubWorker:
         self._stopped = True
         c = self._client
         if retire and c is not None and self._connected.is_set():
-            c.unsubscribe(
-                [topics.shared(f, self.settings.share_group) for f in topics.GATEWAY_FILTERS]
-                + [topics.MODELS_FILTER]
-            )
+            c.unsubscribe([f for f, _ in self._subscriptions()])
             self.wait_idle(quiet=0.5, timeout=max(drain_seconds, 1.0))
         deadline = time.monotonic() + drain_seconds
         while time.monotonic() < deadline and (not self._q.empty() or self._busy.is_set()):
             time.sleep(0.01)
         if c is not None:
             props = None
-            if retire:
+            if retire and self.settings.mqtt_protocol == "5":
                 props = Properties(PacketTypes.DISCONNECT)
                 props.SessionExpiryInterval = 0
             c.disconnect(properties=props)
@@ -452,10 +461,20 @@ class HubWorker:
             session_present=flags.session_present,
             generation=self._generation,
         )
-        # Subscribe on every connect (idempotent); retain handling 1: retained
-        # statuses only for a new subscription, not again on each reconnect.
+        client.subscribe(self._subscriptions())
+
+    def _subscriptions(self) -> list[tuple[str, SubscribeOptions | int]]:
+        """What to subscribe to, on every connect (idempotent)."""
+        if self.settings.mqtt_protocol != "5":
+            # MQTT 3.1.1: plain filters (one worker), retained messages on every
+            # subscribe (stored once by event_id / (channel, seq)).
+            return [(f, 1) for f in (*topics.GATEWAY_FILTERS, topics.MODELS_FILTER)]
+        # Retain handling 1: retained statuses only for a new subscription, not again
+        # on each reconnect.
         opts = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
-        subs = [(topics.shared(f, self.settings.share_group), opts) for f in topics.GATEWAY_FILTERS]
+        subs: list[tuple[str, SubscribeOptions | int]] = [
+            (topics.shared(f, self.settings.share_group), opts) for f in topics.GATEWAY_FILTERS
+        ]
         # Each channel's retained release, on every connect (a small, idempotent row):
         # what the fleet view shows as the gateways' target.
         subs.append(
@@ -464,7 +483,7 @@ class HubWorker:
                 SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_ON_SUBSCRIBE),
             )
         )
-        client.subscribe(subs)
+        return subs
 
     def _on_connect_fail(self, _client, _userdata) -> None:
         # paho retries with backoff (1 s doubling to 30 s); say so, once per attempt.

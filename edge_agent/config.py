@@ -107,6 +107,9 @@ class TlsConfig(_Strict):
 class MqttConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
+    # "3.1.1" only for a broker without MQTT 5 (the demo's in-process amqtt); MQTT 5
+    # is what reports an ACL refusal in the PUBACK, so it is the default.
+    protocol: Literal["5", "3.1.1"] = "5"
     tls: TlsConfig | None = None
     keepalive: int = Field(30, ge=5, le=3600)
     client_id: str | None = None  # default: vigil-edge-{gateway_id}

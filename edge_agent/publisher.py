@@ -77,7 +77,7 @@ class Publisher:
         c = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
-            protocol=mqtt.MQTTv5,
+            protocol=mqtt.MQTTv5 if m.protocol == "5" else mqtt.MQTTv311,
         )
         c.max_inflight_messages_set(m.max_inflight)
         c.max_queued_messages_set(0)
@@ -119,11 +119,14 @@ class Publisher:
     # --- lifecycle -------------------------------------------------------------
     def start(self) -> None:
         m = self.settings.mqtt
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 0
-        self.client.connect_async(
-            m.host, m.port, keepalive=m.keepalive, clean_start=True, properties=props
-        )
+        if m.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 0
+            self.client.connect_async(
+                m.host, m.port, keepalive=m.keepalive, clean_start=True, properties=props
+            )
+        else:  # 3.1.1: a clean session is the client's default
+            self.client.connect_async(m.host, m.port, keepalive=m.keepalive)
         self.client.loop_start()
         self._sender = threading.Thread(target=self._send_loop, name="vigil-outbox", daemon=True)
         self._sender.start()

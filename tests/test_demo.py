@@ -1,6 +1,7 @@
-"""`vigil demo --headless` end to end: a real Mosquitto, the hub as a child process, a
-gateway replaying real ICU stays with the committed bundle; events reach the hub's
-SQLite store, and SIGINT stops everything with no process left behind."""
+"""`vigil demo --headless` end to end: a real broker (Mosquitto, or the in-process amqtt
+that the demo falls back to where Mosquitto is not installed), the hub as a child
+process, a gateway replaying real ICU stays with the committed bundle; events reach the
+hub's SQLite store, and SIGINT stops everything with no process left behind."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import pytest
 from vigil_cli.broker import mosquitto_path
 from vigil_cli.demo import canonical_table
 
-pytestmark = pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed")
+NEEDS_MOSQUITTO = pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto not installed")
 
 
 def _query(db: Path, sql: str) -> list[tuple]:
@@ -48,7 +49,10 @@ def _wait_scored(db: Path, proc: subprocess.Popen, n: int, timeout: float) -> in
 
 
 @pytest.mark.timeout(180)
-def test_headless_demo_fills_the_hub_store_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("broker", [pytest.param("mosquitto", marks=NEEDS_MOSQUITTO), "amqtt"])
+def test_headless_demo_fills_the_hub_store_and_stops_cleanly_on_sigint(
+    tmp_path: Path, broker: str
+) -> None:
     work = tmp_path / "demo"
     stays = "auto" if canonical_table().is_file() else "generated"
     proc = subprocess.Popen(
@@ -68,6 +72,8 @@ def test_headless_demo_fills_the_hub_store_and_stops_cleanly_on_sigint(tmp_path:
             stays,
             "--workdir",
             str(work),
+            "--broker",
+            broker,
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -80,8 +86,12 @@ def test_headless_demo_fills_the_hub_store_and_stops_cleanly_on_sigint(tmp_path:
         assert scored >= 6, f"only {scored} scored risk events reached the hub store"
         children = psutil.Process(proc.pid).children(recursive=True)
         names = {c.name() for c in children}
-        assert any("mosquitto" in n for n in names), names
-        assert len(children) >= 2  # broker and hub
+        if broker == "mosquitto":
+            assert any("mosquitto" in n for n in names), names
+            assert len(children) >= 2  # broker and hub
+        else:  # amqtt runs inside the demo process; the hub speaks MQTT 3.1.1 to it
+            assert not any("mosquitto" in n for n in names), names
+            assert any("--mqtt-protocol" in c.cmdline() for c in children), names
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
     finally:
@@ -96,6 +106,7 @@ def test_headless_demo_fills_the_hub_store_and_stops_cleanly_on_sigint(tmp_path:
     # What the operator saw: one line per bed with a risk and the model's version.
     assert "bed-1" in out and "vigil-sepsis v" in out and "NEWS2" in out, out[-2000:]
     assert "stopped (hub exit 0)" in out, out[-2000:]
+    assert ("in-process amqtt" in out) == (broker == "amqtt"), out[:2000]
 
     # The hub store holds vitals summaries, risk with the model version, a status.
     vit = _query(db, "SELECT count(*) FROM vitals_summaries WHERE gw='demo-ward'")[0][0]
@@ -118,3 +129,16 @@ def test_headless_demo_fills_the_hub_store_and_stops_cleanly_on_sigint(tmp_path:
     assert gw_alarm <= set(hub_alarm)
     assert _query(gw, "SELECT count(*) FROM outbox")[0][0] == 0
     assert _query(db, "SELECT count(*) FROM dead_letters")[0][0] == 0
+
+
+def test_demo_falls_back_to_the_in_process_broker_without_mosquitto(tmp_path, monkeypatch):
+    from vigil_cli import broker as b
+
+    monkeypatch.setattr(b, "mosquitto_path", lambda: None)
+    with pytest.raises(RuntimeError, match="mosquitto is not installed"):
+        b.embedded_broker(tmp_path, prefer="mosquitto")
+    got = b.embedded_broker(tmp_path, prefer="auto")
+    try:
+        assert got.kind == "amqtt" and got.running
+    finally:
+        got.stop()

@@ -2,7 +2,9 @@
 
 What it starts, in order, and stops in the reverse order on Ctrl-C / SIGTERM / the
 end of `--duration`:
-1. a broker: a Mosquitto of its own on a free loopback port (vigil_cli/broker.py);
+1. a broker: a Mosquitto of its own on a free loopback port, or where Mosquitto is not
+   installed (or `--broker amqtt`) the in-process amqtt broker, whose MQTT 3.1.1 the
+   gateway and the one hub worker then speak (vigil_cli/broker.py);
 2. the hub: `vigil hub serve` as a child process, ingesting into a SQLite file in the
    demo folder, with a local MLflow store (`MLFLOW_TRACKING_URI`) beside it;
 3. one gateway (in this process) with the committed default bundle, whose beds each
@@ -130,7 +132,12 @@ def plan_beds(beds: int, stays: str, table: Path | None, echo) -> tuple[list[Bed
 
 
 def gateway_settings(
-    plans: list[BedPlan], table: Path | None, port: int, folder: Path, speed: float
+    plans: list[BedPlan],
+    table: Path | None,
+    port: int,
+    folder: Path,
+    speed: float,
+    protocol: str = "5",
 ):  # noqa: ANN201 - EdgeSettings
     from edge_agent.config import BedConfig, EdgeSettings, MqttConfig, SimSource
 
@@ -146,7 +153,7 @@ def gateway_settings(
         gateway_id=GATEWAY_ID,
         operator=OPERATOR,
         beds=beds,
-        mqtt=MqttConfig(host="127.0.0.1", port=port, status_interval_seconds=5),
+        mqtt=MqttConfig(host="127.0.0.1", port=port, status_interval_seconds=5, protocol=protocol),
         store_path=folder / "gateway.sqlite",
         bundle_dirs=[default_bundle_dir()],
         trusted_keys=[default_trusted_keys_dir()],
@@ -259,6 +266,11 @@ def demo(
     folder: Path = typer.Option(
         None, "--workdir", help="Demo folder (default <work_dir>/demo); its stores start fresh."
     ),
+    broker_kind: str = typer.Option(
+        "auto",
+        "--broker",
+        help="auto (Mosquitto when installed, else in-process amqtt), mosquitto or amqtt.",
+    ),
 ) -> None:
     """Run broker, hub, simulated monitors, a gateway and the ward UI on this machine."""
     folder = (folder or work_dir() / "demo").resolve()
@@ -300,24 +312,19 @@ def demo(
     table = ensure_table(echo) if stays != "generated" else None
     plans, table = plan_beds(beds, stays, table, echo)
 
-    from .broker import MosquittoBroker, mosquitto_path
+    from .broker import embedded_broker
 
-    if mosquitto_path() is None:
-        # The gateway and hub clients speak MQTT 5 (shared subscription, PUBACK reason
-        # codes); amqtt 0.12 (vigil_cli/broker.py AmqttBroker) speaks 3.1.1 only.
-        echo(
-            "error: Mosquitto is not installed; the gateway and hub need an MQTT 5 broker "
-            "(the in-process amqtt 0.12 speaks MQTT 3.1.1 only). Run `make setup` or "
-            "`apt-get install mosquitto`.",
-            err=True,
-        )
+    if broker_kind not in ("auto", "mosquitto", "amqtt"):
+        echo(f"error: --broker {broker_kind!r}: expected auto, mosquitto or amqtt", err=True)
         raise typer.Exit(2)
 
     hub_db = folder / "hub.db"
     broker = hub = gw = None
     code = 0
     try:
-        broker = MosquittoBroker(folder / "broker").start()
+        broker = embedded_broker(folder / "broker", prefer=broker_kind)
+        # amqtt speaks MQTT 3.1.1 only: the gateway and the (single) hub worker follow.
+        protocol = "5" if broker.kind == "mosquitto" else "3.1.1"
         echo(f"broker : {broker.describe()}")
         hub_log = folder / "hub.log"
         hub = spawn(
@@ -332,6 +339,8 @@ def demo(
                 f"sqlite:///{hub_db}",
                 "--worker-id",
                 "demo-hub",
+                "--mqtt-protocol",
+                protocol,
             ),
             hub_log,
             env={
@@ -349,7 +358,7 @@ def demo(
 
         from edge_agent.gateway import Gateway
 
-        gw = Gateway(gateway_settings(plans, table, broker.port, folder, speed))
+        gw = Gateway(gateway_settings(plans, table, broker.port, folder, speed, protocol))
         m = gw.model
         echo(
             f"gateway: {GATEWAY_ID}, model {m.name} v{m.version} (threshold {m.threshold:.2f})"
