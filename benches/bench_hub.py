@@ -42,8 +42,11 @@ from sqlalchemy import func, select
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))  # hub_support: the tests' store helpers
 
-from cloud_hub.store import Accepted, migrate, open_engine, postgres_url, write_batch  # noqa: E402
+from hub_support import fresh_engine  # noqa: E402
+
+from cloud_hub.store import Accepted, postgres_url, write_batch  # noqa: E402
 from cloud_hub.store.models import VitalsSummary  # noqa: E402
 from contracts import topics  # noqa: E402
 from contracts.messages import Vitals  # noqa: E402
@@ -161,19 +164,8 @@ def count_rows(engine) -> int:
         return c.execute(select(func.count()).select_from(VitalsSummary)).scalar_one()
 
 
-def empty_store(url: str):
-    engine = open_engine(url)
-    migrate(engine)
-    from cloud_hub.store.models import Base
-
-    with engine.begin() as c:
-        for t in reversed(Base.metadata.sorted_tables):
-            c.execute(t.delete())
-    return engine
-
-
 def hub_rate(port: int, url: str, workers: int, msgs, timeout: float, tmp: Path) -> float:
-    engine = empty_store(url)
+    engine = fresh_engine(url)
     group = f"bench{uuid.uuid4().hex[:6]}"
     procs, logs = [], []
     for w in range(workers):
@@ -221,7 +213,7 @@ def hub_rate(port: int, url: str, workers: int, msgs, timeout: float, tmp: Path)
 
 
 def store_rate(url: str, msgs, batch: int = 200) -> float:
-    engine = empty_store(url)
+    engine = fresh_engine(url)
     now = datetime.now(UTC)
     acc = [Accepted(m, now) for _, _, m in msgs]
     t0 = time.perf_counter()
