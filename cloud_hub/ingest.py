@@ -24,8 +24,9 @@ broker acknowledged (edge_agent/store.py `outbox_sent`), so on every reconnect a
 a loss, and on a first connect that finds no session, the hub sends each gateway it
 knows a `resend` command (QoS 1) with `since` = the last time it stored anything
 from that gateway minus `resend_margin_seconds` (clock skew, messages in flight).
-Every reconnect, not only `session_present == False`: the broker above reports the
-session present while its shared subscriptions are gone. The replayed messages carry
+Every reconnect, and every start of a worker, not only `session_present == False`:
+the broker above reports the session present while its shared subscriptions are
+gone, and a session kept across a long hub outage may have overflowed its queue. The replayed messages carry
 their event_ids, so what the hub already had is counted as duplicates, not stored.
 Several workers noticing the same loss ask each gateway once: before sending, a worker
 claims the request in the gateway's registry row (`resend_since`, `resend_at`), and
@@ -448,9 +449,12 @@ class HubWorker:
             log_event(log, "connect_refused", logging.ERROR, reason=str(reason_code))
             return
         self._generation += 1
-        if self._generation == 1 and not flags.session_present:
-            # A first connect without our session: the broker lost what it queued
-            # for us (or never had it); ask the known gateways for it again.
+        if self._generation == 1:
+            # A first connect (this process starts): whether or not the broker kept
+            # our session, it may have dropped part of what it queued for us while we
+            # were away (a full queue: max_queued_messages; a restart from an older
+            # save), and it cannot tell us. Ask the known gateways again: what we
+            # already have comes back as counted duplicates, nothing is stored twice.
             self._plan_resend()
         self._connected.set()
         self.metrics.connected.set(1)

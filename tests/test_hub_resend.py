@@ -124,3 +124,36 @@ def test_two_workers_reconnecting_together_send_one_resend_per_gateway(tmp_path)
         sub.close()
         engine.dispose()
         broker.stop()
+
+
+def test_a_restarted_worker_asks_again_even_when_the_broker_kept_its_session(tmp_path):
+    """The kept session may have overflowed its queue while the hub was down: ask."""
+    broker = Mosquitto(tmp_path).start()
+    engine = fresh_engine(f"sqlite:///{tmp_path}/hub.db")
+    sub = Subscriber(broker.port, "vigil/v1/gw/+/cmd")
+    s = HubSettings(mqtt_port=broker.port, worker_id="kept", batch_ms=20)
+    w = again = None
+    try:
+        w = HubWorker(s, engine).start(migrate_store=False)
+        assert w.wait_ready()
+        pub = Publisher(broker.port)
+        pub.send_messages([risk(gw="gw1")])
+        pub.close()
+        with engine.connect() as c:
+            wait_until(lambda: len(c.execute(select(Gateway.gw)).all()) == 1, what="registry")
+        w.stop(drain_seconds=1)  # not retired: the broker keeps its session
+        w = None
+        with sub.lock:
+            sub.messages.clear()
+        again = HubWorker(s, engine).start(migrate_store=False)
+        assert again.wait_ready()
+        wait_until(lambda: len(_commands(sub)) >= 1, what="resend after restart")
+        ((gw, cmd),) = _commands(sub)
+        assert gw == "gw1" and cmd.command == "resend"
+    finally:
+        for x in (w, again):
+            if x is not None:
+                x.stop(drain_seconds=1, retire=True)
+        sub.close()
+        engine.dispose()
+        broker.stop()
