@@ -125,5 +125,6 @@ def render_table(gateways: list[GatewayView], now: datetime | None = None) -> st
     ]
     online = sum(g.state == "online" for g in gateways)
     behind = sum(1 for g in gateways if g.target and not g.in_step)
-    lines.append(f"{len(gateways)} gateways, {online} online, {behind} not on their target")
+    noun = "gateway" if len(gateways) == 1 else "gateways"
+    lines.append(f"{len(gateways)} {noun}, {online} online, {behind} not on their target")
     return "\n".join(lines)
