@@ -65,7 +65,8 @@ SUBSCRIBER = textwrap.dedent(
         count[0] += 1
         if count[0] >= n:
             last[0] = time.time(); done.set()
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    proto = mqtt.MQTTv5 if sys.argv[4] == "5" else mqtt.MQTTv311
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=proto)
     c.on_message = on_message
     c.on_subscribe = lambda *a: print("ready", flush=True)
     c.connect("127.0.0.1", port)
@@ -128,9 +129,30 @@ def build_messages(n: int) -> list[tuple[str, bytes, Vitals]]:
     return out
 
 
-def publish(port: int, msgs) -> float:
+def start_amqtt(folder: Path) -> tuple[subprocess.Popen, int]:
+    """The demo's in-process broker (vigil_cli.broker.AmqttBroker) in a process of its own."""
+    port = free_port()
+    code = (
+        "import sys, time; from pathlib import Path; sys.path.insert(0, sys.argv[3]);"
+        "from vigil_cli.broker import AmqttBroker;"
+        "AmqttBroker(Path(sys.argv[1]), int(sys.argv[2])).start(); print('ready', flush=True);"
+        "time.sleep(1e9)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(folder / "amqtt"), str(port), str(ROOT)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    if proc.stdout.readline().strip() != "ready":
+        raise RuntimeError("amqtt did not start")
+    return proc, port
+
+
+def publish(port: int, msgs, protocol: str = "5") -> float:
     """Publish every message QoS 1 (window of 1,000 in flight); returns the start time."""
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    proto = mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=proto)
     c.max_inflight_messages_set(1000)
     c.max_queued_messages_set(0)
     c.connect("127.0.0.1", port)
@@ -144,14 +166,14 @@ def publish(port: int, msgs) -> float:
     return t0
 
 
-def plain_subscriber_rate(port: int, msgs, timeout: float) -> float:
+def plain_subscriber_rate(port: int, msgs, timeout: float, protocol: str = "5") -> float:
     proc = subprocess.Popen(
-        [sys.executable, "-c", SUBSCRIBER, str(port), str(len(msgs)), str(timeout)],
+        [sys.executable, "-c", SUBSCRIBER, str(port), str(len(msgs)), str(timeout), protocol],
         stdout=subprocess.PIPE,
         text=True,
     )
     assert proc.stdout.readline().strip() == "ready"
-    t0 = publish(port, msgs)
+    t0 = publish(port, msgs, protocol)
     last, count = proc.stdout.readline().split()
     proc.wait(10)
     if last == "timeout":
@@ -164,7 +186,9 @@ def count_rows(engine) -> int:
         return c.execute(select(func.count()).select_from(VitalsSummary)).scalar_one()
 
 
-def hub_rate(port: int, url: str, workers: int, msgs, timeout: float, tmp: Path) -> float:
+def hub_rate(
+    port: int, url: str, workers: int, msgs, timeout: float, tmp: Path, protocol: str = "5"
+) -> float:
     engine = fresh_engine(url)
     group = f"bench{uuid.uuid4().hex[:6]}"
     procs, logs = [], []
@@ -176,6 +200,7 @@ def hub_rate(port: int, url: str, workers: int, msgs, timeout: float, tmp: Path)
             "VIGIL_HUB_WORKER_ID": f"{group}-{w}",
             "VIGIL_HUB_SHARE_GROUP": group,
             "VIGIL_HUB_SESSION_EXPIRY": "0",
+            "VIGIL_HUB_MQTT_PROTOCOL": protocol,
         }
         with open(log, "wb") as fh:
             procs.append(
@@ -194,7 +219,7 @@ def hub_rate(port: int, url: str, workers: int, msgs, timeout: float, tmp: Path)
                 raise RuntimeError("hub workers did not subscribe")
             time.sleep(0.05)
         t0 = time.time()
-        pub = threading.Thread(target=publish, args=(port, msgs))
+        pub = threading.Thread(target=publish, args=(port, msgs, protocol))
         pub.start()
         deadline = time.monotonic() + timeout
         while (n := count_rows(engine)) < len(msgs):
@@ -230,9 +255,15 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=10_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=120.0)
+    ap.add_argument(
+        "--amqtt",
+        action="store_true",
+        help="also the demo's fallback broker (amqtt, MQTT 3.1.1) in a process of its own",
+    )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-hub-"))
     broker, port = start_mosquitto(tmp)
+    amqtt, aport = start_amqtt(tmp) if args.amqtt else (None, 0)
     db = f"vigil_hub_bench_{os.getpid()}"
     with psycopg.connect(dbname="postgres", autocommit=True, **PG) as admin:
         admin.execute(f'CREATE DATABASE "{db}"')
@@ -252,6 +283,17 @@ def main() -> None:
         ("store rows/s, SQLite (no MQTT)", lambda: store_rate(lite, msgs)),
         ("store rows/s, PostgreSQL (no MQTT)", lambda: store_rate(pg, msgs)),
     ]
+    if amqtt is not None:
+        scenarios += [
+            (
+                "amqtt (3.1.1) -> plain subscriber",
+                lambda: plain_subscriber_rate(aport, msgs, args.timeout, "3.1.1"),
+            ),
+            (
+                "hub, 1 worker, SQLite, via amqtt (3.1.1)",
+                lambda: hub_rate(aport, lite, 1, msgs, args.timeout, tmp, "3.1.1"),
+            ),
+        ]
     results: dict[str, float] = {}
     try:
         for _ in range(args.repeat):  # interleaved, so drift hits every scenario alike
@@ -259,16 +301,18 @@ def main() -> None:
                 results.setdefault(name, [])
                 results[name].append(run())
     finally:
-        broker.terminate()
-        broker.wait(10)
+        for b in (broker, amqtt):
+            if b is not None:
+                b.terminate()
+                b.wait(10)
         with psycopg.connect(dbname="postgres", autocommit=True, **PG) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         shutil.rmtree(tmp, ignore_errors=True)
     base = statistics.median(results["mosquitto -> plain subscriber"])
-    print(f"{'scenario':38} {'msg/s (median)':>15} {'min':>8} {'max':>8} {'vs plain':>9}")
+    print(f"{'scenario':42} {'msg/s (median)':>15} {'min':>8} {'max':>8} {'vs plain':>9}")
     for name, rates in results.items():
         med = statistics.median(rates)
-        print(f"{name:38} {med:15,.0f} {min(rates):8,.0f} {max(rates):8,.0f} {med / base:8.2f}x")
+        print(f"{name:42} {med:15,.0f} {min(rates):8,.0f} {max(rates):8,.0f} {med / base:8.2f}x")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ BENCHES: dict[str, list[str]] = {
     "headline": ["bench_headline.py", "--json", "/tmp/headline.json"],
     "load": ["bench_load.py", "--json", "/tmp/load.json"],
     "security": ["bench_security.py", "--connects", "40", "--messages", "2000", "--rounds", "3"],
-    "hub": ["bench_hub.py", "--messages", "10000", "--repeat", "3"],
+    "hub": ["bench_hub.py", "--messages", "10000", "--repeat", "3", "--amqtt"],
     "sim": [
         "bench_sim.py",
         *("--messages", "3000", "--rounds", "3", "--beds", "100,500,1000,2000"),
