@@ -183,4 +183,4 @@ def test_model_update_states_reach_the_fleet_registry(engine):
     assert g.model_state == "refused 5" and g.model == "vigil-gru@3"
     text = render_table([g], now=NOW + timedelta(minutes=3))
     # last seen: the redelivery at NOW + 2 s, 2 min 58 s before `now`
-    assert "refused 5" in text and "2m ago" in text and "1 gateways, 1 online" in text
+    assert "refused 5" in text and "2m ago" in text and "1 gateway, 1 online" in text
