@@ -22,8 +22,29 @@ KEY_OPTION = typer.Option(
 )
 TRACKING_OPTION = typer.Option(None, "--tracking-uri", help="MLflow tracking URI.")
 LEDGER_OPTION = typer.Option(
-    None, "--ledger", help="Release ledger folder (default <work_dir>/rollout)."
+    None,
+    "--ledger",
+    help="A release ledger folder instead of the hub store's (the default: --db).",
 )
+DB_OPTION = typer.Option(
+    None,
+    "--db",
+    envvar="VIGIL_HUB_DB_URL",
+    help="Hub store holding the release ledger (default sqlite:///<work_dir>/hub.db).",
+)
+
+
+def _ledger(folder: Path | None, db: str | None):  # noqa: ANN202 - Ledger | StoreLedger
+    """The folder ledger when --ledger is given, else the hub store's (shared by replicas)."""
+    from cloud_hub import rollout as ro
+    from cloud_hub.store import StoreError
+
+    if folder is not None:
+        return ro.Ledger(folder)
+    try:
+        return ro.StoreLedger(db)
+    except StoreError as e:
+        raise _fail(e) from None
 
 
 def _fail(msg: object) -> typer.Exit:
@@ -154,6 +175,7 @@ def register(app: typer.Typer) -> None:
         tracking_uri: str | None = TRACKING_OPTION,
         key: str | None = KEY_OPTION,
         ledger: Path | None = LEDGER_OPTION,
+        db: str | None = DB_OPTION,
     ) -> None:
         """Publish a signed model on a channel (retained), or stage it canary -> stable."""
         from cloud_hub import rollout as ro
@@ -172,7 +194,7 @@ def register(app: typer.Typer) -> None:
                     raise _fail(f"{model!r}: expected NAME@VERSION, e.g. vigil-sepsis@3")
                 bundle = bundle_of_version(name, version, tracking_uri, Path(tempfile.mkdtemp()))
             manifest, blob = ro.read_bundle_folder(bundle)
-            led = ro.Ledger(ledger)
+            led = _ledger(ledger, db)
             client = ro.connect(_broker(host, port, tls_ca, tls_cert, tls_key))
         except (SigningKeyError, RetrainError, ro.RolloutError) as e:
             raise _fail(e) from None
@@ -217,16 +239,18 @@ def register(app: typer.Typer) -> None:
         tls_key: Path | None = typer.Option(None),
         key: str | None = KEY_OPTION,
         ledger: Path | None = LEDGER_OPTION,
+        db: str | None = DB_OPTION,
     ) -> None:
         """Republish, as a new rollback release, the model the channel had before."""
         from cloud_hub import rollout as ro
         from cloud_hub.keys import SigningKeyError, open_provider
 
+        led = _ledger(ledger, db)
         try:
             provider = open_provider(key)
             client = ro.connect(_broker(host, port, tls_ca, tls_cert, tls_key))
             try:
-                e = ro.rollback(client, channel, provider, ro.Ledger(ledger))
+                e = ro.rollback(client, channel, provider, led)
             finally:
                 client.disconnect()
                 client.loop_stop()
@@ -266,6 +290,7 @@ def register(app: typer.Typer) -> None:
         tls_cert: Path | None = typer.Option(None),
         tls_key: Path | None = typer.Option(None),
         ledger: Path | None = LEDGER_OPTION,
+        db: str | None = DB_OPTION,
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """Each gateway's channel, target version (published there) and active version."""
@@ -280,7 +305,7 @@ def register(app: typer.Typer) -> None:
         try:
             watch = ro.FleetWatch(client)
             watch.settle(1.0)
-            rows = ro.fleet_targets(watch, ro.Ledger(ledger))
+            rows = ro.fleet_targets(watch, _ledger(ledger, db))
         finally:
             client.disconnect()
             client.loop_stop()

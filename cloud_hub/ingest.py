@@ -243,6 +243,7 @@ def classify_release(
         rollback=bool(stamp.get("rollback")),
         issued_at=issued,
         received_at=received_at,
+        payload=payload,
     )
 
 

@@ -14,8 +14,10 @@ passed (a replayed message), so a rollback is a new release of the older model w
   `vigil/v1/gw/+/model`; any refusal or silence past the deadline halts the rollout
   (stable is not touched) and the report lists each gateway with its reason.
 - `rollback`: republishes the model that was current before on the channel.
-- The ledger (`Ledger`, a folder of release files per channel) remembers what was
-  published where, for rollbacks and for the target column of `fleet_targets`.
+- The ledger remembers what was published where, for rollbacks and for the target
+  column of `fleet_targets`: `StoreLedger`, the hub store's `channel_releases` table
+  (the default: shared by every hub replica and kept with the rest of the hub's
+  data), or `Ledger`, a folder of release files per channel (`--ledger PATH`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -56,6 +58,9 @@ from contracts.messages import (
 from contracts.paths import work_dir
 
 from .keys import KeyProvider
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 HUB_ID = "hub"
 RELEASE_KEY = "release"  # read by edge_agent.model_update (same name, kept in step)
@@ -137,13 +142,105 @@ class LedgerEntry:
     sha256: str
     key_id: str
     rollback: bool
-    path: Path
+    path: Path | None  # the release file (Ledger); None in the store (StoreLedger)
+    payload: bytes | None = None  # the release JSON (StoreLedger)
 
     def release(self) -> ModelRelease:
+        if self.payload is not None:
+            return ModelRelease.model_validate_json(self.payload)
+        if self.path is None:
+            raise RolloutError(f"release {self.channel}/{self.seq} has no stored payload")
         return ModelRelease.model_validate_json(self.path.read_bytes())
 
 
-class Ledger:
+class _LedgerQueries:
+    """What both ledgers answer from `history(channel)`."""
+
+    def history(self, channel: str) -> list[LedgerEntry]:
+        raise NotImplementedError
+
+    def current(self, channel: str) -> LedgerEntry | None:
+        h = self.history(channel)
+        return h[-1] if h else None
+
+    def rollback_target(self, channel: str) -> LedgerEntry:
+        """The release that was current before the current model on `channel`."""
+        h = self.history(channel)
+        if not h:
+            raise RolloutError(f"nothing was ever published on channel {channel!r}")
+        current = h[-1]
+        ident = (current.name, current.version, current.sha256)
+        for e in reversed(h[:-1]):
+            if (e.name, e.version, e.sha256) != ident:
+                return e
+        raise RolloutError(
+            f"channel {channel!r} has had only {current.name} {current.version}: "
+            "no previous model to roll back to"
+        )
+
+
+class StoreLedger(_LedgerQueries):
+    """The ledger in the hub store (`channel_releases`), SQLite or PostgreSQL.
+
+    The ingest workers also record every release they see on the broker in the same
+    table, idempotently by (channel, seq), so it holds what any hub host published.
+    """
+
+    def __init__(self, engine: Engine | str | None = None) -> None:
+        from cloud_hub.store import migrate, open_engine
+
+        if engine is None or isinstance(engine, str):
+            engine = open_engine(engine)
+            migrate(engine)
+        self.engine = engine
+
+    def record(self, release: ModelRelease) -> LedgerEntry:
+        from cloud_hub.ingest import classify_release
+        from cloud_hub.store import Rejected, write_batch
+
+        payload = release.to_json()
+        seen = classify_release(topics.models(release.channel), payload, datetime.now(UTC))
+        if seen is None or isinstance(seen, Rejected):
+            reason = seen.reason if seen is not None else "empty"
+            raise RolloutError(f"not a release the ledger can keep: {reason}")
+        write_batch(self.engine, [], [], [seen])
+        return self._entry(seen.row())
+
+    @staticmethod
+    def _entry(r: Any) -> LedgerEntry:
+        g = r.get if isinstance(r, dict) else r._mapping.get
+        return LedgerEntry(
+            seq=int(g("seq")),
+            channel=g("channel"),
+            name=g("name"),
+            version=g("version"),
+            sha256=g("sha256"),
+            key_id=g("key_id"),
+            rollback=bool(g("rollback")),
+            path=None,
+            payload=g("payload"),
+        )
+
+    def history(self, channel: str) -> list[LedgerEntry]:
+        from sqlalchemy import select
+
+        from cloud_hub.store.models import ChannelRelease
+
+        t = ChannelRelease.__table__
+        with self.engine.connect() as c:
+            rows = c.execute(select(t).where(t.c.channel == channel).order_by(t.c.seq)).all()
+        return [self._entry(r) for r in rows]
+
+    def last_seq(self) -> int:
+        from sqlalchemy import func, select
+
+        from cloud_hub.store.models import ChannelRelease
+
+        with self.engine.connect() as c:
+            return int(c.execute(select(func.max(ChannelRelease.seq))).scalar() or 0)
+
+
+class Ledger(_LedgerQueries):
     """What was published on each channel: `<root>/<channel>/<seq>.json` (the release)."""
 
     def __init__(self, root: Path | str | None = None) -> None:
@@ -184,28 +281,9 @@ class Ledger:
             out.append(self._entry(p, ModelRelease.model_validate_json(p.read_bytes())))
         return out
 
-    def current(self, channel: str) -> LedgerEntry | None:
-        h = self.history(channel)
-        return h[-1] if h else None
-
     def last_seq(self) -> int:
         seqs = [int(p.stem) for p in self.root.glob("*/*.json")] if self.root.is_dir() else []
         return max(seqs, default=0)
-
-    def rollback_target(self, channel: str) -> LedgerEntry:
-        """The release that was current before the current model on `channel`."""
-        h = self.history(channel)
-        if not h:
-            raise RolloutError(f"nothing was ever published on channel {channel!r}")
-        current = h[-1]
-        ident = (current.name, current.version, current.sha256)
-        for e in reversed(h[:-1]):
-            if (e.name, e.version, e.sha256) != ident:
-                return e
-        raise RolloutError(
-            f"channel {channel!r} has had only {current.name} {current.version}: "
-            "no previous model to roll back to"
-        )
 
 
 # --- MQTT --------------------------------------------------------------------------------
@@ -270,7 +348,9 @@ def publish_and_wait(
         raise RolloutError(f"the broker refused {topic}: {rc}")
 
 
-def publish_release(client: mqtt.Client, release: ModelRelease, ledger: Ledger) -> LedgerEntry:
+def publish_release(
+    client: mqtt.Client, release: ModelRelease, ledger: Ledger | StoreLedger
+) -> LedgerEntry:
     """Publish retained on the channel topic, then record it (only once the broker has it)."""
     publish_and_wait(client, topics.models(release.channel), release.to_json(), retain=True)
     return ledger.record(release)
@@ -449,7 +529,7 @@ def staged_rollout(
     manifest: dict[str, Any],
     model: bytes,
     provider: KeyProvider,
-    ledger: Ledger,
+    ledger: Ledger | StoreLedger,
     *,
     channels: tuple[str, ...] = ("canary", "stable"),
     stage_timeout: float = 120.0,
@@ -497,7 +577,7 @@ def staged_rollout(
 
 
 def rollback(
-    client: mqtt.Client, channel: str, provider: KeyProvider, ledger: Ledger
+    client: mqtt.Client, channel: str, provider: KeyProvider, ledger: Ledger | StoreLedger
 ) -> LedgerEntry:
     """Republish the model that was current before the current one, as a rollback release."""
     target = ledger.rollback_target(channel)
@@ -529,7 +609,7 @@ class TargetView:
         return self.target is not None and self.target == self.active
 
 
-def fleet_targets(watch: FleetWatch, ledger: Ledger) -> list[TargetView]:
+def fleet_targets(watch: FleetWatch, ledger: Ledger | StoreLedger) -> list[TargetView]:
     out = []
     current: dict[str, LedgerEntry | None] = {}
     for gw, seen in sorted(watch.snapshot().items()):

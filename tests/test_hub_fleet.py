@@ -144,7 +144,8 @@ def test_fleet_target_is_the_newest_release_on_the_gateways_channel(broker, db, 
     try:
         assert worker.wait_ready()
         pub.send_messages([on(gw_a, ch_stable, "4"), on(gw_b, ch_canary, "4")])
-        wait_until(lambda: by_gw(engine).get(gw_a) and by_gw(engine)[gw_a].target, what="target")
+        wait_until(lambda: {gw_a, gw_b} <= set(by_gw(engine)), what="both statuses")
+        wait_until(lambda: by_gw(engine)[gw_a].target, what="target")
         a = by_gw(engine)[gw_a]
         assert (a.target, a.model, a.in_step) == ("vigil-gru@4", "vigil-gru@4", True)
         assert by_gw(engine)[gw_b].target is None  # nothing published on canary yet
@@ -187,6 +188,12 @@ def test_fleet_target_is_the_newest_release_on_the_gateways_channel(broker, db, 
             )
         ).all()
     assert n == 3
+    # What the ingest saw is the hub's ledger too: a rollback can republish it.
+    from cloud_hub.rollout import StoreLedger
+
+    led = StoreLedger(engine)
+    assert [e.seq for e in led.history(ch_stable)] == [100, 300]
+    assert led.rollback_target(ch_stable).release().manifest["version"] == "4"
     assert sorted(k for k, _ in dead) == ["malformed", "topic_mismatch"]
     assert any("payload channel" in r for _, r in dead)
 

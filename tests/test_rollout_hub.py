@@ -3,14 +3,16 @@ key providers (file and the Key Vault provider's interface)."""
 
 from __future__ import annotations
 
+import base64
 import math
 
 import pytest
 
 from cloud_hub.keys import AzureKeyVaultProvider, FileKeyProvider, SigningKeyError, open_provider
 from cloud_hub.retrain import EvalSet, Gate, RetrainError
-from cloud_hub.rollout import Ledger, RolloutError, make_release
+from cloud_hub.rollout import Ledger, RolloutError, StoreLedger, make_release
 from contracts.bundle import generate_key, key_id, load_private_key, verify_parts
+from tests.hub_support import fresh_engine
 from tests.rollout_support import default_parts
 
 
@@ -56,11 +58,27 @@ def test_a_release_is_stamped_signed_by_the_provider_and_checked_before_it_leave
         make_release(manifest, model, "no/such", provider, seq=125)
 
 
-def test_the_ledger_finds_the_previous_model_for_a_rollback(tmp_path):
+@pytest.fixture(params=["folder", "sqlite", "postgresql"])
+def ledger(request, tmp_path):
+    """Both ledgers: a folder, and the hub store on SQLite and on PostgreSQL."""
+    if request.param == "folder":
+        yield Ledger(tmp_path / "ledger")
+        return
+    url = (
+        f"sqlite:///{tmp_path}/hub.db"
+        if request.param == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    engine = fresh_engine(url)
+    yield StoreLedger(engine)
+    engine.dispose()
+
+
+def test_the_ledger_finds_the_previous_model_for_a_rollback(tmp_path, ledger):
     key, _, _ = generate_key(tmp_path)
     provider = open_provider(key)
     manifest, model = default_parts()
-    led = Ledger(tmp_path / "ledger")
+    led = ledger
     with pytest.raises(RolloutError, match="nothing was ever published"):
         led.rollback_target("stable")
     for seq, version in ((10, "1"), (20, "2"), (30, "2")):
@@ -70,6 +88,14 @@ def test_the_ledger_finds_the_previous_model_for_a_rollback(tmp_path):
     assert led.current("stable").seq == 30 and led.last_seq() == 30
     target = led.rollback_target("stable")
     assert (target.version, target.seq) == ("1", 10)
+    # what a rollback republishes: the whole signed release, as it was published
+    again = target.release()
+    assert again.manifest["version"] == "1" and again.manifest["release"]["seq"] == 10
+    pub = load_private_key(key).public_key()
+    assert base64.b64decode(again.model_b64) == model
+    verify_parts(again.manifest, again.signature, model, {key_id(pub): pub})  # still signed
+    assert [e.seq for e in led.history("stable")] == [10, 20, 30]
+    assert led.history("canary") == [] and led.current("canary") is None
 
 
 def test_key_providers_name_what_is_wrong():
@@ -80,3 +106,36 @@ def test_key_providers_name_what_is_wrong():
     kv = open_provider("azurekv://vigil-kv/bundle-signing")
     assert isinstance(kv, AzureKeyVaultProvider)
     assert kv.description == "azurekv:https://vigil-kv.vault.azure.net/secrets/bundle-signing"
+
+
+def test_rollback_cli_reads_the_ledger_in_the_hub_store(tmp_path):
+    """Without --ledger the CLI uses the hub store named by --db (shared by replicas)."""
+    from typer.testing import CliRunner
+
+    from tests.hub_support import Mosquitto
+    from vigil_cli.main import app
+
+    key, _, _ = generate_key(tmp_path)
+    provider = open_provider(key)
+    manifest, model = default_parts()
+    url = f"sqlite:///{tmp_path}/hub.db"
+    (tmp_path / "broker").mkdir()
+    broker = Mosquitto(tmp_path / "broker").start()
+    try:
+        args = ["hub", "rollback", "--db", url, "--key", str(key), "--port", str(broker.port)]
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 2 and "nothing was ever published on channel 'stable'" in (
+            res.output
+        )
+        led = StoreLedger(url)
+        for seq, version in ((10, "1"), (20, "2")):
+            led.record(
+                make_release(dict(manifest, version=version), model, "stable", provider, seq=seq)
+            )
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 0, res.output
+        assert "rolled stable back to vigil-sepsis 1" in res.output
+        cur = led.current("stable")
+        assert (cur.version, cur.rollback) == ("1", True) and cur.seq > 20
+    finally:
+        broker.stop()

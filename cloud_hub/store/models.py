@@ -199,12 +199,14 @@ class OutcomeLabel(Base):
 
 
 class ChannelRelease(Base):
-    """A signed model release the hub saw on vigil/v1/models/{channel} (retained).
+    """A signed model release on vigil/v1/models/{channel}: the hub's release ledger.
 
-    The hub's record of what each channel's target is: the fleet view joins a
-    gateway's channel to its newest release here. Keyed by (channel, seq): the same
-    retained release delivered again is stored once. The model bytes are not kept
-    (they are in the MLflow registry); the sha256 identifies them.
+    Written by `vigil hub rollout/rollback` when they publish (cloud_hub.rollout
+    `StoreLedger`) and by every ingest worker that sees the retained release on the
+    broker, idempotently by (channel, seq). The fleet view joins a gateway's channel
+    to its newest release (the gateway's target); a rollback republishes an earlier
+    one from `payload` (the whole signed release JSON), so the ledger lives in the
+    hub store, shared by every hub replica, not on one host's disk.
     """
 
     __tablename__ = "channel_releases"
@@ -217,6 +219,7 @@ class ChannelRelease(Base):
     rollback: Mapped[bool] = mapped_column(Boolean, default=False)
     issued_at: Mapped[datetime | None] = mapped_column(TS)
     received_at: Mapped[datetime] = mapped_column(TS)
+    payload: Mapped[bytes | None] = mapped_column(LargeBinary)  # the ModelRelease JSON
 
 
 class DeadLetter(Base):

@@ -346,6 +346,7 @@ class ReleaseSeen:
     rollback: bool
     issued_at: datetime | None
     received_at: datetime
+    payload: bytes | None = None  # the release JSON as published (for rollbacks)
 
     def row(self) -> dict[str, Any]:
         d = dict(self.__dict__)

@@ -1,4 +1,4 @@
-"""channel releases: what each model channel carries, as the hub saw it
+"""channel releases: what each model channel carried, as published or seen by the hub
 
 Revision ID: 0002
 Revises: 0001
@@ -31,6 +31,7 @@ def upgrade() -> None:
         sa.Column("rollback", sa.Boolean(), nullable=False),
         sa.Column("issued_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("payload", sa.LargeBinary(), nullable=True),
         sa.PrimaryKeyConstraint("channel", "seq", name=op.f("pk_channel_releases")),
     )
 
