@@ -259,8 +259,16 @@ def retrain(cfg: RetrainConfig, provider: KeyProvider, *, echo: Echo = print) ->
         f"base {cfg.base_data.name}: {base['stay_id'].nunique()} stays; fleet: {len(fleet)} "
         f"labelled hours of {fleet['stay_id'].nunique()} stays"
     )
+    uri, _ = tracking.setup(cfg.tracking_uri, cfg.experiment)
+    client = mlflow.MlflowClient(tracking_uri=uri)
     if cfg.eval_set.exists():
         es = EvalSet.load(cfg.eval_set)
+    elif (found := recover_eval_set(client, cfg.experiment)) is not None:
+        # A new host or container (no local file): the set every earlier retrain was
+        # judged by is in MLflow (Blob + PostgreSQL in production), so keep using it.
+        es, run_id = found
+        es.save(cfg.eval_set)
+        echo(f"restored evaluation set {es.name} from MLflow run {run_id} -> {cfg.eval_set}")
     else:
         es = EvalSet.freeze(_stay_septic(base), cfg.eval_fraction, cfg.seed, "eval-v1")
         es.save(cfg.eval_set)
@@ -310,8 +318,6 @@ def retrain(cfg: RetrainConfig, provider: KeyProvider, *, echo: Echo = print) ->
         )
     except DatasetError as e:
         raise RetrainError(str(e)) from None
-    uri, _ = tracking.setup(cfg.tracking_uri, cfg.experiment)
-    client = mlflow.MlflowClient(tracking_uri=uri)
     champ_mv = _champion(client, cfg.registered_model)
     with mlflow.start_run(run_name="retrain") as parent:
         mlflow.set_tag("kind", "retrain")
@@ -378,6 +384,37 @@ def retrain(cfg: RetrainConfig, provider: KeyProvider, *, echo: Echo = print) ->
         fleet_rows=len(fleet),
         labelled_fleet_rows=len(fleet),
     )
+
+
+def recover_eval_set(client, experiment: str) -> tuple[EvalSet, str] | None:
+    """The evaluation set of the newest retrain run in `experiment`, from its artefact.
+
+    None when no retrain ever ran there. A copy whose stay list does not match its
+    logged sha256 is refused (RetrainError), never silently replaced by a new set.
+    """
+    import mlflow
+
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return None
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string="tags.kind = 'retrain'",
+        order_by=["attributes.start_time DESC"],
+        max_results=20,
+    )
+    for run in runs:
+        try:
+            body = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/eval_set.json")
+        except Exception:  # noqa: BLE001 - a run that died before logging it: try older
+            continue
+        es = EvalSet(str(body["name"]), tuple(body["stay_ids"]))
+        if es.sha256 != body.get("sha256") or es.sha256 != run.data.params.get("eval_set_sha256"):
+            raise RetrainError(
+                f"evaluation set of MLflow run {run.info.run_id} does not match its sha256"
+            )
+        return es, run.info.run_id
+    return None
 
 
 def _champion(client, name: str):

@@ -139,3 +139,36 @@ def test_rollback_cli_reads_the_ledger_in_the_hub_store(tmp_path):
         assert (cur.version, cur.rollback) == ("1", True) and cur.seq > 20
     finally:
         broker.stop()
+
+
+def test_a_new_host_recovers_the_frozen_eval_set_from_mlflow(tmp_path):
+    """The eval set file is local; its copy in MLflow keeps retrains comparable when the
+    hub runs somewhere new (a fresh container): real MLflow, SQLite store."""
+    import mlflow
+
+    from cloud_hub.retrain import recover_eval_set
+    from cloud_hub.training import tracking
+
+    uri, _ = tracking.setup(f"sqlite:///{tmp_path}/mlflow.db", "exp-recover")
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    assert recover_eval_set(client, "exp-recover") is None  # no retrain ran yet
+    assert recover_eval_set(client, "no-such-experiment") is None
+    es = EvalSet("eval-v1", ("pn-p000001", "pn-p000002", "pn-p000009"))
+
+    def logged(stays, sha):
+        with mlflow.start_run(run_name="retrain") as run:
+            mlflow.set_tag("kind", "retrain")
+            mlflow.log_param("eval_set_sha256", sha)
+            mlflow.log_dict({"name": "eval-v1", "sha256": sha, "stay_ids": stays}, "eval_set.json")
+        return run.info.run_id
+
+    first = logged(list(es.stay_ids), es.sha256)
+    with mlflow.start_run(run_name="other"):  # not a retrain run: ignored
+        mlflow.set_tag("kind", "train")
+    got, run_id = recover_eval_set(client, "exp-recover")
+    assert (got, run_id) == (es, first)
+
+    logged(["pn-p000001"], es.sha256)  # newest retrain, list edited after hashing
+    with pytest.raises(RetrainError, match="does not match its sha256"):
+        recover_eval_set(client, "exp-recover")
+    mlflow.set_tracking_uri(None)
