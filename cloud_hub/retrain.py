@@ -214,8 +214,28 @@ def labels_since_last(cfg: RetrainConfig) -> tuple[int, int]:
     try:
         before = int(json.loads(cfg.state_path.read_text()).get("labelled_fleet_rows", 0))
     except (OSError, ValueError):
-        before = 0
+        before = _labelled_at_last_retrain(cfg)  # a new host: ask MLflow
     return now, before
+
+
+def _labelled_at_last_retrain(cfg: RetrainConfig) -> int:
+    """`fleet_labelled_rows` of the newest retrain run in MLflow; 0 when none ran."""
+    import mlflow
+
+    from cloud_hub.training import tracking
+
+    uri = tracking.resolve_tracking_uri(cfg.tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(cfg.experiment)
+    if exp is None:
+        return 0
+    runs = client.search_runs(
+        [exp.experiment_id],
+        filter_string="tags.kind = 'retrain'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    return int(runs[0].data.params.get("fleet_labelled_rows", 0)) if runs else 0
 
 
 def _stay_septic(df) -> dict[str, bool]:

@@ -146,7 +146,7 @@ def test_a_new_host_recovers_the_frozen_eval_set_from_mlflow(tmp_path):
     hub runs somewhere new (a fresh container): real MLflow, SQLite store."""
     import mlflow
 
-    from cloud_hub.retrain import recover_eval_set
+    from cloud_hub.retrain import RetrainConfig, labels_since_last, recover_eval_set
     from cloud_hub.training import tracking
 
     uri, _ = tracking.setup(f"sqlite:///{tmp_path}/mlflow.db", "exp-recover")
@@ -158,7 +158,7 @@ def test_a_new_host_recovers_the_frozen_eval_set_from_mlflow(tmp_path):
     def logged(stays, sha):
         with mlflow.start_run(run_name="retrain") as run:
             mlflow.set_tag("kind", "retrain")
-            mlflow.log_param("eval_set_sha256", sha)
+            mlflow.log_params({"eval_set_sha256": sha, "fleet_labelled_rows": 120})
             mlflow.log_dict({"name": "eval-v1", "sha256": sha, "stay_ids": stays}, "eval_set.json")
         return run.info.run_id
 
@@ -167,6 +167,17 @@ def test_a_new_host_recovers_the_frozen_eval_set_from_mlflow(tmp_path):
         mlflow.set_tag("kind", "train")
     got, run_id = recover_eval_set(client, "exp-recover")
     assert (got, run_id) == (es, first)
+    # The label-count trigger: the local state file, else the newest retrain's count.
+    cfg = RetrainConfig(
+        base_data=tmp_path / "base.parquet",
+        eval_set=tmp_path / "new-host" / "eval_set.json",
+        tracking_uri=uri,
+        experiment="exp-recover",
+    )
+    assert labels_since_last(cfg) == (0, 120)
+    cfg.state_path.parent.mkdir(parents=True)
+    cfg.state_path.write_text('{"labelled_fleet_rows": 7}')
+    assert labels_since_last(cfg) == (0, 7)
 
     logged(["pn-p000001"], es.sha256)  # newest retrain, list edited after hashing
     with pytest.raises(RetrainError, match="does not match its sha256"):
