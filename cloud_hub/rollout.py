@@ -44,6 +44,7 @@ from contracts.bundle import (
     BundleError,
     Manifest,
     key_id,
+    load_trusted_keys,
     verify_parts,
 )
 from contracts.messages import (
@@ -55,7 +56,7 @@ from contracts.messages import (
     iso_ms,
     parse_message,
 )
-from contracts.paths import work_dir
+from contracts.paths import default_trusted_keys_dir, work_dir
 
 from .keys import KeyProvider
 
@@ -577,11 +578,32 @@ def staged_rollout(
 
 
 def rollback(
-    client: mqtt.Client, channel: str, provider: KeyProvider, ledger: Ledger | StoreLedger
+    client: mqtt.Client,
+    channel: str,
+    provider: KeyProvider,
+    ledger: Ledger | StoreLedger,
+    trusted: dict[str, Any] | None = None,
 ) -> LedgerEntry:
-    """Republish the model that was current before the current one, as a rollback release."""
+    """Republish the model that was current before the current one, as a rollback release.
+
+    The old release is re-signed with the hub's key, so first it must verify as it
+    was published, against a key the hub trusts (`trusted`; default: the hub's own
+    key and the shipped trusted keys, i.e. also keys rotated out): the ledger also
+    records what the ingest saw on the broker, and a rollback must never launder a
+    release nobody trusted into a signed one.
+    """
     target = ledger.rollback_target(channel)
     old = target.release()
+    if trusted is None:
+        pub = provider.public_key()
+        trusted = load_trusted_keys([default_trusted_keys_dir()]) | {key_id(pub): pub}
+    try:
+        verify_parts(old.manifest, old.signature, base64.b64decode(old.model_b64), trusted)
+    except (BundleError, ValueError) as e:
+        raise RolloutError(
+            f"release {target.seq} ({target.name} {target.version}) on {channel!r} does not "
+            f"verify with the hub's trusted keys, not rolling back to it: {e}"
+        ) from None
     manifest = {k: v for k, v in old.manifest.items() if k != RELEASE_KEY}
     release = make_release(
         manifest,

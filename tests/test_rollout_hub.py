@@ -183,3 +183,20 @@ def test_a_new_host_recovers_the_frozen_eval_set_from_mlflow(tmp_path):
     with pytest.raises(RetrainError, match="does not match its sha256"):
         recover_eval_set(client, "exp-recover")
     mlflow.set_tracking_uri(None)
+
+
+def test_rollback_refuses_a_release_no_trusted_key_signed(tmp_path):
+    """The ledger also holds what the ingest saw on the broker: re-signing must not
+    turn a release signed by an unknown key into a trusted one."""
+    from cloud_hub.rollout import rollback
+
+    hub_key, _, _ = generate_key(tmp_path / "hub")
+    rogue_key, _, _ = generate_key(tmp_path / "rogue")
+    hub, rogue = open_provider(hub_key), open_provider(rogue_key)
+    manifest, model = default_parts()
+    led = Ledger(tmp_path / "ledger")
+    led.record(make_release(dict(manifest, version="1"), model, "stable", rogue, seq=10))
+    led.record(make_release(dict(manifest, version="2"), model, "stable", hub, seq=20))
+    with pytest.raises(RolloutError, match="does not verify with the hub's trusted keys"):
+        rollback(None, "stable", hub, led)  # refused before anything is published
+    assert led.current("stable").seq == 20
