@@ -224,18 +224,22 @@ def _labelled_at_last_retrain(cfg: RetrainConfig) -> int:
 
     from cloud_hub.training import tracking
 
-    uri = tracking.resolve_tracking_uri(cfg.tracking_uri)
-    client = mlflow.MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name(cfg.experiment)
+    client = mlflow.MlflowClient(tracking_uri=tracking.resolve_tracking_uri(cfg.tracking_uri))
+    runs = _retrain_runs(client, cfg.experiment, 1)
+    return int(runs[0].data.params.get("fleet_labelled_rows", 0)) if runs else 0
+
+
+def _retrain_runs(client, experiment: str, n: int) -> list:
+    """The newest `n` retrain runs of `experiment`, newest first (none: [])."""
+    exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        return 0
-    runs = client.search_runs(
+        return []
+    return client.search_runs(
         [exp.experiment_id],
         filter_string="tags.kind = 'retrain'",
         order_by=["attributes.start_time DESC"],
-        max_results=1,
+        max_results=n,
     )
-    return int(runs[0].data.params.get("fleet_labelled_rows", 0)) if runs else 0
 
 
 def _stay_septic(df) -> dict[str, bool]:
@@ -414,16 +418,7 @@ def recover_eval_set(client, experiment: str) -> tuple[EvalSet, str] | None:
     """
     import mlflow
 
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return None
-    runs = client.search_runs(
-        [exp.experiment_id],
-        filter_string="tags.kind = 'retrain'",
-        order_by=["attributes.start_time DESC"],
-        max_results=20,
-    )
-    for run in runs:
+    for run in _retrain_runs(client, experiment, 20):
         try:
             body = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/eval_set.json")
         except Exception:  # noqa: BLE001 - a run that died before logging it: try older
