@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy.exc import SQLAlchemyError
 
 from contracts import topics
 from contracts.bundle import (
@@ -204,7 +205,15 @@ class StoreLedger(_LedgerQueries):
         if seen is None or isinstance(seen, Rejected):
             reason = seen.reason if seen is not None else "empty"
             raise RolloutError(f"not a release the ledger can keep: {reason}")
-        write_batch(self.engine, [], [], [seen])
+        try:
+            write_batch(self.engine, [], [], [seen])
+        except SQLAlchemyError as e:
+            raise RolloutError(
+                f"release {seen.seq} on {seen.channel!r} is published, but the ledger in "
+                f"{self.engine.url.render_as_string()} could not record it "
+                f"({str(e).splitlines()[0]}); a running `vigil hub serve` records it "
+                "from the broker"
+            ) from None
         return self._entry(seen.row())
 
     @staticmethod
@@ -228,17 +237,28 @@ class StoreLedger(_LedgerQueries):
         from cloud_hub.store.models import ChannelRelease
 
         t = ChannelRelease.__table__
-        with self.engine.connect() as c:
-            rows = c.execute(select(t).where(t.c.channel == channel).order_by(t.c.seq)).all()
+        try:
+            with self.engine.connect() as c:
+                q = select(t).where(t.c.channel == channel).order_by(t.c.seq)
+                rows = c.execute(q).all()
+        except SQLAlchemyError as e:
+            raise self._unreadable(e) from None
         return [self._entry(r) for r in rows]
+
+    def _unreadable(self, e: Exception) -> RolloutError:
+        where = self.engine.url.render_as_string()
+        return RolloutError(f"release ledger in {where} unreadable: {str(e).splitlines()[0]}")
 
     def last_seq(self) -> int:
         from sqlalchemy import func, select
 
         from cloud_hub.store.models import ChannelRelease
 
-        with self.engine.connect() as c:
-            return int(c.execute(select(func.max(ChannelRelease.seq))).scalar() or 0)
+        try:
+            with self.engine.connect() as c:
+                return int(c.execute(select(func.max(ChannelRelease.seq))).scalar() or 0)
+        except SQLAlchemyError as e:
+            raise self._unreadable(e) from None
 
 
 class Ledger(_LedgerQueries):

@@ -200,3 +200,20 @@ def test_rollback_refuses_a_release_no_trusted_key_signed(tmp_path):
     with pytest.raises(RolloutError, match="does not verify with the hub's trusted keys"):
         rollback(None, "stable", hub, led)  # refused before anything is published
     assert led.current("stable").seq == 20
+
+
+def test_a_store_ledger_that_fails_says_so_instead_of_a_traceback(tmp_path):
+    from sqlalchemy import text
+
+    key, _, _ = generate_key(tmp_path)
+    manifest, model = default_parts()
+    led = StoreLedger(f"sqlite:///{tmp_path}/hub.db")
+    with led.engine.begin() as c:
+        c.execute(text("DROP TABLE channel_releases"))
+    with pytest.raises(RolloutError, match="release ledger in sqlite:///.*unreadable"):
+        led.history("stable")
+    with pytest.raises(RolloutError, match="unreadable"):
+        led.last_seq()
+    release = make_release(manifest, model, "stable", open_provider(key), seq=5)
+    with pytest.raises(RolloutError, match="is published, but the ledger .* could not record"):
+        led.record(release)
