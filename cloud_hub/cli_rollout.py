@@ -1,4 +1,4 @@
-"""`vigil hub retrain | rollout | rollback | assign | targets`: closing the loop to the fleet.
+"""`vigil hub retrain | rollout | rollback | assign | targets | releases`: to the fleet.
 
 Heavy imports (TensorFlow, MLflow, pandas, paho) happen inside the commands.
 """
@@ -313,6 +313,41 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps([asdict(r) | {"in_step": r.in_step} for r in rows], indent=2))
         else:
             typer.echo(ro.render_targets(rows))
+
+    @app.command("releases")
+    def releases_cmd(
+        channel: str | None = typer.Option(None, "--channel", help="One channel (default all)."),
+        ledger: Path | None = LEDGER_OPTION,
+        db: str | None = DB_OPTION,
+        as_json: bool = typer.Option(False, "--json"),
+    ) -> None:
+        """The release ledger: what was published on each channel, when, signed by which key."""
+        from cloud_hub import rollout as ro
+
+        try:
+            rows = ro.render_releases(_ledger(ledger, db), channel)
+        except ro.RolloutError as e:
+            raise _fail(e) from None
+        if as_json:
+            typer.echo(json.dumps(rows, indent=2))
+            return
+        head = ("CHANNEL", "SEQ", "ISSUED", "MODEL", "KEY", "ROLLBACK", "")
+        body = [
+            (
+                r["channel"],
+                str(r["seq"]),
+                r["issued_at"] or "-",
+                r["model"],
+                r["key_id"],
+                "yes" if r["rollback"] else "",
+                "current" if r["current"] else "",
+            )
+            for r in rows
+        ]
+        widths = [max(len(x) for x in col) for col in zip(head, *body, strict=False)]
+        for row in (head, *body):
+            typer.echo("  ".join(x.ljust(w) for x, w in zip(row, widths, strict=True)).rstrip())
+        typer.echo(f"{len(rows)} release(s)")
 
 
 def _default_db() -> str:

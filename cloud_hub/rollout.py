@@ -146,6 +146,7 @@ class LedgerEntry:
     rollback: bool
     path: Path | None  # the release file (Ledger); None in the store (StoreLedger)
     payload: bytes | None = None  # the release JSON (StoreLedger)
+    issued_at: datetime | None = None  # when the hub stamped it
 
     def release(self) -> ModelRelease:
         if self.payload is not None:
@@ -159,6 +160,9 @@ class _LedgerQueries:
     """What both ledgers answer from `history(channel)`."""
 
     def history(self, channel: str) -> list[LedgerEntry]:
+        raise NotImplementedError
+
+    def channels(self) -> list[str]:
         raise NotImplementedError
 
     def current(self, channel: str) -> LedgerEntry | None:
@@ -229,6 +233,7 @@ class StoreLedger(_LedgerQueries):
             rollback=bool(g("rollback")),
             path=None,
             payload=g("payload"),
+            issued_at=g("issued_at"),
         )
 
     def history(self, channel: str) -> list[LedgerEntry]:
@@ -244,6 +249,18 @@ class StoreLedger(_LedgerQueries):
         except SQLAlchemyError as e:
             raise self._unreadable(e) from None
         return [self._entry(r) for r in rows]
+
+    def channels(self) -> list[str]:
+        from sqlalchemy import select
+
+        from cloud_hub.store.models import ChannelRelease
+
+        try:
+            with self.engine.connect() as c:
+                q = select(ChannelRelease.channel).distinct().order_by(ChannelRelease.channel)
+                return [ch for (ch,) in c.execute(q)]
+        except SQLAlchemyError as e:
+            raise self._unreadable(e) from None
 
     def _unreadable(self, e: Exception) -> RolloutError:
         where = self.engine.url.render_as_string()
@@ -291,7 +308,13 @@ class Ledger(_LedgerQueries):
             key_id=str(r.signature.get("key_id")),
             rollback=bool(stamp.get("rollback")),
             path=path,
+            issued_at=_iso(stamp.get("issued_at")),
         )
+
+    def channels(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and any(p.glob("*.json")))
 
     def history(self, channel: str) -> list[LedgerEntry]:
         folder = self.root / channel
@@ -305,6 +328,42 @@ class Ledger(_LedgerQueries):
     def last_seq(self) -> int:
         seqs = [int(p.stem) for p in self.root.glob("*/*.json")] if self.root.is_dir() else []
         return max(seqs, default=0)
+
+
+def _iso(text: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")) if text else None
+    except ValueError:
+        return None
+
+
+def _utc_text(t: datetime | None) -> str | None:
+    """UTC ISO text; a naive time (read back from SQLite) was stored as UTC."""
+    if t is None:
+        return None
+    t = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    return t.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def render_releases(ledger: Ledger | StoreLedger, channel: str | None = None) -> list[dict]:
+    """Every release of `channel` (or of every channel), oldest first, as rows."""
+    rows = []
+    for ch in [channel] if channel else ledger.channels():
+        h = ledger.history(ch)
+        for e in h:
+            rows.append(
+                {
+                    "channel": ch,
+                    "seq": e.seq,
+                    "issued_at": _utc_text(e.issued_at),
+                    "model": f"{e.name}@{e.version}",
+                    "sha256": e.sha256,
+                    "key_id": e.key_id,
+                    "rollback": e.rollback,
+                    "current": e is h[-1],
+                }
+            )
+    return rows
 
 
 # --- MQTT --------------------------------------------------------------------------------

@@ -217,3 +217,34 @@ def test_a_store_ledger_that_fails_says_so_instead_of_a_traceback(tmp_path):
     release = make_release(manifest, model, "stable", open_provider(key), seq=5)
     with pytest.raises(RolloutError, match="is published, but the ledger .* could not record"):
         led.record(release)
+
+
+@pytest.mark.parametrize("where", ["store", "folder"])
+def test_releases_lists_the_ledger_per_channel(tmp_path, where):
+    import json as _json
+
+    from typer.testing import CliRunner
+
+    from vigil_cli.main import app
+
+    key, _, _ = generate_key(tmp_path)
+    provider = open_provider(key)
+    manifest, model = default_parts()
+    url = f"sqlite:///{tmp_path}/hub.db"
+    led = StoreLedger(url) if where == "store" else Ledger(tmp_path / "ledger")
+    place = ["--db", url] if where == "store" else ["--ledger", str(tmp_path / "ledger")]
+    res = CliRunner().invoke(app, ["hub", "releases", *place])
+    assert res.exit_code == 0 and "0 release(s)" in res.output
+    for seq, version, ch in ((10, "1", "stable"), (20, "2", "canary"), (30, "2", "stable")):
+        led.record(make_release(dict(manifest, version=version), model, ch, provider, seq=seq))
+    res = CliRunner().invoke(app, ["hub", "releases", *place, "--json"])
+    assert res.exit_code == 0, res.output
+    rows = _json.loads(res.output)
+    assert [(r["channel"], r["seq"], r["current"]) for r in rows] == [
+        ("canary", 20, True),
+        ("stable", 10, False),
+        ("stable", 30, True),
+    ]
+    assert all(r["issued_at"].endswith("Z") and r["key_id"] for r in rows)
+    table = CliRunner().invoke(app, ["hub", "releases", *place, "--channel", "stable"]).output
+    assert "vigil-sepsis@2" in table and "current" in table and "2 release(s)" in table
