@@ -26,8 +26,9 @@ knows a `resend` command (QoS 1) with `since` = the last time it stored anything
 from that gateway minus `resend_margin_seconds` (clock skew, messages in flight).
 Every reconnect, and every start of a worker, not only `session_present == False`:
 the broker above reports the session present while its shared subscriptions are
-gone, and a session kept across a long hub outage may have overflowed its queue. The replayed messages carry
-their event_ids, so what the hub already had is counted as duplicates, not stored.
+gone, and a session kept across a long hub outage may have overflowed its queue.
+The replayed messages carry their event_ids, so what the hub already had is counted
+as duplicates, not stored.
 Several workers noticing the same loss ask each gateway once: before sending, a worker
 claims the request in the gateway's registry row (`resend_since`, `resend_at`), and
 skips it if another worker has already asked since the loss, from as early a `since`.
@@ -114,7 +115,6 @@ class HubSettings(BaseSettings):
     keepalive: int = Field(30, ge=5)
     # resend `since` = last stored message of the gateway minus this (skew, in flight).
     resend_margin_seconds: float = Field(60.0, ge=0)
-
     metrics_port: int = Field(0, ge=0, le=65535)  # 0: no HTTP endpoint
     metrics_addr: str = "0.0.0.0"
     tls_ca: Path | None = None
@@ -150,6 +150,15 @@ class Incoming:
     received_at: datetime
 
 
+def _error_kind(e: MessageError) -> str:
+    """The dead letter's reason_kind for a payload the contract refused."""
+    if e.reason.startswith("oversized"):
+        return "oversized"
+    if e.reason.startswith(("not JSON", "not a JSON object")):
+        return "malformed"
+    return "schema"
+
+
 def classify(
     topic: str | None,
     payload: bytes,
@@ -171,13 +180,7 @@ def classify(
     try:
         msg = parse_message(payload, max_bytes=max_bytes)
     except MessageError as e:
-        if e.reason.startswith("oversized"):
-            kind = "oversized"
-        elif e.reason.startswith(("not JSON", "not a JSON object")):
-            kind = "malformed"
-        else:
-            kind = "schema"
-        return reject(kind, e.reason)
+        return reject(_error_kind(e), e.reason)
     expected = TOPIC_KIND[where["kind"]]
     if not isinstance(msg, expected):
         return reject(
@@ -213,10 +216,7 @@ def classify_release(
     try:
         msg = parse_message(payload, gateway_only=False, max_bytes=MAX_RELEASE_BYTES)
     except MessageError as e:
-        kind = "oversized" if e.reason.startswith("oversized") else "schema"
-        if e.reason.startswith(("not JSON", "not a JSON object")):
-            kind = "malformed"
-        return reject(kind, e.reason)
+        return reject(_error_kind(e), e.reason)
     if not isinstance(msg, ModelRelease):
         return reject("topic_mismatch", f"a {msg.schema_} message on a model release topic")
     if msg.channel != channel:

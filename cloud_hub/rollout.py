@@ -339,10 +339,10 @@ def _iso(text: object) -> datetime | None:
 
 def _utc_text(t: datetime | None) -> str | None:
     """UTC ISO text; a naive time (read back from SQLite) was stored as UTC."""
-    if t is None:
-        return None
-    t = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
-    return t.isoformat(timespec="seconds").replace("+00:00", "Z")
+    from cloud_hub.store.writer import utc
+
+    t = utc(t)
+    return t.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if t else None
 
 
 def render_releases(ledger: Ledger | StoreLedger, channel: str | None = None) -> list[dict]:
