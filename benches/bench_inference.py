@@ -9,13 +9,13 @@ Model: `--keras` or `--model-uri`; by default the MLflow champion of the local s
 (with the canonical table it was trained on); when neither exists, a small GRU
 trained here on 600 real PhysioNet stays, so the benchmark always runs. The int8
 model is the bundle's (`--bundle`, default `models/default/` when its MLflow run is
-the model's) or converted here with the same pipeline (`converters.tflite`).
+the model's) or converted here with the same pipeline (`cloud_hub.conversion.tflite`).
 
 Every engine scores the same validation windows one at a time (batch 1, as the
 gateway does), in interleaved rounds so machine load hits all alike; single thread
 everywhere (TensorFlow, ONNX Runtime, LiteRT). Printed: median and p99 per window,
 ratios to int8 LiteRT, model sizes, float → int8 ΔAUROC and max |diff|.
-- LiteRT int8: `converters.litert.RiskModel.score` (set inputs, invoke, read: what
+- LiteRT int8: `model_runtime.litert.RiskModel.score` (set inputs, invoke, read: what
   the gateway calls); LiteRT float32 for reference; and `invoke()` alone (inputs
   already set) to separate the kernels from Python's per-call overhead.
 - Keras `tf.function` (the fair baseline: traced once, batch-1 signature) and eager
@@ -57,7 +57,7 @@ def load_source(args: argparse.Namespace) -> dict[str, Any]:
     if not args.small and (args.keras or args.model_uri or data.exists()):
         import keras
 
-        from converters.cli_bundle import _from_mlflow, _load_table
+        from cloud_hub.conversion.cli import _from_mlflow, _load_table
 
         try:
             if args.keras:
@@ -96,7 +96,7 @@ def load_source(args: argparse.Namespace) -> dict[str, Any]:
             if args.keras or args.model_uri:
                 raise
             print(f"no default model ({type(e).__name__}: {e}); training a small one", flush=True)
-    from converters.quickmodel import small_data, train_small_model
+    from cloud_hub.conversion.quickmodel import small_data, train_small_model
 
     t0 = time.perf_counter()
     d = small_data(n_stays=args.small_stays, steps=12)
@@ -114,7 +114,7 @@ def load_source(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def int8_model(args: argparse.Namespace, src: dict[str, Any]) -> tuple[bytes, str]:
-    from converters.tflite import convert_int8
+    from cloud_hub.conversion.tflite import convert_int8
 
     bundle = Path(args.bundle) if args.bundle else default_bundle_dir()
     manifest = bundle / "manifest.json"
@@ -149,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     import tensorflow as tf
     import tf2onnx
 
-    from converters.litert import RiskModel
-    from converters.tflite import auroc, check_parity, convert_float
+    from cloud_hub.conversion.tflite import auroc, check_parity, convert_float
+    from model_runtime.litert import RiskModel
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)

@@ -14,7 +14,7 @@ does). Then:
    the stated metrics, beyond the stated tolerances (`Gate`): eval AUROC and eval
    normalised utility. Gate parameters, both models' eval metrics and the decision
    (tag `gate` = promoted / rejected / no_champion, tag `gate_reason`) are logged.
-3. Promoted: converted to int8 and signed (converters.bundle_build, then signed
+3. Promoted: converted to int8 and signed (cloud_hub.conversion.bundle_build, then signed
    again with the hub's `KeyProvider`, so the key may live in Key Vault), the bundle
    logged to the candidate's run under `bundle/`, the registry version tagged with
    the bundle's sha256 and key id, and the `champion` alias moved to it.
@@ -459,9 +459,9 @@ def _bundle(cand, prepared, cfg, provider: KeyProvider, client, echo, representa
     """int8, parity, golden, signed by the provider; logged and tagged in the registry."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from cloud_hub.conversion.bundle_build import build_bundle
     from contracts.bundle import key_id as kid
-    from converters.bundle_build import build_bundle
-    from converters.verify import verify_full
+    from model_runtime.verify import verify_full
 
     out = cfg.bundle_root / f"{cfg.registered_model}-{cand.version}"
     # build_bundle signs with a private key it holds; the provider's key may not be

@@ -124,8 +124,8 @@ def make_release(
 
 def _check_runs(manifest: Manifest, model: bytes) -> None:
     """Load in LiteRT and run the golden windows: never ship what the edge would refuse."""
-    from converters.litert import LiteRTError, RiskModel
-    from converters.verify import check_model
+    from model_runtime.litert import LiteRTError, RiskModel
+    from model_runtime.verify import check_model
 
     try:
         runner = RiskModel(model)

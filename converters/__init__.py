@@ -1,1 +1,1 @@
-"""Raw datasets to the canonical vitals table; Keras models to signed int8 TFLite bundles."""
+"""Raw ICU data sets (PhysioNet 2019, MIMIC-III) to the canonical vitals table."""

@@ -1,16 +1,16 @@
-"""`vigil convert`: each concern registers its commands from its own module.
+"""`vigil convert`: the data-set importers (raw ICU data -> the canonical vitals table).
 
-Modules import heavy libraries (pandas, TensorFlow) inside commands,
-so `vigil --help` stays fast.
+`vigil_cli.main` adds the bundle commands (`tflite`, `verify`) from
+`cloud_hub.conversion.cli` to this group, since building a bundle is the hub's work.
+Modules import heavy libraries (pandas) inside commands, so `vigil --help` stays fast.
 """
 
 from __future__ import annotations
 
 import typer
 
-from converters import cli_bundle, cli_import
+from converters import cli_import
 
 app = typer.Typer(no_args_is_help=True)
 
-cli_import.register(app)  # physionet, mimic (datasets → canonical table)
-cli_bundle.register(app)  # tflite, verify
+cli_import.register(app)  # physionet, mimic (datasets -> canonical table)

@@ -7,7 +7,7 @@
 - `gateway.publisher.on_command`: chained; `join_channel` is remembered by the
   updater, the publisher unsubscribes from the old channel's topic, subscribes to
   the new one and republishes its status (the status carries the channel);
-- on activation a new `scoring.RiskModel` is built BEFORE the swap and handed to
+- on activation the `RiskModel` built while verifying (before the swap) is handed to
   `gateway.activate_model` (D's switch: under every bed lock, the model, the beds'
   window spec and alarm thresholds change together between two steps, and the
   gateway state, which the nurse terminal shows, gets the new name and version), so
@@ -44,8 +44,6 @@ def attach_updater(gateway: Gateway, bundle_root: Path | None = None) -> ModelUp
     and hook it into the gateway's releases and commands. Call before `gateway.start()`.
 
     Returns None (and logs why) when no trusted key is configured."""
-    from .scoring import RiskModel
-
     s = gateway.settings
     root = bundle_root or Path(s.store_path).parent / "bundles"
     pub = gateway.publisher
@@ -58,7 +56,7 @@ def attach_updater(gateway: Gateway, bundle_root: Path | None = None) -> ModelUp
         gateway.state.event("model", text)
 
     def on_activate(loaded: LoadedBundle) -> None:
-        model = RiskModel(loaded.folder, loaded.manifest)  # built before the swap
+        model = loaded.model  # built and proven while verifying, before the swap
         activate = getattr(gateway, "activate_model", None)
         if activate is not None:
             # The gateway's own switch: under every bed lock, model + windows' spec +

@@ -66,8 +66,8 @@ from contracts.bundle import (
 from contracts.messages import Command, ModelRef, ModelRelease, ModelState
 from contracts.paths import default_bundle_dir
 from contracts.topics import check_id
-from converters.litert import LiteRTError, RiskModel
-from converters.verify import check_model
+from model_runtime.litert import LiteRTError, RiskModel
+from model_runtime.verify import check_model
 
 from .bundle_store import ACTIVE, PREVIOUS, BundleStore
 
@@ -172,16 +172,16 @@ def load_verified(folder: Path, trusted: dict[str, Ed25519PublicKey], source: st
     """Every check of a bundle on disk, and its interpreter; raises BundleError(reason)."""
     manifest_raw, signature, model_bytes = read_bundle(folder)
     manifest = verify_parts(manifest_raw, signature, model_bytes, trusted)
-    model = _interpreter(model_bytes)
+    model = _interpreter(model_bytes, manifest, folder)
     check_model(manifest, model)
     return LoadedBundle(
         folder, manifest, model, _key_id(signature), release_seq(manifest_raw), source
     )
 
 
-def _interpreter(model_bytes: bytes) -> RiskModel:
+def _interpreter(model_bytes: bytes, manifest: Manifest, folder: Path) -> RiskModel:
     try:
-        return RiskModel(model_bytes)
+        return RiskModel(model_bytes, manifest=manifest, folder=folder)
     except (LiteRTError, ValueError, RuntimeError) as e:
         raise BundleError("model_load", f"LiteRT cannot load {MODEL}: {e}") from None
 
@@ -364,6 +364,7 @@ class ModelUpdater:
             )
         self._report("verified", name, version, channel=release.channel)
         slot = self.store.commit(staged, f"{seq:013d}-{loaded.manifest.sha256[:12]}")
+        loaded.model.folder = slot  # the interpreter was built from these very bytes
         loaded = LoadedBundle(slot, loaded.manifest, loaded.model, loaded.key_id, seq, "release")
         # The swap: pointer first (durable), then the in-memory reference. The
         # interpreter already exists, so scoring never waits for a load.

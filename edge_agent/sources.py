@@ -1,11 +1,12 @@
-"""Where a bed's bytes come from: a serial line, a TCP export port, or an in-process simulator.
+"""Where a bed's bytes come from: a serial line, a TCP export port, or a registered line kind.
 
 Every source has `read() -> bytes | None`: bytes (possibly empty after a short timeout,
 so the bed's worker can check for shutdown), or None when the line was lost and
 reopened (the decoder then drops its half frame). A lost line (device unplugged,
 connection refused or closed) is reopened with exponential backoff; `state` says
-`up` or `down` and `reconnects` counts reopenings. `firmware_sim` is imported only for
-a `sim` source (a gateway in the field does not carry the simulator).
+`up` or `down` and `reconnects` counts reopenings. The gateway carries no simulator: a
+`sim` source is served by the factory that `vigil_cli.sim_line` registers with
+`register_source` (the `vigil` command and the tests do that).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import logging
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from .config import LinkConfig, SerialSource, SimSource, TcpSource
@@ -173,45 +175,16 @@ class TcpLine(LineSource):
             self._sock.close()
 
 
-class SimLine(SerialLine):
-    """An in-process firmware_sim monitor on a pseudo-terminal, read like a serial line."""
+LineFactory = Callable[[str, Any, LinkConfig, threading.Event], LineSource]
 
-    kind = "sim"
+# Source config type -> factory, for line kinds the gateway does not carry itself (the
+# `vigil` CLI registers the simulated monitor here: `vigil_cli.sim_line.install`).
+_FACTORIES: dict[type, LineFactory] = {}
 
-    def __init__(self, bed: str, cfg: SimSource, link: LinkConfig, stop: threading.Event):
-        from firmware_sim.faults import parse_fault
-        from firmware_sim.monitor import Monitor, MonitorRunner
-        from firmware_sim.physiology import GeneratedSource, load_replay
-        from firmware_sim.transports import PtyTransport
 
-        transport = PtyTransport(flow_control=1.0)
-        if cfg.replay is not None and cfg.stay is not None:
-            (source,) = load_replay(cfg.replay, [cfg.stay], seed=cfg.seed)
-        else:
-            source = GeneratedSource(cfg.scenario, cfg.seed)
-        self.monitor = Monitor(
-            bed,
-            source,
-            transport,
-            speed=cfg.speed,
-            interval=cfg.interval,
-            max_rate=cfg.max_rate,
-            faults=[parse_fault(f) for f in cfg.faults],
-            seed=cfg.seed,
-        )
-        self.runner = MonitorRunner([self.monitor])
-        serial_cfg = SerialSource(type="serial", port=transport.address)
-        super().__init__(bed, serial_cfg, link, stop)
-        self.runner.start()
-
-    def describe(self) -> str:
-        return f"sim {self.monitor.address}"
-
-    def close(self) -> None:
-        super().close()
-
-    def shutdown(self) -> None:
-        self.runner.close()
+def register_source(config_type: type, factory: LineFactory) -> None:
+    """Let `open_line` build lines for `config_type` with `factory(bed, cfg, link, stop)`."""
+    _FACTORIES[config_type] = factory
 
 
 def open_line(bed: str, source: Any, link: LinkConfig, stop: threading.Event) -> LineSource:
@@ -219,6 +192,12 @@ def open_line(bed: str, source: Any, link: LinkConfig, stop: threading.Event) ->
         return SerialLine(bed, source, link, stop)
     if isinstance(source, TcpSource):
         return TcpLine(bed, source, link, stop)
+    factory = _FACTORIES.get(type(source))
+    if factory is not None:
+        return factory(bed, source, link, stop)
     if isinstance(source, SimSource):
-        return SimLine(bed, source, link, stop)
+        raise TypeError(
+            "a 'sim' source runs the monitor simulator, which this gateway does not carry: "
+            "start it with the `vigil` command (firmware_sim installed), or use serial/tcp"
+        )
     raise TypeError(f"unknown source {source!r}")

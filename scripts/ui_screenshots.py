@@ -22,6 +22,7 @@ from edge_agent.gateway import Gateway  # noqa: E402
 from edge_agent.ui.app import VigilApp  # noqa: E402
 from edge_agent.ui.gateway_port import GatewayPort  # noqa: E402
 from edge_agent.ui.screens import BedsideScreen  # noqa: E402
+from vigil_cli import sim_line  # noqa: E402
 
 
 async def shoot(app: VigilApp, size: tuple[int, int], out: Path, tag: str) -> None:
@@ -47,6 +48,7 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=120.0)
     a = ap.parse_args()
     cols, rows = (int(x) for x in a.size.split("x"))
+    sim_line.install()
     gw = Gateway(load_config(a.config))
     gw.start()
     try:

@@ -1,10 +1,15 @@
-"""Fixtures shared by the hub store tests: one throwaway PostgreSQL database per test
-module, and each store test run twice, on SQLite and on PostgreSQL."""
+"""Fixtures shared by the tests: simulated beds served as `vigil` serves them; for the hub
+store tests one throwaway PostgreSQL database per test module, and each store test run
+twice, on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
 import pytest
 from hub_support import fresh_engine, postgres_database
+
+from vigil_cli import sim_line
+
+sim_line.install()  # `sim` beds, as the `vigil` command serves them
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,13 @@ from typer.testing import CliRunner
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from cloud_hub.conversion.tflite import (  # noqa: E402
+    ConversionError,
+    Tolerances,
+    as_pair,
+    check_parity,
+    convert_int8,
+)
 from contracts.bundle import (  # noqa: E402
     MANIFEST,
     MODEL,
@@ -30,14 +37,7 @@ from contracts.bundle import (  # noqa: E402
     sign_manifest,
 )
 from contracts.paths import PROJECT_ROOT  # noqa: E402
-from converters.litert import RiskModel  # noqa: E402
-from converters.tflite import (  # noqa: E402
-    ConversionError,
-    Tolerances,
-    as_pair,
-    check_parity,
-    convert_int8,
-)
+from model_runtime.litert import RiskModel  # noqa: E402
 
 pytest.importorskip("tensorflow")
 
@@ -67,7 +67,7 @@ BUILTIN_OPS = {
 
 @pytest.fixture(scope="session")
 def small():
-    from converters.quickmodel import small_data, train_small_model
+    from cloud_hub.conversion.quickmodel import small_data, train_small_model
 
     data = small_data(n_stays=300, steps=STEPS)
     model = train_small_model(data, arch="gru", units=16, epochs=2)
@@ -85,7 +85,7 @@ def keys(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def bundle(small, keys, tmp_path_factory):
-    from converters.bundle_build import build_bundle
+    from cloud_hub.conversion.bundle_build import build_bundle
 
     data, model, blob = small
     out = tmp_path_factory.mktemp("bundles") / "good"
@@ -134,7 +134,7 @@ def test_int8_model_runs_in_litert_with_tensorflow_not_imported(small, tmp_path)
     script = f"""
 import json, sys
 import numpy as np
-from converters.litert import RiskModel
+from model_runtime.litert import RiskModel
 x = np.load({str(tmp_path / "x.npz")!r})
 m = RiskModel(open({str(model_path)!r}, "rb").read())
 risk = m.score_many(x["window"], x["static"]).tolist()

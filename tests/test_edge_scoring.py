@@ -56,7 +56,7 @@ def test_bad_bundles_are_refused_with_the_reason_and_the_next_one_runs(tmp_path,
     model, refused = load_model(dirs, trusted)
     assert model is not None and model.folder == default_bundle_dir()
     reasons = [r.split(": ", 1)[1].split(":")[0] for r in refused]
-    assert reasons == ["wrong_hash", "golden_mismatch", "bad_inputs", "incomplete"]
+    assert reasons == ["wrong_hash", "golden_mismatch", "io_mismatch", "incomplete"]
     model, refused = load_model([untrusted], [default_trusted_keys_dir()])
     assert model is None and "unknown_key" in refused[0]
 

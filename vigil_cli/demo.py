@@ -47,6 +47,7 @@ from contracts.paths import (
     work_dir,
 )
 
+from . import sim_line
 from .procs import spawn, stop, vigil_argv
 
 log = logging.getLogger("vigil.demo")
@@ -358,6 +359,7 @@ def demo(
 
         from edge_agent.gateway import Gateway
 
+        sim_line.install()
         gw = Gateway(gateway_settings(plans, table, broker.port, folder, speed, protocol))
         m = gw.model
         echo(

@@ -47,7 +47,17 @@ for _name, _module, _help, _extra in GROUPS:
         _sub = importlib.import_module(_module).app
     except ImportError as _e:  # a part whose extra is not installed
         _sub = _missing_group(_name, _extra or "edge", _e)
+    else:
+        if _name == "convert":  # bundle building (`tflite`, `verify`) lives on the hub side
+            importlib.import_module("cloud_hub.conversion.cli").register(_sub)
     app.add_typer(_sub, name=_name, help=_help)
+
+try:  # simulated beds (`source = { type = "sim" }`) for `vigil edge run` and the demo
+    from vigil_cli import sim_line as _sim_line
+
+    _sim_line.install()
+except ImportError:  # an install without the gateway extra
+    pass
 
 try:
     from vigil_cli.demo import demo as _demo

@@ -1,5 +1,5 @@
 """From a comparison's champion to a signed int8 bundle, through the converter in
-`converters/tflite.py` (owned by the conversion part; this module only feeds it).
+`cloud_hub/conversion/tflite.py` (owned by the conversion part; this module only feeds it).
 
 What the training side contributes: the trained Keras model, the PreprocessSpec the
 windows were made with, representative windows from the TRAIN split (int8
@@ -62,7 +62,7 @@ def bundle_champion(comp, out: Path, key: Path, *, echo: Callable[[str], None] =
     """
     import mlflow
 
-    from converters.bundle_build import build_bundle
+    from cloud_hub.conversion.bundle_build import build_bundle
 
     champ = comp.champion
     if champ is None or champ.model is None:

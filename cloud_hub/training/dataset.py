@@ -27,6 +27,7 @@ import numpy as np
 from contracts.canonical import LABEL_COLUMN
 from contracts.preprocessing import PreprocessSpec, fit_spec, stay_windows
 from contracts.vitals import STATIC_FEATURES, VITAL_NAMES
+from converters.canonical_io import load_canonical
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -280,11 +281,4 @@ def load_table(path: str) -> tuple[pd.DataFrame, str]:
             f"canonical table {p} not found: import one first "
             "(vigil convert physionet --out data/canonical/physionet2019.parquet)"
         )
-    try:  # the importers' reader: it also checks the columns and returns the fingerprint
-        from converters.physionet import load_canonical
-    except ImportError:
-        try:
-            from converters.canonical_io import load_canonical
-        except ImportError as e:  # the importers are another part; say what is missing
-            raise DatasetError(f"cannot read {p}: no canonical reader in converters ({e})") from e
-    return load_canonical(p)
+    return load_canonical(p)  # the importers' reader: checks the columns, gives the fingerprint

@@ -7,7 +7,7 @@
 `tflite` rebuilds the run's split from the canonical table (seed, window, subset from
 the MLflow run, or from the options for a bare .keras file), checks that the data
 reproduces the run's preprocessing exactly (else: train/serve skew, refused), then
-calls `converters.bundle_build.build_bundle`. `verify` makes every check a gateway
+calls `cloud_hub.conversion.bundle_build.build_bundle`. `verify` makes every check a gateway
 makes before activating a bundle and exits non-zero with the reason on failure.
 TensorFlow and MLflow are imported inside the commands (`vigil --help` stays fast).
 """
@@ -238,8 +238,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Check a bundle as a gateway would: signature, sha256, schema, LiteRT, golden windows."""
         from contracts.bundle import BundleError, load_trusted_keys
-
-        from .verify import verify_full
+        from model_runtime.verify import verify_full
 
         paths = trusted or default_trusted()
         try:

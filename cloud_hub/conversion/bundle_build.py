@@ -2,7 +2,7 @@
 
 What training calls to make the default bundle (one call does it all):
 
-    from converters.bundle_build import build_bundle
+    from cloud_hub.conversion.bundle_build import build_bundle
 
     built = build_bundle(
         keras_model,                       # two named inputs window/static, unroll=True
@@ -20,13 +20,13 @@ What training calls to make the default bundle (one call does it all):
     )
     built.folder, built.manifest, built.parity.summary()
 
-Steps: int8 conversion in a child process (`converters.tflite.convert_int8`), parity
+Steps: int8 conversion in a child process (`cloud_hub.conversion.tflite.convert_int8`), parity
 float vs int8 on validation (refused beyond `Tolerances`: ConversionError), the
 threshold (given, or chosen on the int8 validation outputs with training's rule
 when `validation` carries `stay`/`scorable`, i.e. is training's `Windows`), golden
 windows (real validation windows spread over the risk range, the int8 model's
 outputs as expected values), the manifest of `contracts.bundle`, the signature, and
-finally the written bundle is verified as a gateway would (`converters.verify`).
+finally the written bundle is verified as a gateway would (`model_runtime.verify`).
 Metrics written: the caller's, the parity figures (`parity_*`) and, when the
 threshold is chosen here, the int8 model's validation figures (`int8_val_*`).
 """
@@ -56,8 +56,9 @@ from contracts.bundle import (
     write_bundle,
 )
 from contracts.preprocessing import PreprocessSpec
+from model_runtime.litert import RiskModel
+from model_runtime.verify import Verified, verify_full
 
-from .litert import RiskModel
 from .tflite import (
     DEFAULT_TIMEOUT_S,
     Parity,
@@ -66,7 +67,6 @@ from .tflite import (
     check_parity,
     convert_int8,
 )
-from .verify import Verified, verify_full
 
 if TYPE_CHECKING:
     import keras
@@ -157,7 +157,7 @@ def build_bundle(
 ) -> BuiltBundle:
     """Convert, check parity, choose/record the threshold, sign and write a bundle.
 
-    Raises `converters.tflite.ConversionError` (conversion failed or refused) or
+    Raises `cloud_hub.conversion.tflite.ConversionError` (conversion failed or refused) or
     `contracts.bundle.BundleError` (the written bundle does not verify); nothing is
     written when conversion or parity fails. `tflite`: the model already converted
     by `convert_int8` (conversion skipped; parity and everything else still run).

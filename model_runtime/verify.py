@@ -12,7 +12,7 @@ Raises `contracts.bundle.BundleError` with a short `reason`:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,7 @@ class Verified:
     key_id: str
     golden_max_error: float
     golden_count: int
+    model: RiskModel | None = field(default=None, compare=False, repr=False)
 
     def line(self) -> str:
         return (
@@ -91,8 +92,8 @@ def verify_full(folder: Path, trusted: dict) -> Verified:
     manifest = verify_bundle(folder, trusted)
     kid = json.loads((folder / SIGNATURE).read_text()).get("key_id", "")
     try:
-        model = RiskModel((folder / MODEL).read_bytes())
+        model = RiskModel((folder / MODEL).read_bytes(), manifest=manifest, folder=folder)
     except Exception as e:
         raise BundleError("model_load", f"LiteRT cannot load {MODEL}: {e}") from None
     worst, n = check_model(manifest, model)
-    return Verified(manifest, kid, worst, n)
+    return Verified(manifest, kid, worst, n, model)

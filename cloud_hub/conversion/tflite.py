@@ -1,8 +1,8 @@
 """Keras → int8 TFLite, in a child process, and the float-vs-int8 parity check.
 
-API (what training calls; see also `converters.bundle_build.build_bundle`):
+API (what training calls; see also `cloud_hub.conversion.bundle_build.build_bundle`):
 
-    from converters.tflite import convert_int8, check_parity, Tolerances, ConversionError
+    from cloud_hub.conversion.tflite import convert_int8, check_parity, Tolerances, ConversionError
 
     blob = convert_int8(model, (train_windows, train_statics))      # -> bytes
     parity = check_parity(model, blob, (val_windows, val_statics, val_labels))
@@ -15,8 +15,8 @@ API (what training calls; see also `converters.bundle_build.build_bundle`):
 - Result: full int8 (int8 weights and activations, builtin int8 ops only
   `TFLITE_BUILTINS_INT8`), float input and output, batch fixed to 1, signature
   inputs `window`/`static` and output `risk`. It runs in `ai-edge-litert` without
-  TensorFlow (`converters.litert.RiskModel`).
-- The converter runs in `python -m converters._convert_worker` with a timeout: a
+  TensorFlow (`model_runtime.litert.RiskModel`).
+- The converter runs in `python -m cloud_hub.conversion._convert_worker` with a timeout: a
   converter crash (a signal) or a hang becomes a `ConversionError` naming the
   signal, not a dead process.
 
@@ -51,8 +51,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from contracts.paths import PROJECT_ROOT
-
-from .litert import RiskModel
+from model_runtime.litert import RiskModel
 
 if TYPE_CHECKING:
     import keras
@@ -205,7 +204,7 @@ def _run_worker(
         cmd = [
             sys.executable,
             "-m",
-            "converters._convert_worker",
+            "cloud_hub.conversion._convert_worker",
             "--keras",
             str(keras_path),
             "--data",

@@ -1,10 +1,10 @@
-"""The TFLite converter, run as a child process by `converters.tflite` (never imported there).
+"""The TFLite converter, run as a child process by `cloud_hub.conversion.tflite` (never imported there).
 
 The converter is native code that can die with a segmentation fault (full int8
 conversion of a recurrent layer without `unroll=True`, DESIGN.md "Known pitfalls");
 in a child process that becomes an exit signal the parent reports, not a dead hub.
 
-    python -m converters._convert_worker --keras M.keras --data REP.npz --out M.tflite
+    python -m cloud_hub.conversion._convert_worker --keras M.keras --data REP.npz --out M.tflite
         [--mode int8|float]
 
 REP.npz holds `window` [N, steps, F] and `static` [N, S] (normalised, float32): the
@@ -82,7 +82,7 @@ def convert(keras_path: Path, data_path: Path, out: Path, mode: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="converters._convert_worker")
+    p = argparse.ArgumentParser(prog="cloud_hub.conversion._convert_worker")
     p.add_argument("--keras", type=Path, required=True)
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)

@@ -13,10 +13,15 @@ converter sets to the Keras input names (`window`, `static`) and the output name
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, replace
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from contracts.bundle import Manifest
 
 SIGNATURE_KEY = "serving_default"
 WINDOW = "window"
@@ -77,9 +82,25 @@ class RiskModel:
     normalised output of `contracts.preprocessing.stay_windows`. Float input and
     output: when the model has int8 interface tensors, inputs are quantised with the
     tensor's scale/zero point and the output dequantised, so callers never see int8.
+    `score` is thread-safe (one interpreter, one lock).
+
+    A model loaded from a verified bundle (`model_runtime.verify.verify_full`) also
+    carries its `manifest` and `folder`, so `name`, `version` and `threshold` travel
+    with every score it gives.
     """
 
-    def __init__(self, model: bytes, num_threads: int = 1, delegates: bool = True):
+    def __init__(
+        self,
+        model: bytes,
+        num_threads: int = 1,
+        delegates: bool = True,
+        *,
+        manifest: Manifest | None = None,
+        folder: Path | None = None,
+    ) -> None:
+        self.manifest = manifest
+        self.folder = Path(folder) if folder is not None else None
+        self._lock = threading.Lock()
         interpreter_cls, resolver = _interpreter_class()
         kwargs: dict[str, Any] = {"model_content": bytes(model), "num_threads": num_threads}
         if not delegates:
@@ -123,6 +144,23 @@ class RiskModel:
             outs = {RISK: replace(only, name=RISK)}
         return ins, outs
 
+    def _manifest(self) -> Manifest:
+        if self.manifest is None:
+            raise LiteRTError("this model was loaded without a bundle manifest")
+        return self.manifest
+
+    @property
+    def name(self) -> str:
+        return self._manifest().name
+
+    @property
+    def version(self) -> str:
+        return self._manifest().version
+
+    @property
+    def threshold(self) -> float:
+        return self._manifest().threshold.value
+
     @property
     def interpreter(self) -> Any:
         """The underlying LiteRT interpreter (for benchmarks and inspection)."""
@@ -141,10 +179,11 @@ class RiskModel:
 
     def score(self, window: np.ndarray, static: np.ndarray) -> float:
         """Risk in [0, 1] for one window."""
-        self._set(self._window, window)
-        self._set(self._static, static)
-        self._it.invoke()
-        out = self._it.get_tensor(self._risk.index).reshape(-1)[0]
+        with self._lock:
+            self._set(self._window, window)
+            self._set(self._static, static)
+            self._it.invoke()
+            out = self._it.get_tensor(self._risk.index).reshape(-1)[0]
         if self._risk.dtype in ("int8", "uint8"):
             return float((float(out) - self._risk.zero_point) * self._risk.scale)
         return float(out)
