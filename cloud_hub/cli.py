@@ -15,4 +15,4 @@ app = typer.Typer(no_args_is_help=True)
 cli_train.register(app)  # train, keys
 cli_ingest.register(app)  # serve, retire, fleet, labels, export
 cli_rollout.register(app)  # retrain, rollout, rollback, assign, targets
-cli_security.register(app)  # ca, enroll, revoke
+app.add_typer(cli_security.app)  # ca, enroll, revoke
