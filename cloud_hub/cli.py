@@ -13,6 +13,6 @@ from cloud_hub import cli_ingest, cli_rollout, cli_security, cli_train
 app = typer.Typer(no_args_is_help=True)
 
 app.add_typer(cli_train.app)  # train, keys
-cli_ingest.register(app)  # serve, retire, fleet, labels, export
+app.add_typer(cli_ingest.app)  # serve, retire, fleet, labels, export
 cli_rollout.register(app)  # retrain, rollout, rollback, assign, targets
 app.add_typer(cli_security.app)  # ca, enroll, revoke
