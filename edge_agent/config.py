@@ -28,6 +28,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from contracts.errors import describe
 from contracts.paths import default_bundle_dir, default_trusted_keys_dir, work_dir
 from contracts.topics import check_id
 
@@ -209,18 +210,6 @@ class EdgeSettings(BaseSettings):
         return tuple(sources)
 
 
-def _describe(e: ValidationError) -> str:
-    lines = []
-    for err in e.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(root)"
-        value = err.get("input")
-        shown = repr(value) if not isinstance(value, dict) else "{...}"
-        if "secret" in key:  # never echo a secret into a terminal or a log
-            shown = "***"
-        lines.append(f"  {key} = {shown[:80]}: {err['msg']}")
-    return "\n".join(lines)
-
-
 def load_config(path: str | Path, **overrides: Any) -> EdgeSettings:
     """Read `path` (TOML), apply VIGIL_EDGE__* env overrides, validate; ConfigError."""
     p = Path(path)
@@ -237,6 +226,6 @@ def load_config(path: str | Path, **overrides: Any) -> EdgeSettings:
     try:
         return cls(**overrides)
     except ValidationError as e:
-        raise ConfigError(f"invalid gateway config {p}:\n{_describe(e)}") from None
+        raise ConfigError(f"invalid gateway config {p}:\n{describe(e)}") from None
     except ValueError as e:  # e.g. an env override that is not JSON for a nested field
         raise ConfigError(f"invalid gateway config {p}: {e}") from None

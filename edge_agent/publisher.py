@@ -225,9 +225,9 @@ class Publisher:
         try:
             parsed = parse_message(msg.payload, gateway_only=False)
             if msg.topic == self.topic_cmd and not isinstance(parsed, Command):
-                raise MessageError(f"{parsed.schema_} is not a command")
+                raise MessageError("topic_mismatch", f"{parsed.schema_} is not a command")
             if msg.topic == self.topic_models and not isinstance(parsed, ModelRelease):
-                raise MessageError(f"{parsed.schema_} is not a model release")
+                raise MessageError("topic_mismatch", f"{parsed.schema_} is not a model release")
         except MessageError as e:
             self.counters["invalid"] += 1
             self.state.count("mqtt_invalid")
