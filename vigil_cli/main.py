@@ -49,7 +49,7 @@ for _name, _module, _help, _extra in GROUPS:
         _sub = _missing_group(_name, _extra or "edge", _e)
     else:
         if _name == "convert":  # bundle building (`tflite`, `verify`) lives on the hub side
-            importlib.import_module("cloud_hub.conversion.cli").register(_sub)
+            _sub.add_typer(importlib.import_module("cloud_hub.conversion.cli").app)
     app.add_typer(_sub, name=_name, help=_help)
 
 try:  # simulated beds (`source = { type = "sim" }`) for `vigil edge run` and the demo
@@ -63,7 +63,7 @@ try:
     from vigil_cli.demo import demo as _demo
 
     app.command("demo", help="Run the whole system on this machine.")(_demo)
-except ImportError:  # pragma: no cover - demo arrives with the whole system
+except ImportError:  # pragma: no cover - the demo needs every part installed
     pass
 
 
