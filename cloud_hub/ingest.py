@@ -4,7 +4,7 @@ Life of a message:
 1. paho-mqtt (MQTT 5) receives it on a shared subscription (`$share/hub/...`), so
    several workers split the load; `on_message` only queues it (no I/O there).
 2. The writer thread takes up to `batch_size` messages or `batch_ms` worth, checks
-   each (`classify`: size, JSON, contract model, topic gw/bed == payload gw/bed),
+   each (`cloud_hub.classify`: size, JSON, contract model, topic gw/bed == payload gw/bed),
    and writes the batch in ONE transaction: good messages idempotently by
    event_id, bad ones as dead letters with the reason.
 3. Only after the commit are the messages acknowledged to the broker (manual acks).
@@ -43,25 +43,21 @@ from __future__ import annotations
 import logging
 import queue
 import signal
-import socket
 import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Literal
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import Engine, or_, select, update
 
+from cloud_hub.classify import classify, classify_release
 from cloud_hub.hub_logging import log_event
 from cloud_hub.hub_metrics import IngestMetrics
+from cloud_hub.settings import HubSettings
 from cloud_hub.store import (
     Accepted,
     Rejected,
@@ -71,71 +67,12 @@ from cloud_hub.store import (
     write_batch,
 )
 from cloud_hub.store.models import Gateway
-from cloud_hub.store.writer import KIND_NAME, is_transient
+from cloud_hub.store.writer import is_transient
 from contracts import topics
-from contracts.messages import (
-    MAX_PAYLOAD_BYTES,
-    MAX_RELEASE_BYTES,
-    Alarm,
-    Command,
-    MessageError,
-    ModelRelease,
-    ModelState,
-    Risk,
-    Status,
-    Vitals,
-    parse_message,
-)
+from contracts.broker import connect_async, make_client
+from contracts.messages import Command
 
 log = logging.getLogger("cloud_hub.ingest")
-
-TOPIC_KIND = {"status": Status, "model": ModelState, "vitals": Vitals, "risk": Risk, "alarm": Alarm}
-
-
-class HubSettings(BaseSettings):
-    """Settings of one hub worker; every field can be set as VIGIL_HUB_<NAME>."""
-
-    model_config = SettingsConfigDict(env_prefix="VIGIL_HUB_")
-
-    mqtt_host: str = "127.0.0.1"
-    mqtt_port: int = Field(1883, ge=1, le=65535)
-    # "3.1.1" only for a broker without MQTT 5 (the demo's in-process amqtt): no shared
-    # subscription there, so ONE worker; no session expiry (the broker decides).
-    mqtt_protocol: Literal["5", "3.1.1"] = "5"
-    db_url: str | None = None  # None: sqlite:///<work_dir>/hub.db
-    worker_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-1")
-    share_group: str = topics.HUB_SHARE_GROUP
-    batch_size: int = Field(200, ge=1, le=10_000)
-    batch_ms: int = Field(50, ge=1, le=60_000)
-    max_payload: int = Field(MAX_PAYLOAD_BYTES, ge=1024)
-    # Queued QoS 1 messages survive a hub restart for this long.
-    session_expiry: int = Field(7 * 24 * 3600, ge=0)
-    # Unacknowledged messages the broker may send us at once: must exceed batch_size.
-    receive_maximum: int = Field(1000, ge=1, le=65535)
-    keepalive: int = Field(30, ge=5)
-    # resend `since` = last stored message of the gateway minus this (skew, in flight).
-    resend_margin_seconds: float = Field(60.0, ge=0)
-    metrics_port: int = Field(0, ge=0, le=65535)  # 0: no HTTP endpoint
-    metrics_addr: str = "0.0.0.0"
-    tls_ca: Path | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-
-    @model_validator(mode="after")
-    def _window_holds_a_batch(self) -> HubSettings:
-        if self.receive_maximum < self.batch_size:
-            raise ValueError(
-                f"receive_maximum ({self.receive_maximum}) must be >= batch_size "
-                f"({self.batch_size}): the broker stops sending at receive_maximum unacked"
-            )
-        if bool(self.tls_cert) != bool(self.tls_key):
-            raise ValueError("tls_cert and tls_key go together")
-        return self
-
-    @property
-    def client_id(self) -> str:
-        # Stable across restarts: the broker keeps this id's session (and its queue).
-        return f"vigil-hub-{self.worker_id}"
 
 
 @dataclass(frozen=True)
@@ -148,103 +85,6 @@ class Incoming:
     retain: bool
     generation: int  # which connection it arrived on (acks go back on that one only)
     received_at: datetime
-
-
-def _error_kind(e: MessageError) -> str:
-    """The dead letter's reason_kind for a payload the contract refused."""
-    if e.reason.startswith("oversized"):
-        return "oversized"
-    if e.reason.startswith(("not JSON", "not a JSON object")):
-        return "malformed"
-    return "schema"
-
-
-def classify(
-    topic: str | None,
-    payload: bytes,
-    received_at: datetime,
-    retained: bool = False,
-    max_bytes: int = MAX_PAYLOAD_BYTES,
-) -> Accepted | Rejected:
-    """Validate one message against the contract and its topic."""
-    where = topics.parse(topic) if topic is not None else None
-    gw = where["gw"] if where else None
-
-    def reject(kind: str, reason: str) -> Rejected:
-        return Rejected(topic if topic is not None else "", payload, kind, reason, received_at, gw)
-
-    if topic is None:
-        return reject("unknown_topic", "topic is not valid UTF-8")
-    if where is None or where["kind"] not in TOPIC_KIND:
-        return reject("unknown_topic", f"not a gateway telemetry topic: {topic!r}")
-    try:
-        msg = parse_message(payload, max_bytes=max_bytes)
-    except MessageError as e:
-        return reject(_error_kind(e), e.reason)
-    expected = TOPIC_KIND[where["kind"]]
-    if not isinstance(msg, expected):
-        return reject(
-            "topic_mismatch",
-            f"a {KIND_NAME[type(msg)]} message on a {where['kind']} topic",
-        )
-    if msg.gw != where["gw"]:
-        return reject("topic_mismatch", f"payload gw {msg.gw!r} != topic gw {where['gw']!r}")
-    bed = getattr(msg, "bed", None)
-    if where["bed"] is not None and bed != where["bed"]:
-        return reject("topic_mismatch", f"payload bed {bed!r} != topic bed {where['bed']!r}")
-    return Accepted(msg, received_at, retained, topic, payload)
-
-
-def classify_release(
-    topic: str, payload: bytes, received_at: datetime
-) -> ReleaseSeen | Rejected | None:
-    """What a message on vigil/v1/models/{channel} says; None for a cleared channel.
-
-    The hub only records which release each channel carries (the fleet view's
-    target); the gateways verify signatures. A message that is not a release for
-    this channel is a dead letter like any other.
-    """
-    channel = topics.parse_models(topic)
-
-    def reject(kind: str, reason: str) -> Rejected:
-        return Rejected(topic, payload, kind, reason, received_at, None)
-
-    if channel is None:
-        return reject("unknown_topic", f"not a model release topic: {topic!r}")
-    if not payload:
-        return None  # the retained release was cleared: nothing to record
-    try:
-        msg = parse_message(payload, gateway_only=False, max_bytes=MAX_RELEASE_BYTES)
-    except MessageError as e:
-        return reject(_error_kind(e), e.reason)
-    if not isinstance(msg, ModelRelease):
-        return reject("topic_mismatch", f"a {msg.schema_} message on a model release topic")
-    if msg.channel != channel:
-        return reject("topic_mismatch", f"payload channel {msg.channel!r} != topic {channel!r}")
-    m, stamp = msg.manifest, msg.manifest.get("release")
-    if not isinstance(stamp, dict) or not isinstance(stamp.get("seq"), int):
-        return reject("schema", "manifest.release.seq: missing (not a hub release)")
-    missing = [k for k in ("name", "version", "sha256") if not isinstance(m.get(k), str | int)]
-    if missing:
-        return reject("schema", f"manifest: missing {', '.join(missing)}")
-    issued = None
-    if isinstance(stamp.get("issued_at"), str):
-        try:
-            issued = datetime.fromisoformat(stamp["issued_at"].replace("Z", "+00:00"))
-        except ValueError:
-            return reject("schema", f"manifest.release.issued_at: {stamp['issued_at']!r}")
-    return ReleaseSeen(
-        channel=channel,
-        seq=stamp["seq"],
-        name=str(m["name"]),
-        version=str(m["version"]),
-        sha256=str(m["sha256"]),
-        key_id=str(msg.signature.get("key_id", "")),
-        rollback=bool(stamp.get("rollback")),
-        issued_at=issued,
-        received_at=received_at,
-        payload=payload,
-    )
 
 
 class HubWorker:
@@ -285,35 +125,23 @@ class HubWorker:
         self._writer = threading.Thread(target=self._write_loop, name="hub-writer", daemon=True)
         self._writer.start()
         v5 = s.mqtt_protocol == "5"
-        c = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=s.client_id,
-            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-            clean_session=None if v5 else False,  # 3.1.1: a persistent session
-            manual_ack=True,
-        )
-        if s.tls_ca:
-            c.tls_set(
-                ca_certs=str(s.tls_ca),
-                certfile=str(s.tls_cert) if s.tls_cert else None,
-                keyfile=str(s.tls_key) if s.tls_key else None,
-            )
+        broker = s.broker()
+        # 3.1.1: a persistent session (clean_session False)
+        c = make_client(broker, clean_session=None if v5 else False, manual_ack=True)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
         c.on_connect_fail = self._on_connect_fail
         c.reconnect_delay_set(min_delay=1, max_delay=30)
+        props = None
         if v5:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = s.session_expiry
             props.ReceiveMaximum = s.receive_maximum
-            c.connect_async(
-                s.mqtt_host, s.mqtt_port, s.keepalive, clean_start=False, properties=props
-            )
         else:
             c.max_inflight_messages_set(s.receive_maximum)
-            c.connect_async(s.mqtt_host, s.mqtt_port, s.keepalive)
+        connect_async(c, broker, clean_start=False, properties=props)
         c.loop_start()
         self._client = c
         log_event(

@@ -28,6 +28,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from contracts.broker import BrokerSettings, TlsFiles
 from contracts.errors import describe
 from contracts.paths import default_bundle_dir, default_trusted_keys_dir, work_dir
 from contracts.topics import check_id
@@ -89,10 +90,8 @@ class BedConfig(_Strict):
         return check_id("bed", v)
 
 
-class TlsConfig(_Strict):
-    ca: Path | None = None
-    cert: Path | None = None
-    key: Path | None = None
+class TlsConfig(TlsFiles):
+    """`[mqtt.tls]`: the broker's CA and the gateway's client certificate, files that exist."""
 
     @model_validator(mode="after")
     def _pair(self) -> TlsConfig:
@@ -105,12 +104,11 @@ class TlsConfig(_Strict):
         return self
 
 
-class MqttConfig(_Strict):
-    host: str = "127.0.0.1"
-    port: int = Field(1883, ge=1, le=65535)
-    # "3.1.1" only for a broker without MQTT 5 (the demo's in-process amqtt); MQTT 5
-    # is what reports an ACL refusal in the PUBACK, so it is the default.
-    protocol: Literal["5", "3.1.1"] = "5"
+class MqttConfig(BrokerSettings):
+    """`[mqtt]`: the broker (host, port, protocol, tls, keepalive, client_id: see
+    contracts/broker.py) and how the gateway publishes to it. MQTT 5, the default, is
+    what reports an ACL refusal in the PUBACK."""
+
     tls: TlsConfig | None = None
     keepalive: int = Field(30, ge=5, le=3600)
     client_id: str | None = None  # default: vigil-edge-{gateway_id}

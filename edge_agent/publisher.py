@@ -1,9 +1,9 @@
 """The gateway's MQTT client (paho-mqtt 2, MQTT 5): outbox-first publishing, subscriptions.
 
-Lifecycle in one place: connect (TLS when configured) with a retained `offline`
-Status as last will, reconnect with backoff, on every (re)connect publish the retained
-`online` Status and subscribe again to the gateway's `cmd` topic and to
-`vigil/v1/models/{channel}`.
+Lifecycle in one place: connect (the client from contracts/broker.py, TLS when
+configured) with a retained `offline` Status as last will, reconnect with backoff, on
+every (re)connect publish the retained `online` Status and subscribe again to the
+gateway's `cmd` topic and to `vigil/v1/models/{channel}`.
 
 Delivery: `publish()` only writes the message to the store's outbox. A sender thread
 hands outbox rows to paho in id order while connected (at most `max_inflight` at
@@ -22,7 +22,7 @@ bounded batches) and `resend(since)` (the hub's `resend` command) queues them ag
 
 Incoming payloads are untrusted: parsed with `contracts.messages.parse_message`,
 stored in the inbox either way, counted, and valid ones handed to the hooks
-`on_command(Command)` / `on_release(ModelRelease)` (model updates: a later module).
+`on_command(Command)` / `on_release(ModelRelease)` (model updates: edge_agent/model_hook.py).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -38,11 +37,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from contracts import topics
+from contracts.broker import connect_async, make_client
 from contracts.messages import Command, MessageError, ModelRelease, Status, parse_message
 
 from .config import EdgeSettings
@@ -74,21 +73,10 @@ class Publisher:
         self.topic_cmd = topics.cmd(gw)
         self.topic_models = topics.models(settings.channel)
         m = settings.mqtt
-        c = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=settings.client_id,
-            protocol=mqtt.MQTTv5 if m.protocol == "5" else mqtt.MQTTv311,
-        )
+        c = make_client(m, client_id=settings.client_id)
         c.max_inflight_messages_set(m.max_inflight)
         c.max_queued_messages_set(0)
         c.reconnect_delay_set(m.reconnect_min_seconds, m.reconnect_max_seconds)
-        if m.tls is not None:
-            c.tls_set(
-                ca_certs=str(m.tls.ca) if m.tls.ca else None,
-                certfile=str(m.tls.cert) if m.tls.cert else None,
-                keyfile=str(m.tls.key) if m.tls.key else None,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
         c.will_set(self.topic_status, status("offline").to_json(), qos=1, retain=True)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
@@ -119,14 +107,12 @@ class Publisher:
     # --- lifecycle -------------------------------------------------------------
     def start(self) -> None:
         m = self.settings.mqtt
+        props = None
         if m.protocol == "5":
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = 0
-            self.client.connect_async(
-                m.host, m.port, keepalive=m.keepalive, clean_start=True, properties=props
-            )
-        else:  # 3.1.1: a clean session is the client's default
-            self.client.connect_async(m.host, m.port, keepalive=m.keepalive)
+        # 3.1.1: a clean session is the client's default
+        connect_async(self.client, m, clean_start=True, properties=props)
         self.client.loop_start()
         self._sender = threading.Thread(target=self._send_loop, name="vigil-outbox", daemon=True)
         self._sender.start()

@@ -10,7 +10,7 @@ from hub_support import feedback, risk, status, topic_of, vitals
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cloud_hub.ingest import classify
+from cloud_hub.classify import classify
 from cloud_hub.store import Accepted, Rejected
 from contracts import topics
 

@@ -25,7 +25,8 @@ from hub_support import (
 from typer.testing import CliRunner
 
 from cloud_hub.fleet import fleet
-from cloud_hub.ingest import HubSettings, HubWorker
+from cloud_hub.ingest import HubWorker
+from cloud_hub.settings import HubSettings
 from vigil_cli.main import app
 
 pytestmark = needs_mosquitto

@@ -27,7 +27,8 @@ from hub_support import (
 )
 from sqlalchemy import func, select
 
-from cloud_hub.ingest import HubSettings, HubWorker
+from cloud_hub.ingest import HubWorker
+from cloud_hub.settings import HubSettings
 from cloud_hub.store.models import AlarmEvent, DeadLetter, OutcomeLabel, RiskEvent, VitalsSummary
 from contracts import topics
 

@@ -18,7 +18,8 @@ import pytest
 from hub_support import Mosquitto, Publisher, fresh_engine, needs_mosquitto, risk, wait_until
 from sqlalchemy import select
 
-from cloud_hub.ingest import HubSettings, HubWorker
+from cloud_hub.ingest import HubWorker
+from cloud_hub.settings import HubSettings
 from cloud_hub.store.models import Gateway
 from contracts.messages import Command, parse_message
 from tests.test_edge_outbox import Subscriber

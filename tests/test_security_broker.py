@@ -580,7 +580,8 @@ def test_hub_ingest_over_the_locked_down_broker_stores_only_what_the_certificate
     from hub_support import fresh_engine, risk
     from sqlalchemy import select
 
-    from cloud_hub.ingest import HubSettings, HubWorker
+    from cloud_hub.ingest import HubWorker
+    from cloud_hub.settings import HubSettings
     from cloud_hub.store.models import DeadLetter, RiskEvent
 
     engine = fresh_engine(f"sqlite:///{tmp_path}/hub.db")

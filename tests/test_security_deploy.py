@@ -107,7 +107,7 @@ def test_compose_runs_the_shipped_broker_config_with_data_volumes():
 
 
 def test_compose_hub_settings_are_ones_the_hub_reads():
-    from cloud_hub.ingest import HubSettings
+    from cloud_hub.settings import HubSettings
 
     env = yaml.safe_load(COMPOSE.read_text())["services"]["hub"]["environment"]
     fields = set(HubSettings.model_fields)
