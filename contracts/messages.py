@@ -1,4 +1,6 @@
-"""MQTT message models (DESIGN.md). Every payload is JSON with schema, event_id, gw, ts.
+"""MQTT message models (docs/ARCHITECTURE.md "Messages").
+
+Every payload is JSON with schema, event_id, gw, ts.
 
 Incoming payloads are untrusted: `parse_message` validates them into these models
 and raises `MessageError` with the reason, which receivers count and dead-letter.

@@ -1,4 +1,4 @@
-"""MQTT topic names (DESIGN.md, prefix vigil/v1). Build and parse them only here."""
+"""MQTT topic names (docs/ARCHITECTURE.md "MQTT topics"). Build and parse them only here."""
 
 from __future__ import annotations
 

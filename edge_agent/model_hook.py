@@ -8,7 +8,7 @@
   updater, the publisher unsubscribes from the old channel's topic, subscribes to
   the new one and republishes its status (the status carries the channel);
 - on activation the `RiskModel` built while verifying (before the swap) is handed to
-  `gateway.activate_model` (D's switch: under every bed lock, the model, the beds'
+  `gateway.activate_model` (the switch: under every bed lock, the model, the beds'
   window spec and alarm thresholds change together between two steps, and the
   gateway state, which the nurse terminal shows, gets the new name and version), so
   scoring never waits for a load and no step mixes two models;

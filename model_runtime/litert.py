@@ -36,7 +36,7 @@ class LiteRTError(RuntimeError):
 def _interpreter_class() -> tuple[Any, Any]:
     try:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    except ImportError:  # an older gateway image with tflite-runtime only
+    except ImportError:  # a gateway image with tflite-runtime only
         from tflite_runtime.interpreter import Interpreter, OpResolverType  # type: ignore
     return Interpreter, OpResolverType
 

@@ -207,7 +207,7 @@ def test_parity_needs_both_classes_and_clean_windows(small):
 def test_a_converter_crash_becomes_a_clear_error_naming_the_signal():
     import keras
 
-    # A recurrent layer WITHOUT unroll: the int8 converter segfaults on it (DESIGN.md).
+    # A recurrent layer WITHOUT unroll: the int8 converter segfaults on it (ARCHITECTURE.md).
     w = keras.Input((STEPS, 7), name="window")
     s = keras.Input((4,), name="static")
     x = keras.layers.GRU(8, unroll=False, name="gru_rolled")(w)

@@ -1,4 +1,5 @@
-"""No patient names or medical record numbers leave the gateway (DESIGN.md).
+"""No patient names or medical record numbers leave the gateway (docs/ARCHITECTURE.md,
+"Pseudonymous stays").
 
 What leaves a gateway is exactly the contract messages (`contracts/messages.py`):
 - no message model, nested ones included, has a field for a name, a record number,

@@ -1,1 +1,1 @@
-"""The `vigil` command: one sub-command group per part (DESIGN.md)."""
+"""The `vigil` command, one group per part (docs/ARCHITECTURE.md "Parts and import rules")."""

@@ -8,8 +8,8 @@ messages) survives a broker restart: without it, messages published between a
 broker restart and the hub re-subscribing would be acknowledged to the gateway and
 dropped by the broker (nobody subscribed yet). The chaos tests restart it in place.
 
-amqtt (DESIGN.md pitfalls: runs in a thread with its own asyncio loop) is the
-fallback when no Mosquitto is installed; it speaks MQTT 3.1.1 only, so the demo
+amqtt (docs/ARCHITECTURE.md "Known pitfalls": runs in a thread with its own asyncio
+loop) is the fallback when no Mosquitto is installed; it speaks MQTT 3.1.1 only, so the demo
 then runs its clients on 3.1.1 (see `protocol`).
 """
 
@@ -56,7 +56,7 @@ class MosquittoBroker:
     def _write_conf(self) -> None:
         data = self.folder / "mosquitto-data"
         data.mkdir(exist_ok=True)
-        # Mosquitto started as root drops to user `mosquitto` (DESIGN.md pitfalls), which
+        # Mosquitto started as root drops to user `mosquitto` (ARCHITECTURE.md pitfalls), which
         # cannot reach a folder under a private (0700) temporary directory: its saves then
         # fail with "Permission denied" and the sessions do not survive a restart. This
         # broker is the demo's own, on loopback only: keep the starting user.

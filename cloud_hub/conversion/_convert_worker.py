@@ -1,7 +1,7 @@
 """The TFLite converter, run as a child process by `cloud_hub.conversion.tflite` (never imported there).
 
 The converter is native code that can die with a segmentation fault (full int8
-conversion of a recurrent layer without `unroll=True`, DESIGN.md "Known pitfalls");
+conversion of a recurrent layer without `unroll=True`, docs/ARCHITECTURE.md "Known pitfalls");
 in a child process that becomes an exit signal the parent reports, not a dead hub.
 
     python -m cloud_hub.conversion._convert_worker --keras M.keras --data REP.npz --out M.tflite
@@ -69,7 +69,8 @@ def convert(keras_path: Path, data_path: Path, out: Path, mode: str) -> int:
 
             conv.representative_dataset = representative
             # Builtin int8 kernels only: the model must run in plain LiteRT. Input and
-            # output stay float (the model quantises them itself; DESIGN.md).
+            # output stay float: the model quantises them itself
+            # (docs/ARCHITECTURE.md "Known pitfalls").
             conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         elif mode != "float":
             _fail(f"unknown mode {mode!r} (int8 or float)")

@@ -166,7 +166,7 @@ def _unrolled_hint(model: Any) -> str:
         return ""
     return (
         f"; recurrent layer(s) {bad} have unroll=False, which the int8 converter cannot "
-        "handle (rebuild with unroll=True, DESIGN.md known pitfalls)"
+        'handle (rebuild with unroll=True, docs/ARCHITECTURE.md "Known pitfalls")'
     )
 
 

@@ -6,7 +6,7 @@ All take two named inputs, `window` [steps, 7] (normalised vitals, oldest first)
 
 Recurrent layers use `unroll=True`: over a fixed window the loop becomes plain ops,
 which full int8 TFLite conversion needs (without it the converter segfaults or
-emits TensorList ops the builtin set lacks; see DESIGN.md, known pitfalls).
+emits TensorList ops the builtin set lacks; see docs/ARCHITECTURE.md "Known pitfalls").
 """
 
 from __future__ import annotations

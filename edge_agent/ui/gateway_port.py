@@ -1,7 +1,7 @@
 """`CorePort` on the real gateway core: views from `GatewayState`, actions via `Gateway`.
 
 Reading: `gateway.state.snapshot()` is the core's consistent, immutable copy (taken
-under its lock, D's `edge_agent/state.py`); it is turned into the UI's `WardView`
+under its lock, `edge_agent/state.py`); it is turned into the UI's `WardView`
 here, in the UI's worker thread, so the data path pays only for the copy.
 
 Acting: acknowledge, silence and feedback call `gateway.acknowledge/silence/feedback`,
