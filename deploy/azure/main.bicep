@@ -1,7 +1,8 @@
 // Vigil hub on Azure: Container Apps (hub + MLflow), PostgreSQL Flexible Server,
 // Blob storage for MLflow artefacts, Key Vault (bundle signing key, hub TLS key),
 // and the Event Grid namespace MQTT broker with client-certificate authentication
-// and topic spaces that enforce DESIGN.md. Deployment guide: README.md beside this file.
+// and topic spaces that enforce docs/ARCHITECTURE.md "Access". Deployment guide:
+// README.md beside this file.
 targetScope = 'resourceGroup'
 
 @description('Azure region for every resource.')

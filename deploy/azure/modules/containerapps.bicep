@@ -193,7 +193,7 @@ resource hub 'Microsoft.App/containerApps@2024-03-01' = {
           ]
         }
       ]
-      // Several workers share the gateway topics through $share/hub/... (DESIGN.md).
+      // Several workers share the gateway topics through $share/hub/... (docs/ARCHITECTURE.md "MQTT topics").
       scale: {
         minReplicas: 1
         maxReplicas: 3

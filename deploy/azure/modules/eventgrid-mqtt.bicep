@@ -2,7 +2,7 @@
 // Clients authenticate with certificates issued by the fleet CA (`vigil hub enroll`):
 // the certificate's subject CN must equal the client's authentication name, as the
 // Mosquitto broker's use_identity_as_username does on premises. Topic spaces and
-// permission bindings enforce DESIGN.md "Access":
+// permission bindings enforce docs/ARCHITECTURE.md "Access":
 //   gateways publish only vigil/v1/gw/{own id}/..., read only vigil/v1/models/# and
 //   their own cmd; only the hub publishes models and commands.
 // Event Grid checks SUBSCRIBE against the subscriber topic spaces, so a gateway
@@ -100,7 +100,7 @@ resource hubs 'Microsoft.EventGrid/namespaces/clientGroups@2023-12-15-preview' =
   }
 }
 
-// --- topic spaces (DESIGN.md "MQTT topics") ------------------------------------------
+// --- topic spaces (docs/ARCHITECTURE.md "MQTT topics") -------------------------------
 resource gwOwn 'Microsoft.EventGrid/namespaces/topicSpaces@2023-12-15-preview' = {
   parent: namespace
   name: 'gw-own-telemetry'
