@@ -32,7 +32,7 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 from cryptography import x509
@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from contracts import paths, topics
+from contracts.timeutil import iso_s, parse_iso, utc_now
 from contracts.topics import check_id
 
 HUB_IDENTITY = "hub"
@@ -75,14 +76,6 @@ class Issued:
 
 def default_pki_dir() -> Path:
     return paths.work_dir() / "pki"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _iso(ts: datetime) -> str:
-    return ts.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -177,7 +170,7 @@ class CertificateAuthority:
                 x509.NameAttribute(NameOID.COMMON_NAME, common_name),
             ]
         )
-        now = _now()
+        now = utc_now()
         ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
         cert = (
             x509.CertificateBuilder()
@@ -245,7 +238,7 @@ class CertificateAuthority:
         _write_public(self.index_path, data)
 
     def active(self, name: str, kind: str | None = None) -> list[Issued]:
-        now = _iso(_now())
+        now = iso_s(utc_now())
         return [
             r
             for r in self.index()
@@ -271,12 +264,12 @@ class CertificateAuthority:
         if days < 1:
             raise PkiError(f"certificate validity must be at least 1 day, got {days}")
         ca_cert, ca_key = self._load()
-        now = _now()
+        now = utc_now()
         not_after = now + timedelta(days=days)
         if not_after > ca_cert.not_valid_after_utc:
             raise PkiError(
                 f"{days} days would outlive the CA (valid until "
-                f"{_iso(ca_cert.not_valid_after_utc)}); choose fewer days"
+                f"{iso_s(ca_cert.not_valid_after_utc)}); choose fewer days"
             )
         key = _new_key()
         serial = x509.random_serial_number()
@@ -330,8 +323,8 @@ class CertificateAuthority:
             name=name,
             kind=kind,
             serial=f"{serial:x}",
-            not_before=_iso(cert.not_valid_before_utc),
-            not_after=_iso(cert.not_valid_after_utc),
+            not_before=iso_s(cert.not_valid_before_utc),
+            not_after=iso_s(cert.not_valid_after_utc),
             folder=str(folder.relative_to(self.root)),
         )
         self._save_index([*self.index(), rec])
@@ -414,7 +407,7 @@ class CertificateAuthority:
             check_id("gateway", name)
         want = serial.lower().lstrip("0") if serial else None
         rows = self.index()
-        now = _iso(_now())
+        now = iso_s(utc_now())
         hit = []
         for r in rows:
             if want is not None and r.serial.lstrip("0") != want:
@@ -436,7 +429,7 @@ class CertificateAuthority:
     def write_crl(self, *, days: int = DEFAULT_CRL_DAYS) -> Path:
         """(Re-)sign the CRL from the index; the broker must reload it afterwards."""
         ca_cert, ca_key = self._load()
-        now = _now()
+        now = utc_now()
         builder = (
             x509.CertificateRevocationListBuilder()
             .issuer_name(ca_cert.subject)
@@ -454,7 +447,7 @@ class CertificateAuthority:
             revoked = (
                 x509.RevokedCertificateBuilder()
                 .serial_number(int(r.serial, 16))
-                .revocation_date(datetime.fromisoformat(r.revoked_at.replace("Z", "+00:00")))
+                .revocation_date(parse_iso(r.revoked_at))
                 .build()
             )
             builder = builder.add_revoked_certificate(revoked)
@@ -477,7 +470,7 @@ class CertificateAuthority:
         patterns). Unlike the acl_file it also checks SUBSCRIBE, so a gateway cannot
         join the hub's `$share/hub/...` group. The broker reads it at start.
         """
-        now = _iso(_now())
+        now = iso_s(utc_now())
         valid = [r for r in self.index() if r.revoked_at is None and r.not_after > now]
         clients, roles = [], []
         for name in sorted({r.name for r in valid if r.kind == "gateway"}):
@@ -507,7 +500,7 @@ def _acl(kind: str, topic: str) -> dict[str, object]:
 
 
 def gateway_acls(gw: str) -> list[dict[str, object]]:
-    """docs/ARCHITECTURE.md "Access" for one gateway, as dynamic-security ACLs."""
+    """DESIGN.md "Access" for one gateway, as dynamic-security ACLs."""
     bed = "BED"  # topics.* validate ids; swap in the MQTT wildcard afterwards
     own = [
         topics.status(gw),

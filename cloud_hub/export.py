@@ -24,8 +24,8 @@ from sqlalchemy import Engine, select
 
 from cloud_hub.labels import FLEET_PREFIX, Outcome, label_for
 from cloud_hub.store.models import OutcomeLabel, VitalsSummary
-from cloud_hub.store.writer import utc
 from contracts.canonical import COLUMNS, LABEL_COLUMN, SOURCE_COLUMN
+from contracts.timeutil import naive_as_utc
 from contracts.vitals import STATIC_FEATURES, VITAL_NAMES
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def _outcomes(engine: Engine) -> dict[str, list[Outcome]]:
     t = OutcomeLabel.__table__
     with engine.connect() as c:
         for r in c.execute(select(t).order_by(t.c.recorded_at, t.c.id)):
-            out[r.stay].append(Outcome(r.source, r.kind, utc(r.onset_time)))
+            out[r.stay].append(Outcome(r.source, r.kind, naive_as_utc(r.onset_time)))
     return out
 
 
@@ -93,7 +93,7 @@ def hourly_table(engine: Engine) -> tuple[pd.DataFrame, int]:
             rec = {
                 "stay": r.stay,
                 "hour": int(math.floor(r.iculos_hours)),
-                "row_end": utc(r.step_start) + timedelta(seconds=r.step_seconds),
+                "row_end": naive_as_utc(r.step_start) + timedelta(seconds=r.step_seconds),
             }
             for name in VITAL_NAMES:
                 rec[name] = values.get(name)

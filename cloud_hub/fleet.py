@@ -11,12 +11,12 @@ prints it.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import Engine, func, select
 
 from cloud_hub.store.models import ChannelRelease, Gateway
-from cloud_hub.store.writer import utc
+from contracts.timeutil import naive_as_utc, utc_now
 
 
 @dataclass(frozen=True)
@@ -68,8 +68,8 @@ def fleet(engine: Engine) -> list[GatewayView]:
             model_state=(
                 f"{r.model_state} {r.model_state_version}".strip() if r.model_state else None
             ),
-            status_ts=utc(r.status_ts),
-            last_seen=utc(r.last_seen),
+            status_ts=naive_as_utc(r.status_ts),
+            last_seen=naive_as_utc(r.last_seen),
         )
         for r in rows
     ]
@@ -90,7 +90,7 @@ def _ago(t: datetime | None, now: datetime) -> str:
 
 def render_table(gateways: list[GatewayView], now: datetime | None = None) -> str:
     """A plain-text table (fixed columns) for terminals and logs."""
-    now = now or datetime.now(UTC)
+    now = now or utc_now()
     head = (
         "GATEWAY",
         "STATE",

@@ -12,6 +12,8 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from contracts.timeutil import iso_ms_offset
+
 
 def _fmt(v: Any) -> str:
     s = str(v)
@@ -28,7 +30,7 @@ def log_event(log: logging.Logger, event: str, level: int = logging.INFO, **fiel
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": iso_ms_offset(datetime.fromtimestamp(record.created, UTC)),
             "level": record.levelname,
             "logger": record.name,
         }

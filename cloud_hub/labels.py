@@ -19,7 +19,7 @@ import csv
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -27,6 +27,7 @@ from sqlalchemy import Engine
 from cloud_hub.store.models import OutcomeLabel
 from cloud_hub.store.writer import _insert
 from contracts import topics
+from contracts.timeutil import parse_iso_utc, utc_now
 
 HORIZON = timedelta(hours=6)  # SepsisLabel: 1 from 6 h before onset
 FLEET_PREFIX = "fleet:"  # canonical stay ids of fleet data: source prefix + stay
@@ -56,8 +57,7 @@ class Outcome:
 
 def parse_time(text: str) -> datetime:
     """ISO-8601; naive times are UTC (records exported from the hospital in UTC)."""
-    t = datetime.fromisoformat(text.strip())
-    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+    return parse_iso_utc(text.strip())
 
 
 def parse_outcomes_csv(text: str) -> tuple[list[dict], ImportReport]:
@@ -116,7 +116,7 @@ def import_outcomes(engine: Engine, path: Path, now: datetime | None = None) -> 
     except (OSError, UnicodeDecodeError) as e:
         raise LabelFileError(f"cannot read {path}: {e}") from None
     rows, report = parse_outcomes_csv(text)
-    now = now or datetime.now(UTC)
+    now = now or utc_now()
     if rows:
         t = OutcomeLabel.__table__
         with engine.begin() as conn:

@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,10 +54,10 @@ from contracts.messages import (
     ModelRelease,
     ModelState,
     Status,
-    iso_ms,
     parse_message,
 )
 from contracts.paths import default_trusted_keys_dir, work_dir
+from contracts.timeutil import iso_ms, iso_s, parse_iso, utc_now
 
 from .keys import KeyProvider
 
@@ -102,7 +102,7 @@ def make_release(
     m = dict(manifest)
     m[RELEASE_KEY] = {
         "seq": seq,
-        "issued_at": iso_ms(datetime.now(UTC)),
+        "issued_at": iso_ms(utc_now()),
         "rollback": rollback,
     }
     signature = provider.sign_manifest(m)
@@ -205,7 +205,7 @@ class StoreLedger(_LedgerQueries):
         from cloud_hub.store import Rejected, write_batch
 
         payload = release.to_json()
-        seen = classify_release(topics.models(release.channel), payload, datetime.now(UTC))
+        seen = classify_release(topics.models(release.channel), payload, utc_now())
         if seen is None or isinstance(seen, Rejected):
             reason = seen.reason if seen is not None else "empty"
             raise RolloutError(f"not a release the ledger can keep: {reason}")
@@ -332,17 +332,14 @@ class Ledger(_LedgerQueries):
 
 def _iso(text: object) -> datetime | None:
     try:
-        return datetime.fromisoformat(str(text).replace("Z", "+00:00")) if text else None
+        return parse_iso(str(text)) if text else None
     except ValueError:
         return None
 
 
 def _utc_text(t: datetime | None) -> str | None:
     """UTC ISO text; a naive time (read back from SQLite) was stored as UTC."""
-    from cloud_hub.store.writer import utc
-
-    t = utc(t)
-    return t.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if t else None
+    return iso_s(t) if t else None
 
 
 def render_releases(ledger: Ledger | StoreLedger, channel: str | None = None) -> list[dict]:

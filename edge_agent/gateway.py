@@ -33,9 +33,9 @@ from contracts.messages import (
     News2Out,
     Risk,
     Vitals,
-    iso_ms,
 )
 from contracts.preprocessing import FeatureSpec, PreprocessSpec, WindowSpec
+from contracts.timeutil import iso_ms, utc_now
 from contracts.vitals import STATIC_FEATURES, VITAL_NAMES
 
 from . import __version__
@@ -46,7 +46,7 @@ from .privacy import load_secret, stay_pseudonym
 from .publisher import Publisher, status_payload
 from .scoring import RiskModel, load_model, news2_of
 from .sources import LineSource, open_line
-from .state import GatewayState, News2Snapshot, utcnow
+from .state import GatewayState, News2Snapshot
 from .store import Store
 from .windows import BedWindows, ClosedStep
 
@@ -83,7 +83,7 @@ class Gateway:
         settings: EdgeSettings,
         *,
         model: RiskModel | None = None,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.settings = settings
         self.clock = clock

@@ -7,11 +7,13 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from contracts.timeutil import iso_ms_offset
+
 
 class JsonLines(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": iso_ms_offset(datetime.fromtimestamp(record.created, UTC)),
             "level": record.levelname,
             "logger": record.name,
             "thread": record.threadName,

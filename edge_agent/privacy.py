@@ -1,9 +1,8 @@
 """Stay pseudonyms: what the gateway publishes and stores instead of the monitor's PID-3.
 
 A hospital monitor sends the patient's identifier (often the medical record number) in
-PID-3. No names or record numbers leave the gateway (docs/ARCHITECTURE.md, "Pseudonymous
-stays"). So at the gateway boundary (`Gateway.process_reading`) the raw PID-3 value is
-replaced by
+PID-3. DESIGN.md: no names or record numbers leave the gateway. So at the gateway
+boundary (`Gateway.process_reading`) the raw PID-3 value is replaced by
 
     "st-" + first 16 hex digits of HMAC-SHA256(site secret, PID-3 + "|" + PV1-44)
 
@@ -29,8 +28,10 @@ import logging
 import os
 import secrets
 import stat
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
+
+from contracts.timeutil import hl7_ts, parse_iso, parse_iso_utc
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +43,6 @@ SECRET_FILE_NAME = "stay_secret"
 
 class SecretError(ValueError):
     """The stay secret cannot be read or is too short; the message says which file."""
-
-
-def hl7_ts(ts: datetime) -> str:
-    """`ts` as the HL7 time the monitor sends (`YYYYMMDDHHMMSS.fff+0000`, UTC)."""
-    u = ts.astimezone(UTC)
-    return u.strftime("%Y%m%d%H%M%S") + f".{u.microsecond // 1000:03d}+0000"
 
 
 def stay_pseudonym(secret: bytes, raw: str, admit: datetime | str | None = None) -> str:
@@ -137,8 +132,7 @@ def _admit_of(text: str) -> datetime | None:
     if not text:
         return None
     try:
-        t = datetime.fromisoformat(text)
-        return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
+        return parse_iso_utc(text)
     except ValueError:
         pass
     try:
@@ -187,7 +181,7 @@ def pseudonymise_outcomes(secret: bytes, text: str) -> tuple[list[dict[str, str]
         onset = (row.get("onset_time") or "").strip()
         if onset:
             try:
-                datetime.fromisoformat(onset)
+                parse_iso(onset)
             except ValueError:
                 errors.append(
                     f"row {i}: onset_time is not ISO-8601 (e.g. 2026-03-01T14:00:00Z), "

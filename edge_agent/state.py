@@ -25,17 +25,14 @@ import threading
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
+from contracts.timeutil import utc_now
 from contracts.vitals import VITAL_NAMES
 
 VITAL_HISTORY = 120  # readings per vital kept for sparklines
 RISK_HISTORY = 48  # scored steps kept per bed
 EVENT_HISTORY = 500  # events kept for the events screen
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -164,7 +161,7 @@ class GatewayState:
         beds: list[str],
         *,
         operator: str | None = None,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.gw = gw
         self.operator = operator

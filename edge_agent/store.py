@@ -25,15 +25,13 @@ import json
 import sqlite3
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+from contracts.timeutil import iso_ms_offset, utc_now
 
 
 @dataclass(frozen=True)
@@ -164,7 +162,7 @@ class Store:
                     "payload": payload,
                     "valid": int(valid),
                     "reason": reason,
-                    "at": _now(),
+                    "at": iso_ms_offset(utc_now()),
                 }
             )
 
@@ -183,7 +181,7 @@ class Store:
                         "payload": payload,
                         "qos": qos,
                         "retain": int(retain),
-                        "created": _now(),
+                        "created": iso_ms_offset(utc_now()),
                     }
                 )
                 .last_pk
@@ -202,7 +200,7 @@ class Store:
         only, a resend is already there) and take them off the backlog, atomically."""
         if not ids:
             return
-        now = _now()
+        now = iso_ms_offset(utc_now())
         params = [(i,) for i in ids]
         with self._lock:
             conn = self.db.conn
@@ -229,23 +227,21 @@ class Store:
         it already had. Retained messages (status, model state) are left out: the
         broker's retained copy and the next status carry the current state anyway.
         """
-        if since.tzinfo is None:
-            since = since.replace(tzinfo=UTC)
-        cutoff = since.astimezone(UTC).isoformat(timespec="milliseconds")
+        cutoff = iso_ms_offset(since)  # a naive `since` is UTC
         like = topic_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         with self._lock:
             cur = self.db.conn.execute(
                 "INSERT INTO outbox (topic, payload, qos, retain, created, resend_of) "
                 "SELECT topic, payload, qos, retain, ?, id FROM outbox_sent "
                 "WHERE created >= ? AND retain = 0 AND topic LIKE ? ESCAPE '\\' ORDER BY id",
-                (_now(), cutoff, like),
+                (iso_ms_offset(utc_now()), cutoff, like),
             )
             return cur.rowcount
 
     def prune_sent(self, older_than: datetime, limit: int = 5000) -> int:
         """Delete up to `limit` acknowledged messages acked before `older_than` (oldest
         first; bounded so one call never holds the store for long); returns how many."""
-        cutoff = older_than.astimezone(UTC).isoformat(timespec="milliseconds")
+        cutoff = iso_ms_offset(older_than)
         with self._lock:
             cur = self.db.conn.execute(
                 "DELETE FROM outbox_sent WHERE id IN (SELECT id FROM outbox_sent "
@@ -265,7 +261,13 @@ class Store:
             if r is None:
                 return
             self.db["outbox_rejected"].insert(
-                {"id": row_id, "topic": r[0], "payload": r[1], "reason": reason, "at": _now()},
+                {
+                    "id": row_id,
+                    "topic": r[0],
+                    "payload": r[1],
+                    "reason": reason,
+                    "at": iso_ms_offset(utc_now()),
+                },
                 replace=True,
             )
             self.db.conn.execute("DELETE FROM outbox WHERE id = ?", (row_id,))

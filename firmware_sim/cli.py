@@ -16,12 +16,12 @@ import logging
 import signal
 import sys
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
 
 from contracts.paths import work_dir
+from contracts.timeutil import naive_as_utc, parse_iso
 
 from .faults import FaultLog, FaultSpec, FaultSpecError, parse_fault, parse_time
 from .monitor import DEFAULT_MAX_RATE, Monitor, MonitorRunner
@@ -104,11 +104,9 @@ def sim(
     clock_start = None
     if start:
         try:
-            clock_start = datetime.fromisoformat(start.replace("Z", "+00:00"))
+            clock_start = naive_as_utc(parse_iso(start))
         except ValueError:
             raise _fail(f"--start {start!r} is not an ISO-8601 time") from None
-        if clock_start.tzinfo is None:
-            clock_start = clock_start.replace(tzinfo=UTC)
     onset_s = _seconds(onset, "--onset") if onset else None
 
     if replay:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from contracts import bundle, messages, topics
 from contracts.news2 import news2
 from contracts.preprocessing import aggregate_readings, fit_spec, forward_fill, stay_windows
+from contracts.timeutil import utc_now
 
 
 def _spec(steps: int = 4):
@@ -106,7 +107,7 @@ def test_messages_roundtrip_and_bad_payloads_name_the_problem():
         model=messages.ModelRef(name="m", version="1"),
         news2=messages.News2Out(total=3, risk="low", subscores={"hr": 3}),
         observed=12,
-        window_end=messages.utcnow(),
+        window_end=utc_now(),
     )
     raw = r.to_json()
     data = json.loads(raw)

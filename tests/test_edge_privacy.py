@@ -1,5 +1,5 @@
-"""Stay pseudonyms at the gateway boundary (edge_agent/privacy.py; docs/ARCHITECTURE.md,
-"Pseudonymous stays": no names or record numbers leave the gateway).
+"""Stay pseudonyms at the gateway boundary (edge_agent/privacy.py, DESIGN.md: no names or
+record numbers leave the gateway).
 
 A hospital monitor sends the medical record number in PID-3 and the name in PID-5. Real
 parts: simulator-built HL7 frames with those fields set, the real gateway and decoder, a
@@ -19,12 +19,13 @@ from pathlib import Path
 import pytest
 
 from contracts.messages import parse_message
+from contracts.timeutil import hl7_ts
 from contracts.vitals import VITAL_NAMES
 from edge_agent.config import ConfigError, load_config
 from edge_agent.decoder import MllpDecoder
 from edge_agent.gateway import Gateway
 from edge_agent.logs import JsonLines
-from edge_agent.privacy import SECRET_FILE_NAME, hl7_ts, stay_pseudonym
+from edge_agent.privacy import SECRET_FILE_NAME, stay_pseudonym
 from firmware_sim.hl7 import Observation, build_oru, frame
 from tests.edge_support import Mosquitto
 from tests.test_edge_outbox import Subscriber

@@ -33,7 +33,6 @@ threshold is chosen here, the int8 model's validation figures (`int8_val_*`).
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import math
 import os
@@ -56,6 +55,7 @@ from contracts.bundle import (
     write_bundle,
 )
 from contracts.preprocessing import PreprocessSpec
+from contracts.timeutil import iso_ms, utc_now
 from model_runtime.litert import RiskModel
 from model_runtime.verify import Verified, verify_full
 
@@ -85,10 +85,6 @@ class BuiltBundle:
     parity: Parity
     verified: Verified
     tflite: bytes
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def pick_golden(
@@ -206,7 +202,7 @@ def build_bundle(
         "schema": "vigil.manifest/1",
         "name": name,
         "version": str(version),
-        "created_at": utc_now(),
+        "created_at": iso_ms(utc_now()),
         "mlflow_run_id": mlflow_run_id,
         "architecture": architecture,
         "horizon_hours": horizon_hours,

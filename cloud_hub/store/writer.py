@@ -15,7 +15,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, or_
@@ -23,6 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from contracts.messages import Alarm, ModelState, Risk, Status, Vitals
+from contracts.timeutil import as_utc  # store UTC only: SQLite keeps wall time, no offset
 
 from .models import (
     AlarmEvent,
@@ -118,11 +119,6 @@ def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]
 
 def _model(ref) -> tuple[str | None, str | None]:
     return (ref.name, ref.version) if ref is not None else (None, None)
-
-
-def as_utc(ts: datetime) -> datetime:
-    """Store UTC only (SQLite keeps wall time without the offset); naive means UTC."""
-    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
 def message_row(m: GatewayMessage, received_at: datetime, retained: bool = False) -> dict:
@@ -476,10 +472,3 @@ def write_batch(
         with engine.begin() as conn:
             total.merge(_write(conn, [], rejected))
     return total
-
-
-def utc(ts: datetime | None) -> datetime | None:
-    """Timestamps read back from SQLite are naive; they were written in UTC."""
-    if ts is None:
-        return None
-    return ts if ts.tzinfo else ts.replace(tzinfo=UTC)
