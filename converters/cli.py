@@ -13,4 +13,4 @@ from converters import cli_import
 
 app = typer.Typer(no_args_is_help=True)
 
-cli_import.register(app)  # physionet, mimic (datasets -> canonical table)
+app.add_typer(cli_import.app)  # physionet, mimic (datasets -> canonical table)

@@ -1,19 +1,27 @@
 """`vigil convert physionet|mimic`: import a dataset into the canonical hourly table.
 
 Prints a summary (stays, rows, positive stays, skipped, fingerprint) and the first
-problems found in the input; exits non-zero when the source is missing or unreadable.
+problems found in the input; exits 1 when the source is missing or unreadable.
 pandas/pyarrow are imported inside the commands so `vigil --help` stays fast.
+`converters.cli` adds these commands to `vigil convert`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from contracts.cli import fail
 from contracts.paths import mimic_demo_archive, physionet_archive, work_dir
 
 SHOW_PROBLEMS = 20
+
+app = typer.Typer()
+
+OutFile = Annotated[Path | None, typer.Option("--out", "-o", help="Parquet file to write.")]
+ReportFile = Annotated[Path | None, typer.Option("--report", help="Write the full report as JSON.")]
 
 
 def default_out(dataset: str) -> Path:
@@ -41,55 +49,65 @@ def _print_report(report, report_json: Path | None) -> None:  # noqa: ANN001 - I
         typer.echo(f"report: {report_json}")
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("physionet")
-    def physionet(
-        source: Path = typer.Argument(
-            None,
+@app.command("physionet")
+def physionet(
+    source: Annotated[
+        Path | None,
+        typer.Argument(
             help="training_setA.tar.gz, a folder of .psv files or one .psv "
             "(default: the shared PhysioNet 2019 archive).",
         ),
-        out: Path = typer.Option(None, "--out", "-o", help="Parquet file to write."),
-        limit: int = typer.Option(None, "--limit", min=1, help="Only the first N stays."),
-        stays: list[str] = typer.Option(
-            None, "--stay", help="Only these stays (pn-p000001 or p000001); repeatable."
-        ),
-        report_json: Path = typer.Option(None, "--report", help="Write the full report as JSON."),
-    ) -> None:
-        """Import PhysioNet/CinC 2019 stays into the canonical hourly table."""
-        from converters.physionet import SourceError, import_physionet
+    ] = None,
+    out: OutFile = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=1, help="Only the first N stays.")
+    ] = None,
+    stays: Annotated[
+        list[str] | None,
+        typer.Option("--stay", help="Only these stays (pn-p000001 or p000001); repeatable."),
+    ] = None,
+    report_json: ReportFile = None,
+) -> None:
+    """Import PhysioNet/CinC 2019 stays into the canonical hourly table.
 
-        src = source or physionet_archive()
-        dst = out or default_out("physionet2019")
-        try:
-            report = import_physionet(src, dst, limit=limit, stays=stays or None)
-        except (SourceError, OSError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1) from e
-        _print_report(report, report_json)
+    Example: vigil convert physionet training_setA.tar.gz --limit 500 -o physionet2019.parquet
+    """
+    from converters.physionet import SourceError, import_physionet
 
-    @app.command("mimic")
-    def mimic(
-        source: Path = typer.Argument(
-            None,
+    src = source or physionet_archive()
+    dst = out or default_out("physionet2019")
+    try:
+        report = import_physionet(src, dst, limit=limit, stays=stays or None)
+    except (SourceError, OSError) as e:
+        raise fail(e, 1) from e
+    _print_report(report, report_json)
+
+
+@app.command("mimic")
+def mimic(
+    source: Annotated[
+        Path | None,
+        typer.Argument(
             help="MIMIC-III CSVs: the demo tar.gz or a folder with CHARTEVENTS, ICUSTAYS, "
             "PATIENTS, ADMISSIONS (default: the shared MIMIC-III demo).",
         ),
-        out: Path = typer.Option(None, "--out", "-o", help="Parquet file to write."),
-        report_json: Path = typer.Option(None, "--report", help="Write the full report as JSON."),
-    ) -> None:
-        """Import MIMIC-III ICU stays (vitals from CHARTEVENTS) into the canonical table."""
-        try:
-            from converters.mimic import SourceError, import_mimic
-        except ModuleNotFoundError as e:
-            typer.echo(f"error: the MIMIC-III importer is not available ({e})", err=True)
-            raise typer.Exit(2) from e
+    ] = None,
+    out: OutFile = None,
+    report_json: ReportFile = None,
+) -> None:
+    """Import MIMIC-III ICU stays (vitals from CHARTEVENTS) into the canonical table.
 
-        src = source or mimic_demo_archive()
-        dst = out or default_out("mimic3")
-        try:
-            report = import_mimic(src, dst)
-        except (SourceError, OSError) as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(1) from e
-        _print_report(report, report_json)
+    Example: vigil convert mimic mimic3demo.tar.gz --out mimic3.parquet --report problems.json
+    """
+    try:
+        from converters.mimic import SourceError, import_mimic
+    except ModuleNotFoundError as e:
+        raise fail(f"the MIMIC-III importer is not available ({e})") from e
+
+    src = source or mimic_demo_archive()
+    dst = out or default_out("mimic3")
+    try:
+        report = import_mimic(src, dst)
+    except (SourceError, OSError) as e:
+        raise fail(e, 1) from e
+    _print_report(report, report_json)
