@@ -500,7 +500,7 @@ def _acl(kind: str, topic: str) -> dict[str, object]:
 
 
 def gateway_acls(gw: str) -> list[dict[str, object]]:
-    """DESIGN.md "Access" for one gateway, as dynamic-security ACLs."""
+    """docs/ARCHITECTURE.md "Access" for one gateway, as dynamic-security ACLs."""
     bed = "BED"  # topics.* validate ids; swap in the MQTT wildcard afterwards
     own = [
         topics.status(gw),

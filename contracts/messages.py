@@ -1,4 +1,6 @@
-"""MQTT message models (DESIGN.md). Every payload is JSON with schema, event_id, gw, ts.
+"""MQTT message models (docs/ARCHITECTURE.md "Messages").
+
+Every payload is JSON with schema, event_id, gw, ts.
 
 Incoming payloads are untrusted: `parse_message` validates them into these models
 and raises `MessageError` with the reason, which receivers count and dead-letter.
@@ -13,17 +15,26 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_serializer
 
+from contracts.errors import validation_problems
 from contracts.timeutil import iso_ms, utc_now
 
 MAX_PAYLOAD_BYTES = 256 * 1024  # gateway telemetry; model releases have their own limit
 MAX_RELEASE_BYTES = 16 * 1024 * 1024
 
 
-class MessageError(ValueError):
-    """A payload that is not a valid Vigil message; `reason` says why."""
+# Why a payload was refused, as its dead letter records it (`reason_kind`).
+RefusalKind = Literal["malformed", "oversized", "schema", "topic_mismatch", "unknown_topic"]
 
-    def __init__(self, reason: str):
+
+class MessageError(ValueError):
+    """A payload that is not a valid Vigil message: `kind` (a RefusalKind) and `reason`.
+
+    `str(e)` is the reason alone.
+    """
+
+    def __init__(self, kind: RefusalKind, reason: str):
         super().__init__(reason)
+        self.kind = kind
         self.reason = reason
 
 
@@ -168,28 +179,21 @@ AnyMessage = Annotated[
 _ANY = TypeAdapter(AnyMessage)
 
 
-def _validation_reason(e: ValidationError) -> str:
-    parts = []
-    for err in e.errors()[:5]:
-        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
-        parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)
-
-
 def parse_message(payload: bytes, *, gateway_only: bool = True, max_bytes: int | None = None):
-    """Validate one payload into its message model, or raise MessageError(reason)."""
+    """Validate one payload into its message model, or raise MessageError(kind, reason)."""
     limit = max_bytes or (MAX_PAYLOAD_BYTES if gateway_only else MAX_RELEASE_BYTES)
     if len(payload) > limit:
-        raise MessageError(f"oversized: {len(payload)} bytes > limit {limit}")
+        raise MessageError("oversized", f"oversized: {len(payload)} bytes > limit {limit}")
     try:
         data = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MessageError(f"not JSON: {e}") from None
+        raise MessageError("malformed", f"not JSON: {e}") from None
     if not isinstance(data, dict):
-        raise MessageError(f"not a JSON object: {type(data).__name__}")
+        raise MessageError("malformed", f"not a JSON object: {type(data).__name__}")
     if "schema" not in data:
-        raise MessageError("missing field 'schema'")
+        raise MessageError("schema", "missing field 'schema'")
     try:
         return (_GATEWAY if gateway_only else _ANY).validate_python(data)
     except ValidationError as e:
-        raise MessageError(f"schema {data.get('schema')!r}: {_validation_reason(e)}") from None
+        problems = "; ".join(validation_problems(e, values=False, limit=5))
+        raise MessageError("schema", f"schema {data.get('schema')!r}: {problems}") from None

@@ -1,8 +1,9 @@
 """Stay pseudonyms: what the gateway publishes and stores instead of the monitor's PID-3.
 
 A hospital monitor sends the patient's identifier (often the medical record number) in
-PID-3. DESIGN.md: no names or record numbers leave the gateway. So at the gateway
-boundary (`Gateway.process_reading`) the raw PID-3 value is replaced by
+PID-3. No names or record numbers leave the gateway (docs/ARCHITECTURE.md, "Pseudonymous
+stays"). So at the gateway boundary (`Gateway.process_reading`) the raw PID-3 value is
+replaced by
 
     "st-" + first 16 hex digits of HMAC-SHA256(site secret, PID-3 + "|" + PV1-44)
 

@@ -38,10 +38,9 @@ Fields:
   the age does not change during a stay). PID-8 sex ``M`` / ``F`` / ``U``
   (Gender 1 / 0 / unknown). Unknown age: PID-7 empty.
 - PV1-3 ``ICU^^{bed}`` (bed is PV1-3.3). PV1-44 ICU admission time:
-  ICULOS hours = (obs_time - PV1-44) / 3600. (The one-line template in
-  notes/HL7.md has one empty field too few, which would make it PV1-43; its text and
-  HL7 v2, where PV1-44 is Admit Date/Time, say PV1-44, and that is what is sent:
-  the PV1 segment has 44 ``|``, so ``segment.split("|")[44]`` is the admit time.)
+  ICULOS hours = (obs_time - PV1-44) / 3600. (HL7 v2 defines PV1-44 as Admit
+  Date/Time: the PV1 segment has 44 ``|``, so ``segment.split("|")[44]`` is the admit
+  time.)
 - ZAD-1 hospital admission time: HospAdmTime hours = (ZAD-1 - PV1-44) / 3600 (<= 0).
   Unknown: ZAD-1 empty.
 - OBX-5 value: decimal, at most 1 fraction digit (Temp: 2), no exponent, trailing

@@ -1,5 +1,5 @@
-"""Stay pseudonyms at the gateway boundary (edge_agent/privacy.py, DESIGN.md: no names or
-record numbers leave the gateway).
+"""Stay pseudonyms at the gateway boundary (edge_agent/privacy.py; docs/ARCHITECTURE.md,
+"Pseudonymous stays": no names or record numbers leave the gateway).
 
 A hospital monitor sends the medical record number in PID-3 and the name in PID-5. Real
 parts: simulator-built HL7 frames with those fields set, the real gateway and decoder, a

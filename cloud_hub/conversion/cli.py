@@ -17,18 +17,18 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
+from cloud_hub.cli_options import SigningKeyFile, TrackingUri, default_signing_key
+from contracts.cli import CanonicalTable, fail
 from contracts.paths import default_trusted_keys_dir, work_dir
 
 DEFAULT_MODEL_URI = "models:/vigil-sepsis@champion"
 
-
-def _fail(msg: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"error: {msg}", err=True)
-    return typer.Exit(code)
+app = typer.Typer()
+"""`tflite` and `verify`; `vigil_cli.main` adds them to the `vigil convert` group."""
 
 
 def default_trusted() -> list[Path]:
@@ -102,157 +102,163 @@ def _window_steps(model: Any) -> int:
     return next((int(t.shape[1]) for t in model.inputs if t.name == "window"), 0)
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("tflite")
-    def tflite_cmd(
-        model_uri: str | None = typer.Option(
-            None, "--model-uri", help=f"MLflow model (default {DEFAULT_MODEL_URI})."
-        ),
-        keras_path: Path | None = typer.Option(
-            None, "--keras", help="A .keras file instead of an MLflow model."
-        ),
-        data: Path | None = typer.Option(
-            None,
-            "--data",
-            help="Canonical table (default <work_dir>/canonical/physionet2019.parquet).",
-        ),
-        key: Path | None = typer.Option(
-            None, "--key", help="Signing key (default <work_dir>/keys/signing.key)."
-        ),
-        out: Path = typer.Option(..., "--out", help="Bundle folder to write (replaced whole)."),
-        tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow store."),
-        seed: int | None = typer.Option(None, help="Split seed (--keras; default 2019)."),
-        limit_stays: int | None = typer.Option(
-            None, "--limit-stays", help="Seeded subset of N stays, as in training (--keras)."
-        ),
-        name: str = typer.Option("vigil-sepsis", help="Bundle name."),
-        version: str | None = typer.Option(
-            None, help="Bundle version (default: registry version, else a UTC timestamp)."
-        ),
-        architecture: str | None = typer.Option(None, help="Architecture (default: the run's)."),
-        max_abs_diff: float = typer.Option(0.25, help="Refuse if max |float - int8| exceeds."),
-        max_p99_diff: float = typer.Option(
-            0.08, help="Refuse if the 99th percentile of |float - int8| exceeds."
-        ),
-        max_delta_auroc: float = typer.Option(0.02, help="Refuse if |ΔAUROC| exceeds."),
-        timeout: float = typer.Option(600.0, help="Converter time limit, seconds."),
-    ) -> None:
-        """Convert a trained model to a signed int8 TFLite bundle (parity-checked)."""
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        logging.getLogger("tensorflow").setLevel(logging.ERROR)
-        from cloud_hub.training.dataset import DatasetError, prepare
-        from cloud_hub.training.train import default_data_path
-        from contracts.timeutil import iso_ms, utc_now
+@app.command("tflite")
+def tflite_cmd(
+    out: Annotated[Path, typer.Option("--out", help="Bundle folder to write (replaced whole).")],
+    model_uri: Annotated[
+        str | None, typer.Option("--model-uri", help=f"MLflow model (default {DEFAULT_MODEL_URI}).")
+    ] = None,
+    keras_path: Annotated[
+        Path | None, typer.Option("--keras", help="A .keras file instead of an MLflow model.")
+    ] = None,
+    data: CanonicalTable = None,
+    key: SigningKeyFile = None,
+    tracking_uri: TrackingUri = None,
+    seed: Annotated[int | None, typer.Option(help="Split seed (--keras; default 2019).")] = None,
+    limit_stays: Annotated[
+        int | None,
+        typer.Option("--limit-stays", help="Seeded subset of N stays, as in training (--keras)."),
+    ] = None,
+    name: Annotated[str, typer.Option(help="Bundle name.")] = "vigil-sepsis",
+    version: Annotated[
+        str | None,
+        typer.Option(help="Bundle version (default: registry version, else a UTC timestamp)."),
+    ] = None,
+    architecture: Annotated[
+        str | None, typer.Option(help="Architecture (default: the run's).")
+    ] = None,
+    max_abs_diff: Annotated[
+        float, typer.Option(help="Refuse if max |float - int8| exceeds.")
+    ] = 0.25,
+    max_p99_diff: Annotated[
+        float, typer.Option(help="Refuse if the 99th percentile of |float - int8| exceeds.")
+    ] = 0.08,
+    max_delta_auroc: Annotated[float, typer.Option(help="Refuse if |ΔAUROC| exceeds.")] = 0.02,
+    timeout: Annotated[float, typer.Option(help="Converter time limit, seconds.")] = 600.0,
+) -> None:
+    """Convert a trained model to a signed int8 TFLite bundle (parity-checked).
 
-        from .bundle_build import build_bundle
-        from .tflite import ConversionError, Tolerances
+    Example: vigil convert tflite --model-uri models:/vigil-sepsis@champion --out models/candidate
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    from cloud_hub.training.dataset import DatasetError, prepare
+    from cloud_hub.training.train import default_data_path
+    from contracts.timeutil import iso_ms, utc_now
 
-        if model_uri and keras_path:
-            raise _fail("give --model-uri or --keras, not both")
-        signing_key = key or work_dir() / "keys" / "signing.key"
-        if not signing_key.exists():
-            raise _fail(f"signing key {signing_key} not found: run `vigil hub keys init`")
-        try:
-            if keras_path is not None:
-                import keras
+    from .bundle_build import build_bundle
+    from .tflite import ConversionError, Tolerances
 
-                if not keras_path.exists():
-                    raise _fail(f"Keras model {keras_path} not found")
-                model = keras.models.load_model(keras_path, compile=False)
-                src: dict[str, Any] = {
-                    "model": model,
-                    "run_id": "",
-                    "version": "",
-                    "spec": None,
-                    "architecture": model.name,
-                    "seed": 2019 if seed is None else seed,
-                    "limit_stays": limit_stays,
-                    "fingerprint": "",
-                    "metrics": {},
-                }
-            else:
-                src = _from_mlflow(model_uri or DEFAULT_MODEL_URI, tracking_uri)
-                if src["spec"].window.steps != _window_steps(src["model"]):
-                    raise _fail("the run's preprocessing window differs from the model's input")
-            steps = _window_steps(src["model"])
-            if not steps:
-                raise _fail("the model has no input named 'window' [steps, features]")
-            table = data or default_data_path()
-            typer.echo(f"reading {table}")
-            df, fingerprint = _load_table(table)
-            if src["fingerprint"] and fingerprint != src["fingerprint"]:
-                raise _fail(
-                    f"{table} has fingerprint {fingerprint[:16]}…, the run was trained on "
-                    f"{src['fingerprint'][:16]}…: convert with the run's data"
-                )
-            prepared = prepare(
-                df,
-                steps=steps,
-                seed=src["seed"],
-                fingerprint=fingerprint,
-                limit_stays=src["limit_stays"],
-                min_observed=src["spec"].min_observed if src["spec"] else 3,
+    if model_uri and keras_path:
+        raise fail("give --model-uri or --keras, not both")
+    signing_key = key or default_signing_key()
+    if not signing_key.exists():
+        raise fail(f"signing key {signing_key} not found: run `vigil hub keys init`")
+    try:
+        if keras_path is not None:
+            import keras
+
+            if not keras_path.exists():
+                raise fail(f"Keras model {keras_path} not found")
+            model = keras.models.load_model(keras_path, compile=False)
+            src: dict[str, Any] = {
+                "model": model,
+                "run_id": "",
+                "version": "",
+                "spec": None,
+                "architecture": model.name,
+                "seed": 2019 if seed is None else seed,
+                "limit_stays": limit_stays,
+                "fingerprint": "",
+                "metrics": {},
+            }
+        else:
+            src = _from_mlflow(model_uri or DEFAULT_MODEL_URI, tracking_uri)
+            if src["spec"].window.steps != _window_steps(src["model"]):
+                raise fail("the run's preprocessing window differs from the model's input")
+        steps = _window_steps(src["model"])
+        if not steps:
+            raise fail("the model has no input named 'window' [steps, features]")
+        table = data or default_data_path()
+        typer.echo(f"reading {table}")
+        df, fingerprint = _load_table(table)
+        if src["fingerprint"] and fingerprint != src["fingerprint"]:
+            raise fail(
+                f"{table} has fingerprint {fingerprint[:16]}…, the run was trained on "
+                f"{src['fingerprint'][:16]}…: convert with the run's data"
             )
-            del df
-            if src["spec"] is not None and prepared.spec != src["spec"]:
-                raise _fail(
-                    "the data does not reproduce the run's preprocessing (normalisation "
-                    "constants differ): refusing a bundle that would skew train and serve"
-                )
-            built = build_bundle(
-                src["model"],
-                out,
-                signing_key,
-                spec=prepared.spec,
-                representative=prepared.splits["train"],
-                validation=prepared.splits["val"],
-                architecture=architecture or src["architecture"] or "unknown",
-                version=version
-                or src["version"]
-                or iso_ms(utc_now()).replace(":", "").split(".")[0],
-                name=name,
-                metrics=src["metrics"],
-                mlflow_run_id=src["run_id"],
-                dataset_fingerprint=fingerprint,
-                tolerances=Tolerances(
-                    max_abs_diff=max_abs_diff,
-                    p99_abs_diff=max_p99_diff,
-                    delta_auroc=max_delta_auroc,
-                ),
-                timeout=timeout,
-                echo=typer.echo,
+        prepared = prepare(
+            df,
+            steps=steps,
+            seed=src["seed"],
+            fingerprint=fingerprint,
+            limit_stays=src["limit_stays"],
+            min_observed=src["spec"].min_observed if src["spec"] else 3,
+        )
+        del df
+        if src["spec"] is not None and prepared.spec != src["spec"]:
+            raise fail(
+                "the data does not reproduce the run's preprocessing (normalisation "
+                "constants differ): refusing a bundle that would skew train and serve"
             )
-        except ConversionError as e:
-            raise _fail(f"conversion {e}", 1) from None
-        except (DatasetError, ValueError, OSError) as e:
-            raise _fail(str(e)) from None
-        typer.echo(f"signed bundle: {built.folder}")
+        built = build_bundle(
+            src["model"],
+            out,
+            signing_key,
+            spec=prepared.spec,
+            representative=prepared.splits["train"],
+            validation=prepared.splits["val"],
+            architecture=architecture or src["architecture"] or "unknown",
+            version=version or src["version"] or iso_ms(utc_now()).replace(":", "").split(".")[0],
+            name=name,
+            metrics=src["metrics"],
+            mlflow_run_id=src["run_id"],
+            dataset_fingerprint=fingerprint,
+            tolerances=Tolerances(
+                max_abs_diff=max_abs_diff,
+                p99_abs_diff=max_p99_diff,
+                delta_auroc=max_delta_auroc,
+            ),
+            timeout=timeout,
+            echo=typer.echo,
+        )
+    except ConversionError as e:
+        raise fail(f"conversion {e}", 1) from None
+    except (DatasetError, ValueError, OSError) as e:
+        raise fail(e) from None
+    typer.echo(f"signed bundle: {built.folder}")
 
-    @app.command("verify")
-    def verify_cmd(
-        bundle: Path = typer.Argument(..., help="Bundle folder."),
-        trusted: list[Path] | None = typer.Option(
-            None,
+
+@app.command("verify")
+def verify_cmd(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder.")],
+    trusted: Annotated[
+        list[Path] | None,
+        typer.Option(
             "--trusted",
             help="Trusted public key (.pub) or folder of them; repeatable "
             "(default: models/trusted_keys and <work_dir>/keys).",
         ),
-    ) -> None:
-        """Check a bundle as a gateway would: signature, sha256, schema, LiteRT, golden windows."""
-        from contracts.bundle import BundleError, load_trusted_keys
-        from model_runtime.verify import verify_full
+    ] = None,
+) -> None:
+    """Check a bundle as a gateway would: signature, sha256, schema, LiteRT, golden windows.
 
-        paths = trusted or default_trusted()
-        try:
-            keys = load_trusted_keys(paths)
-        except (OSError, ValueError) as e:
-            raise _fail(f"cannot read trusted keys: {e}") from None
-        if not keys:
-            raise _fail("no trusted public keys: pass --trusted DIR_OR_PUB")
-        try:
-            result = verify_full(bundle, keys)
-        except BundleError as e:
-            typer.echo(f"FAILED {bundle}: {e.reason}: {e.detail}")
-            raise typer.Exit(1) from None
-        typer.echo(result.line())
+    Example: vigil convert verify models/default --trusted models/trusted_keys
+    """
+    from contracts.bundle import BundleError, load_trusted_keys
+    from model_runtime.verify import verify_full
+
+    paths = trusted or default_trusted()
+    try:
+        keys = load_trusted_keys(paths)
+    except (OSError, ValueError) as e:
+        raise fail(f"cannot read trusted keys: {e}") from None
+    if not keys:
+        raise fail("no trusted public keys: pass --trusted DIR_OR_PUB")
+    try:
+        result = verify_full(bundle, keys)
+    except BundleError as e:
+        typer.echo(f"FAILED {bundle}: {e.reason}: {e.detail}")
+        raise typer.Exit(1) from None
+    typer.echo(result.line())
