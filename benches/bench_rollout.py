@@ -11,7 +11,7 @@ gateway and happen on each gateway's own CPU, not on the broker or hub); the ful
 activation is measured apart (`activation_ms`, one real `ModelUpdater` on this machine).
 
 The gateways live in a few worker processes (threads of paho's network loops); the
-hub publishes one retained release with `cloud_hub.rollout` and measures the time
+hub publishes one retained release with `cloud_hub.rollout.release` and measures the time
 until every gateway's state is back. Run:
 
     python benches/bench_rollout.py                 # 1000 gateways, 4 processes
@@ -140,7 +140,7 @@ def gateway_worker(
 def activation_ms(key_path: Path, pub_path: Path, repeats: int = 20) -> float:
     """Median time of one full gateway activation (verify, stage, LiteRT, golden, swap)."""
     from cloud_hub.keys import open_provider
-    from cloud_hub.rollout import make_release, read_bundle_folder
+    from cloud_hub.rollout.release import make_release, read_bundle_folder
     from contracts.paths import default_bundle_dir
     from edge_agent.model_update import ModelUpdater
 
@@ -188,14 +188,14 @@ def main() -> None:
     args = ap.parse_args()
 
     from cloud_hub.keys import open_provider
-    from cloud_hub.rollout import (
-        BrokerSettings,
-        Ledger,
+    from cloud_hub.rollout.ledger import Ledger
+    from cloud_hub.rollout.release import (
         connect,
         make_release,
         publish_release,
         read_bundle_folder,
     )
+    from contracts.broker import BrokerSettings
     from contracts.paths import default_bundle_dir
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-rollout-"))

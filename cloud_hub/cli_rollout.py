@@ -36,13 +36,13 @@ DB_OPTION = typer.Option(
 
 def _ledger(folder: Path | None, db: str | None):  # noqa: ANN202 - Ledger | StoreLedger
     """The folder ledger when --ledger is given, else the hub store's (shared by replicas)."""
-    from cloud_hub import rollout as ro
+    from cloud_hub.rollout.ledger import Ledger, StoreLedger
     from cloud_hub.store import StoreError
 
     if folder is not None:
-        return ro.Ledger(folder)
+        return Ledger(folder)
     try:
-        return ro.StoreLedger(db)
+        return StoreLedger(db)
     except StoreError as e:
         raise _fail(e) from None
 
@@ -178,9 +178,17 @@ def register(app: typer.Typer) -> None:
         db: str | None = DB_OPTION,
     ) -> None:
         """Publish a signed model on a channel (retained), or stage it canary -> stable."""
-        from cloud_hub import rollout as ro
         from cloud_hub.keys import SigningKeyError, open_provider
         from cloud_hub.retrain import RetrainError, bundle_of_version
+        from cloud_hub.rollout.release import (
+            RolloutError,
+            connect,
+            make_release,
+            next_seq,
+            publish_release,
+            read_bundle_folder,
+        )
+        from cloud_hub.rollout.watch import staged_rollout
 
         if (channel is None) == (not staged):
             raise _fail("give either --channel canary|stable or --staged")
@@ -193,14 +201,14 @@ def register(app: typer.Typer) -> None:
                 if not name or not version:
                     raise _fail(f"{model!r}: expected NAME@VERSION, e.g. vigil-sepsis@3")
                 bundle = bundle_of_version(name, version, tracking_uri, Path(tempfile.mkdtemp()))
-            manifest, blob = ro.read_bundle_folder(bundle)
+            manifest, blob = read_bundle_folder(bundle)
             led = _ledger(ledger, db)
-            client = ro.connect(_broker(host, port, tls_ca, tls_cert, tls_key))
-        except (SigningKeyError, RetrainError, ro.RolloutError) as e:
+            client = connect(_broker(host, port, tls_ca, tls_cert, tls_key))
+        except (SigningKeyError, RetrainError, RolloutError) as e:
             raise _fail(e) from None
         try:
             if staged:
-                report = ro.staged_rollout(
+                report = staged_rollout(
                     client,
                     manifest,
                     blob,
@@ -215,15 +223,13 @@ def register(app: typer.Typer) -> None:
                 if report.halted:
                     raise typer.Exit(1)
             else:
-                rel = ro.make_release(
-                    manifest, blob, channel, provider, seq=ro.next_seq(led.last_seq())
-                )
-                e = ro.publish_release(client, rel, led)
+                rel = make_release(manifest, blob, channel, provider, seq=next_seq(led.last_seq()))
+                e = publish_release(client, rel, led)
                 typer.echo(
                     f"published {e.name} {e.version} on {e.channel} "
                     f"(release {e.seq}, key {e.key_id})"
                 )
-        except ro.RolloutError as e:
+        except RolloutError as e:
             raise _fail(e) from None
         finally:
             client.disconnect()
@@ -242,19 +248,19 @@ def register(app: typer.Typer) -> None:
         db: str | None = DB_OPTION,
     ) -> None:
         """Republish, as a new rollback release, the model the channel had before."""
-        from cloud_hub import rollout as ro
         from cloud_hub.keys import SigningKeyError, open_provider
+        from cloud_hub.rollout.release import RolloutError, connect, rollback
 
         led = _ledger(ledger, db)
         try:
             provider = open_provider(key)
-            client = ro.connect(_broker(host, port, tls_ca, tls_cert, tls_key))
+            client = connect(_broker(host, port, tls_ca, tls_cert, tls_key))
             try:
-                e = ro.rollback(client, channel, provider, led)
+                e = rollback(client, channel, provider, led)
             finally:
                 client.disconnect()
                 client.loop_stop()
-        except (SigningKeyError, ro.RolloutError) as err:
+        except (SigningKeyError, RolloutError) as err:
             raise _fail(err) from None
         typer.echo(f"rolled {channel} back to {e.name} {e.version} (release {e.seq})")
 
@@ -269,16 +275,16 @@ def register(app: typer.Typer) -> None:
         tls_key: Path | None = typer.Option(None),
     ) -> None:
         """Send a gateway a join_channel command."""
-        from cloud_hub import rollout as ro
+        from cloud_hub.rollout.release import RolloutError, assign, connect
 
         try:
-            client = ro.connect(_broker(host, port, tls_ca, tls_cert, tls_key))
+            client = connect(_broker(host, port, tls_ca, tls_cert, tls_key))
             try:
-                ro.assign(client, gw, channel)
+                assign(client, gw, channel)
             finally:
                 client.disconnect()
                 client.loop_stop()
-        except (ro.RolloutError, ValueError) as e:
+        except (RolloutError, ValueError) as e:
             raise _fail(e) from None
         typer.echo(f"{gw}: join_channel {channel} sent")
 
@@ -296,23 +302,25 @@ def register(app: typer.Typer) -> None:
         """Each gateway's channel, target version (published there) and active version."""
         from dataclasses import asdict
 
-        from cloud_hub import rollout as ro
+        from cloud_hub.rollout.release import RolloutError, connect
+        from cloud_hub.rollout.targets import fleet_targets, render_targets
+        from cloud_hub.rollout.watch import FleetWatch
 
         try:
-            client = ro.connect(_broker(host, port, tls_ca, tls_cert, tls_key))
-        except ro.RolloutError as e:
+            client = connect(_broker(host, port, tls_ca, tls_cert, tls_key))
+        except RolloutError as e:
             raise _fail(e) from None
         try:
-            watch = ro.FleetWatch(client)
+            watch = FleetWatch(client)
             watch.settle(1.0)
-            rows = ro.fleet_targets(watch, _ledger(ledger, db))
+            rows = fleet_targets(watch, _ledger(ledger, db))
         finally:
             client.disconnect()
             client.loop_stop()
         if as_json:
             typer.echo(json.dumps([asdict(r) | {"in_step": r.in_step} for r in rows], indent=2))
         else:
-            typer.echo(ro.render_targets(rows))
+            typer.echo(render_targets(rows))
 
     @app.command("releases")
     def releases_cmd(
@@ -322,11 +330,12 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json"),
     ) -> None:
         """The release ledger: what was published on each channel, when, signed by which key."""
-        from cloud_hub import rollout as ro
+        from cloud_hub.rollout.ledger import render_releases
+        from cloud_hub.rollout.release import RolloutError
 
         try:
-            rows = ro.render_releases(_ledger(ledger, db), channel)
-        except ro.RolloutError as e:
+            rows = render_releases(_ledger(ledger, db), channel)
+        except RolloutError as e:
             raise _fail(e) from None
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
@@ -357,6 +366,13 @@ def _default_db() -> str:
 
 
 def _broker(host, port, tls_ca, tls_cert, tls_key):
-    from cloud_hub.rollout import BrokerSettings
+    from pydantic import ValidationError
 
-    return BrokerSettings(host, port, tls_ca, tls_cert, tls_key)
+    from contracts.broker import BrokerSettings, TlsFiles
+    from contracts.errors import describe
+
+    tls = TlsFiles(ca=tls_ca, cert=tls_cert, key=tls_key) if tls_ca or tls_cert else None
+    try:
+        return BrokerSettings(host, port, tls=tls)
+    except ValidationError as e:  # e.g. a port out of range
+        raise _fail(f"invalid broker setting:\n{describe(e)}") from None

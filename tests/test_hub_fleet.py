@@ -190,7 +190,7 @@ def test_fleet_target_is_the_newest_release_on_the_gateways_channel(broker, db, 
         ).all()
     assert n == 3
     # What the ingest saw is the hub's ledger too: a rollback can republish it.
-    from cloud_hub.rollout import StoreLedger
+    from cloud_hub.rollout.ledger import StoreLedger
 
     led = StoreLedger(engine)
     assert [e.seq for e in led.history(ch_stable)] == [100, 300]

@@ -10,7 +10,8 @@ import pytest
 
 from cloud_hub.keys import AzureKeyVaultProvider, FileKeyProvider, SigningKeyError, open_provider
 from cloud_hub.retrain import EvalSet, Gate, RetrainError
-from cloud_hub.rollout import Ledger, RolloutError, StoreLedger, make_release
+from cloud_hub.rollout.ledger import Ledger, StoreLedger
+from cloud_hub.rollout.release import RolloutError, make_release
 from contracts.bundle import generate_key, key_id, load_private_key, verify_parts
 from tests.hub_support import fresh_engine
 from tests.rollout_support import default_parts
@@ -188,7 +189,7 @@ def test_a_new_host_recovers_the_frozen_eval_set_from_mlflow(tmp_path):
 def test_rollback_refuses_a_release_no_trusted_key_signed(tmp_path):
     """The ledger also holds what the ingest saw on the broker: re-signing must not
     turn a release signed by an unknown key into a trusted one."""
-    from cloud_hub.rollout import rollback
+    from cloud_hub.rollout.release import rollback
 
     hub_key, _, _ = generate_key(tmp_path / "hub")
     rogue_key, _, _ = generate_key(tmp_path / "rogue")

@@ -10,17 +10,17 @@ import time
 import pytest
 
 from cloud_hub.keys import open_provider
-from cloud_hub.rollout import (
-    BrokerSettings,
-    FleetWatch,
-    Ledger,
+from cloud_hub.rollout.ledger import Ledger
+from cloud_hub.rollout.release import (
     assign,
     connect,
     make_release,
     publish_release,
     read_bundle_folder,
 )
+from cloud_hub.rollout.watch import FleetWatch
 from contracts import topics
+from contracts.broker import BrokerSettings
 from contracts.paths import default_bundle_dir, default_trusted_keys_dir
 from edge_agent.config import load_config
 from edge_agent.gateway import Gateway
@@ -116,7 +116,7 @@ def test_the_real_gateway_switches_models_joins_canary_and_refuses_a_bad_bundle(
 def test_a_staged_rollout_halts_when_a_canary_gateway_stays_silent_or_none_is_there(tmp_path):
     """A canary gateway that is online but never answers halts the rollout after the
     stage timeout; with no canary gateway at all the rollout does not start."""
-    from cloud_hub.rollout import staged_rollout
+    from cloud_hub.rollout.watch import staged_rollout
     from contracts.bundle import generate_key
     from contracts.messages import Status
 

@@ -10,14 +10,9 @@ import time
 import pytest
 
 from cloud_hub.keys import open_provider
-from cloud_hub.rollout import (
-    BrokerSettings,
-    Ledger,
-    connect,
-    make_release,
-    publish_release,
-    read_bundle_folder,
-)
+from cloud_hub.rollout.ledger import Ledger
+from cloud_hub.rollout.release import connect, make_release, publish_release, read_bundle_folder
+from contracts.broker import BrokerSettings
 from contracts.bundle import generate_key
 from contracts.paths import default_bundle_dir, default_trusted_keys_dir
 from edge_agent.config import load_config
