@@ -53,6 +53,9 @@ def _named_paths(text: str) -> list[tuple[int, str]]:
             # A command (`pytest tests/test_sim_*.py`): the words that hold a '/'.
             candidates += words if len(words) == 1 else [w for w in words if "/" in w]
         for c in candidates:
+            c = re.sub(
+                r"^([^:]+\.py):[A-Za-z_]\w*$", r"\1", c
+            )  # `cloud_hub/settings.py:HubSettings`
             if "://" in c or c.startswith(("#", "/", "mailto:")):
                 continue
             if not PATHLIKE.match(c):
@@ -112,7 +115,9 @@ def _sections() -> set[str]:
     return {m.group(1).strip() for m in re.finditer(r"^#{2,4} (.+)$", text, re.M)}
 
 
-CITATION = re.compile(r'ARCHITECTURE\.md[,:]?\s+\(?(?:section\s+)?"([^"]+)"')
+# `docs/ARCHITECTURE.md "Access"`, `(docs/ARCHITECTURE.md, "Model bundle")`, also
+# wrapped onto the next line of a comment.
+CITATION = re.compile(r'ARCHITECTURE\.md`?[,:]?\s+(?:(?:#|//)\s*)?\(?(?:section\s+)?"([^"]+)"')
 CITING_FILES = ("*.py", "*.md", "*.toml", "*.conf", "*.bicep", "*.yml", "*.service", "acl")
 
 
@@ -125,8 +130,10 @@ def test_citations_of_the_architecture_name_its_sections():
             rel = f.relative_to(ROOT)
             if rel.parts[0] in (".venv", ".git", "data", "build") or "egg-info" in str(rel):
                 continue
-            for n, line in enumerate(f.read_text(errors="replace").splitlines(), 1):
-                for title in CITATION.findall(line):
-                    if title not in sections:
-                        bad.append(f"{rel}:{n}: {title!r}")
+            text = f.read_text(errors="replace")
+            for m in CITATION.finditer(text):
+                title = " ".join(m.group(1).split())  # a title may wrap
+                if title not in sections:
+                    n = text.count("\n", 0, m.start()) + 1
+                    bad.append(f"{rel}:{n}: {title!r}")
     assert not bad, f"citations of unknown sections (have {sorted(sections)}):\n" + "\n".join(bad)
