@@ -26,6 +26,7 @@ from contracts.messages import (
     Vitals,
     parse_message,
 )
+from contracts.timeutil import parse_iso
 
 TOPIC_KIND = {"status": Status, "model": ModelState, "vitals": Vitals, "risk": Risk, "alarm": Alarm}
 
@@ -101,7 +102,7 @@ def classify_release(
     issued = None
     if isinstance(stamp.get("issued_at"), str):
         try:
-            issued = datetime.fromisoformat(stamp["issued_at"].replace("Z", "+00:00"))
+            issued = parse_iso(stamp["issued_at"])
         except ValueError:
             return reject("schema", f"manifest.release.issued_at: {stamp['issued_at']!r}")
     return ReleaseSeen(
