@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from contracts.cli import fail
+
 app = typer.Typer(no_args_is_help=True, help="Bedside gateway: monitor line -> risk -> MQTT.")
+
+GatewayConfig = Annotated[Path, typer.Option("--config", "-c", help="the gateway's TOML file")]
 
 
 def _load(config: Path):  # noqa: ANN202 - EdgeSettings
@@ -16,13 +21,15 @@ def _load(config: Path):  # noqa: ANN202 - EdgeSettings
     try:
         return load_config(config)
     except ConfigError as e:
-        typer.echo(str(e), err=True)
-        raise typer.Exit(2) from None
+        raise fail(e, prefix="") from None
 
 
 @app.command("check-config")
-def check_config(config: Path = typer.Argument(..., help="gateway TOML file")) -> None:
-    """Validate a gateway config (file + VIGIL_EDGE__* env); print what it resolves to."""
+def check_config(config: Annotated[Path, typer.Argument(help="gateway TOML file")]) -> None:
+    """Validate a gateway config (file + VIGIL_EDGE__* env); print what it resolves to.
+
+    Example: vigil edge check-config /etc/vigil/gateway.toml
+    """
     s = _load(config)
     typer.echo(
         f"ok: gateway {s.gateway_id}, {len(s.beds)} bed(s), broker {s.mqtt.host}:{s.mqtt.port}"
@@ -34,13 +41,16 @@ def check_config(config: Path = typer.Argument(..., help="gateway TOML file")) -
 
 @app.command("run")
 def run(
-    config: Path = typer.Option(..., "--config", "-c", help="gateway TOML file"),
-    headless: bool = typer.Option(False, "--headless", help="no terminal UI, logs only"),
-    json_logs: bool | None = typer.Option(
-        None, "--json-logs/--text-logs", help="override log_json"
-    ),
+    config: GatewayConfig,
+    headless: Annotated[bool, typer.Option("--headless", help="no terminal UI, logs only")] = False,
+    json_logs: Annotated[
+        bool | None, typer.Option("--json-logs/--text-logs", help="override log_json")
+    ] = None,
 ) -> None:
-    """Run every configured bed until interrupted (SIGINT/SIGTERM)."""
+    """Run every configured bed until interrupted (SIGINT/SIGTERM).
+
+    Example: vigil edge run -c /etc/vigil/gateway.toml --headless --json-logs
+    """
     from edge_agent.gateway import Gateway
     from edge_agent.logs import setup_logging
 
@@ -75,9 +85,9 @@ def run(
 
 @app.command("pseudonymise-outcomes")
 def pseudonymise_outcomes_cmd(
-    csv_path: Path = typer.Argument(..., help="CSV: patient_id, [icu_admit,] onset_time"),
-    config: Path = typer.Option(..., "--config", "-c", help="the gateway's TOML file"),
-    out: Path = typer.Option(..., "--out", "-o", help="CSV to write: stay_id, onset_time"),
+    csv_path: Annotated[Path, typer.Argument(help="CSV: patient_id, [icu_admit,] onset_time")],
+    config: GatewayConfig,
+    out: Annotated[Path, typer.Option("--out", "-o", help="CSV to write: stay_id, onset_time")],
 ) -> None:
     """Map the hospital's outcome records to the gateway's stay ids, for the hub.
 
@@ -85,6 +95,8 @@ def pseudonymise_outcomes_cmd(
     config). The output holds only pseudonymous stay ids and onset times: take it to
     `vigil hub labels import`. Bad rows are listed by row number (header = row 1),
     the others written; the exit code is then 1.
+
+    Example: vigil edge pseudonymise-outcomes outcomes.csv -c gateway.toml -o outcomes-pseudo.csv
     """
     from edge_agent.privacy import (
         OutcomeFileError,
@@ -105,11 +117,9 @@ def pseudonymise_outcomes_cmd(
         text = csv_path.read_text(encoding="utf-8-sig")
         rows, errors = pseudonymise_outcomes(secret, text)
     except (OSError, UnicodeDecodeError) as e:
-        typer.echo(f"cannot read {csv_path}: {e.__class__.__name__}: {e}", err=True)
-        raise typer.Exit(2) from None
+        raise fail(f"cannot read {csv_path}: {e.__class__.__name__}: {e}", prefix="") from None
     except (SecretError, OutcomeFileError) as e:
-        typer.echo(f"{csv_path}: {e}", err=True)
-        raise typer.Exit(2) from None
+        raise fail(f"{csv_path}: {e}", prefix="") from None
     for line in errors:
         typer.echo(f"{csv_path}: {line}", err=True)
     write_outcomes(rows, out)
