@@ -17,9 +17,11 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from contracts.cli import CanonicalTable, fail
 from contracts.paths import work_dir
 from contracts.timeutil import naive_as_utc, parse_iso
 
@@ -30,117 +32,158 @@ from .physiology import SCENARIOS, DataError, GeneratedSource, load_replay, stay
 app = typer.Typer(no_args_is_help=True, invoke_without_command=True)
 log = logging.getLogger("firmware_sim")
 
+SIM = "vigil sim: "
+"""What the simulator's error messages start with (`fail(..., prefix=SIM)`)."""
+
+Baud = Annotated[int, typer.Option("--baud", help="Baud rate of a serial device.")]
+
 
 def default_data() -> Path:
     return work_dir() / "canonical" / "physionet2019.parquet"
-
-
-def _fail(msg: str) -> typer.Exit:
-    typer.echo(f"vigil sim: {msg}", err=True)
-    return typer.Exit(2)
 
 
 def _seconds(text: str, what: str) -> float:
     try:
         t = parse_time(text, text, what)
     except FaultSpecError:
-        raise _fail(f"{what} {text!r} is not a time (e.g. 90, 30s, 5m, 2h)") from None
+        raise fail(f"{what} {text!r} is not a time (e.g. 90, 30s, 5m, 2h)", prefix=SIM) from None
     if t.cycles:
-        raise _fail(f"{what} {text!r}: give a time, not a message count")
+        raise fail(f"{what} {text!r}: give a time, not a message count", prefix=SIM)
     return t.value
 
 
 @app.callback()
 def sim(
     ctx: typer.Context,
-    pty: bool = typer.Option(False, "--pty", help="One pseudo-terminal per bed (default)."),
-    tcp: int | None = typer.Option(
-        None, "--tcp", help="Listen on TCP PORT (beds use PORT, PORT+1, ...; 0 = any free)."
-    ),
-    host: str = typer.Option("127.0.0.1", help="Address the TCP server binds."),
-    device: str | None = typer.Option(
-        None, "--device", help="Real serial device(s), comma-separated, one per bed."
-    ),
-    baud: int = typer.Option(115200, help="Baud rate of --device."),
-    replay: str | None = typer.Option(
-        None, "--replay", help="Stay id(s) of the canonical table to replay, one bed each."
-    ),
-    data: Path | None = typer.Option(None, "--data", help="Canonical Parquet table for --replay."),
-    scenario: str | None = typer.Option(
-        None, help=f"Generated patients: {', '.join(SCENARIOS)} (comma list cycles over beds)."
-    ),
-    seed: int = typer.Option(0, help="Seed of generated patients and noise (bed i: seed+i-1)."),
-    onset: str | None = typer.Option(None, help="Scenario onset after monitoring starts (2h)."),
-    speed: float = typer.Option(1.0, help="Simulated seconds per wall second (3600: 1 h/s)."),
-    interval: float = typer.Option(1.0, help="Simulated seconds between readings at speed 1."),
-    max_rate: float = typer.Option(DEFAULT_MAX_RATE, help="Wall cap: messages/s per bed."),
-    beds: int | None = typer.Option(None, help="Number of monitors (default 1 or one per stay)."),
-    fault: list[str] = typer.Option(
-        [], "--fault", help="Fault spec, repeatable (e.g. sensor_off:O2Sat@30s+60s)."
-    ),
-    fault_log: Path | None = typer.Option(None, help="Append injected faults as JSON lines."),
-    duration: str | None = typer.Option(None, help="Stop after this wall time (30s, 5m)."),
-    start: str | None = typer.Option(None, help="Simulated clock start, ISO-8601 (default now)."),
-    control: bool = typer.Option(False, help="Read fault specs from stdin, one per line."),
+    pty: Annotated[
+        bool, typer.Option("--pty", help="One pseudo-terminal per bed (default).")
+    ] = False,
+    tcp: Annotated[
+        int | None,
+        typer.Option(
+            "--tcp", help="Listen on TCP PORT (beds use PORT, PORT+1, ...; 0 = any free)."
+        ),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Address the TCP server binds.")] = "127.0.0.1",
+    device: Annotated[
+        str | None,
+        typer.Option("--device", help="Real serial device(s), comma-separated, one per bed."),
+    ] = None,
+    baud: Baud = 115200,
+    replay: Annotated[
+        str | None,
+        typer.Option("--replay", help="Stay id(s) of the canonical table to replay, one bed each."),
+    ] = None,
+    data: CanonicalTable = None,
+    scenario: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Generated patients: {', '.join(SCENARIOS)} (comma list cycles over beds)."
+        ),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option(help="Seed of generated patients and noise (bed i: seed+i-1).")
+    ] = 0,
+    onset: Annotated[
+        str | None, typer.Option(help="Scenario onset after monitoring starts (2h).")
+    ] = None,
+    speed: Annotated[
+        float, typer.Option(help="Simulated seconds per wall second (3600: 1 h/s).")
+    ] = 1.0,
+    interval: Annotated[
+        float, typer.Option(help="Simulated seconds between readings at speed 1.")
+    ] = 1.0,
+    max_rate: Annotated[
+        float, typer.Option(help="Wall cap: messages/s per bed.")
+    ] = DEFAULT_MAX_RATE,
+    beds: Annotated[
+        int | None, typer.Option(help="Number of monitors (default 1 or one per stay).")
+    ] = None,
+    fault: Annotated[
+        list[str],
+        typer.Option("--fault", help="Fault spec, repeatable (e.g. sensor_off:O2Sat@30s+60s)."),
+    ] = (),
+    fault_log: Annotated[
+        Path | None, typer.Option(help="Append injected faults as JSON lines.")
+    ] = None,
+    duration: Annotated[
+        str | None, typer.Option(help="Stop after this wall time (30s, 5m).")
+    ] = None,
+    start: Annotated[
+        str | None, typer.Option(help="Simulated clock start, ISO-8601 (default now).")
+    ] = None,
+    control: Annotated[
+        bool, typer.Option(help="Read fault specs from stdin, one per line.")
+    ] = False,
 ) -> None:
-    """Run simulated bedside monitors (HL7 v2 ORU^R01 over MLLP)."""
+    """Run simulated bedside monitors (HL7 v2 ORU^R01 over MLLP).
+
+    Example: vigil sim --pty --beds 3 --scenario stable,sepsis,desaturation --speed 60
+    """
     if ctx.invoked_subcommand is not None:
         return
     if not speed > 0:
-        raise _fail(f"--speed must be > 0, got {speed}")
+        raise fail(f"--speed must be > 0, got {speed}", prefix=SIM)
     if not interval > 0 or not max_rate > 0:
-        raise _fail("--interval and --max-rate must be > 0")
+        raise fail("--interval and --max-rate must be > 0", prefix=SIM)
     if sum(x is not None and x is not False for x in (tcp, device, pty or None)) > 1:
-        raise _fail("choose one transport: --pty, --tcp PORT or --device PATH")
+        raise fail("choose one transport: --pty, --tcp PORT or --device PATH", prefix=SIM)
     if replay and scenario:
-        raise _fail("choose --replay STAY_ID or --scenario NAME, not both")
+        raise fail("choose --replay STAY_ID or --scenario NAME, not both", prefix=SIM)
     if beds is not None and beds < 1:
-        raise _fail(f"--beds must be >= 1, got {beds}")
+        raise fail(f"--beds must be >= 1, got {beds}", prefix=SIM)
     try:
         specs: list[FaultSpec] = [parse_fault(f) for f in fault]
     except FaultSpecError as e:
-        raise _fail(str(e)) from None
+        raise fail(e, prefix=SIM) from None
     wall = _seconds(duration, "--duration") if duration else None
     clock_start = None
     if start:
         try:
             clock_start = naive_as_utc(parse_iso(start))
         except ValueError:
-            raise _fail(f"--start {start!r} is not an ISO-8601 time") from None
+            raise fail(f"--start {start!r} is not an ISO-8601 time", prefix=SIM) from None
     onset_s = _seconds(onset, "--onset") if onset else None
 
     if replay:
         ids = [s.strip() for s in replay.split(",") if s.strip()]
         if beds is not None and beds != len(ids):
-            raise _fail(f"--beds {beds} but {len(ids)} stay(s) to replay: one bed per stay")
+            raise fail(
+                f"--beds {beds} but {len(ids)} stay(s) to replay: one bed per stay", prefix=SIM
+            )
         path = data or default_data()
         if not path.exists():
-            raise _fail(
+            raise fail(
                 f"canonical table {path} not found (make one with `vigil convert physionet`, "
-                "or pass --data PATH)"
+                "or pass --data PATH)",
+                prefix=SIM,
             )
         try:
             sources = load_replay(path, ids, seed=seed)
         except DataError as e:
-            raise _fail(str(e)) from None
+            raise fail(e, prefix=SIM) from None
     else:
         names = [s.strip() for s in (scenario or "stable").split(",")]
         bad = [s for s in names if s not in SCENARIOS]
         if bad:
-            raise _fail(f"unknown scenario {bad[0]!r}; choose from {', '.join(SCENARIOS)}")
+            raise fail(
+                f"unknown scenario {bad[0]!r}; choose from {', '.join(SCENARIOS)}", prefix=SIM
+            )
         n = beds or len(names)
         sources = [GeneratedSource(names[i % len(names)], seed + i, onset_s) for i in range(n)]
     n = len(sources)
     for spec in specs:
         if spec.beds and max(spec.beds) > n:
-            raise _fail(f"fault {spec.text!r} names bed {max(spec.beds)}, only {n} bed(s)")
+            raise fail(
+                f"fault {spec.text!r} names bed {max(spec.beds)}, only {n} bed(s)", prefix=SIM
+            )
 
     transports = []
     try:
         if device:
             devs = [d.strip() for d in device.split(",")]
             if len(devs) != n:
-                raise _fail(f"{n} bed(s) need {n} device path(s), got {len(devs)}")
+                raise fail(f"{n} bed(s) need {n} device path(s), got {len(devs)}", prefix=SIM)
             from .transports import SerialTransport
 
             transports = [SerialTransport(d, baud) for d in devs]
@@ -156,7 +199,7 @@ def sim(
     except OSError as e:
         for t in transports:
             t.close()
-        raise _fail(str(e)) from None
+        raise fail(e, prefix=SIM) from None
 
     flog = FaultLog(fault_log)
     try:
@@ -179,7 +222,7 @@ def sim(
     except ValueError as e:  # e.g. a stay id the wire cannot carry
         for t in transports:
             t.close()
-        raise _fail(str(e)) from None
+        raise fail(e, prefix=SIM) from None
     for m in monitors:
         typer.echo(f"{m.bed} {m.address}")
     sys.stdout.flush()
@@ -228,30 +271,36 @@ def _control(monitors: list[Monitor]) -> None:
 
 @app.command()
 def watch(
-    address: str = typer.Argument(..., help="Serial device (/dev/pts/5) or tcp://host:port."),
-    baud: int = typer.Option(115200),
-    count: int | None = typer.Option(None, help="Stop after this many messages."),
-    duration: float | None = typer.Option(None, help="Stop after this many seconds."),
+    address: Annotated[str, typer.Argument(help="Serial device (/dev/pts/5) or tcp://host:port.")],
+    baud: Baud = 115200,
+    count: Annotated[int | None, typer.Option(help="Stop after this many messages.")] = None,
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
 ) -> None:
-    """Decode a monitor's line and print one line per message."""
+    """Decode a monitor's line and print one line per message.
+
+    Example: vigil sim watch /dev/pts/5 --count 10
+    """
     from .watch import watch as _watch
 
     try:
         counts = _watch(address, baud=baud, count=count, duration=duration)
     except (OSError, EOFError, ValueError) as e:
-        raise _fail(f"cannot watch {address}: {e}") from None
+        raise fail(f"cannot watch {address}: {e}", prefix=SIM) from None
     typer.echo(" ".join(f"{k}={v}" for k, v in counts.items()), err=True)
 
 
 @app.command()
 def stays(
-    data: Path | None = typer.Option(None, "--data", help="Canonical Parquet table."),
-    limit: int = typer.Option(20, help="How many to list."),
+    data: CanonicalTable = None,
+    limit: Annotated[int, typer.Option(help="How many to list.")] = 20,
 ) -> None:
-    """List stay ids of the canonical table (what --replay accepts)."""
+    """List stay ids of the canonical table (what --replay accepts).
+
+    Example: vigil sim stays --limit 5
+    """
     path = data or default_data()
     try:
         for sid in stay_ids_in(path, limit):
             typer.echo(sid)
     except DataError as e:
-        raise _fail(str(e)) from None
+        raise fail(e, prefix=SIM) from None
