@@ -27,11 +27,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
+from contracts.mllp import CR, EB, SB
 from contracts.vitals import BY_LOINC, VITAL_NAMES
 
 log = logging.getLogger(__name__)
 
-SB, EB, CR = 0x0B, 0x1C, 0x0D
 DEFAULT_MAX_FRAME = 16 * 1024  # a reading is ~700 bytes; anything far larger is junk
 _TS = re.compile(r"^(\d{14})(?:\.(\d{1,3}))?\+0000$")
 _NUM = re.compile(r"^-?\d{1,7}(?:\.\d{1,4})?$")

@@ -54,6 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
+from contracts.mllp import FRAMING_BYTES
 from contracts.vitals import VITAL_NAMES
 
 KINDS: tuple[str, ...] = (
@@ -81,7 +82,6 @@ SPIKES: dict[str, float] = {
 }
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
 _TIME_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|msg|)$")
-_FRAMING = (0x0B, 0x1C, 0x0D)
 
 
 class FaultSpecError(ValueError):
@@ -234,8 +234,8 @@ class FaultPlan:
 
     def noise(self, n: int) -> bytes:
         """`n` random bytes, none of them an MLLP framing byte or CR."""
-        vals = self.rng.integers(0, 256 - len(_FRAMING), n)
-        table = np.array([b for b in range(256) if b not in _FRAMING], dtype=np.uint8)
+        vals = self.rng.integers(0, 256 - len(FRAMING_BYTES), n)
+        table = np.array([b for b in range(256) if b not in FRAMING_BYTES], dtype=np.uint8)
         return table[vals].tobytes()
 
     def garble(self, message: bytes, n: int) -> bytes:

@@ -62,11 +62,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
+from contracts.mllp import CR, EB, SB
 from contracts.timeutil import hl7_ts
 from contracts.vitals import BY_LOINC, VITALS
 
-START_BLOCK = b"\x0b"
-END_BLOCK = b"\x1c\x0d"
 SEGMENT_SEP = "\r"
 SENDING_APP = "VIGILSIM"
 MAX_ABS_VALUE = 1e6  # a monitor display has a bounded number of digits
@@ -193,12 +192,6 @@ def build_oru(obs: Observation) -> str:
     return SEGMENT_SEP.join(segments)
 
 
-def frame(message: str | bytes) -> bytes:
-    """MLLP frame: 0x0B + message (ASCII) + 0x1C 0x0D."""
-    body = message.encode("ascii") if isinstance(message, str) else message
-    return START_BLOCK + body + END_BLOCK
-
-
 def birth_date_for(age_years: float | None, icu_admit: datetime) -> date | None:
     """A birth date giving whole-year age floor(`age_years`) all through the stay.
 
@@ -245,18 +238,18 @@ class MllpDecoder:
         out: list[bytes] = []
         for b in data:
             if not self._in_frame:
-                if b == 0x0B:
+                if b == SB:
                     self._in_frame = True
                     self._buf.clear()
                 else:
                     self.noise_bytes += 1
                 continue
-            if b == 0x0B:
+            if b == SB:
                 self.truncated += 1
                 self._buf.clear()
                 continue
             self._buf.append(b)
-            if len(self._buf) >= 2 and self._buf[-2] == 0x1C and self._buf[-1] == 0x0D:
+            if len(self._buf) >= 2 and self._buf[-2] == EB and self._buf[-1] == CR:
                 out.append(bytes(self._buf[:-2]))
                 self._buf.clear()
                 self._in_frame = False

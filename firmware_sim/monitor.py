@@ -27,10 +27,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from contracts.mllp import START_BLOCK, frame
 from contracts.vitals import VITAL_NAMES
 
 from .faults import SILENT_KINDS, SPIKES, FaultEvent, FaultLog, FaultPlan, FaultSpec
-from .hl7 import Observation, birth_date_for, build_oru, check_id, format_ts, frame
+from .hl7 import Observation, birth_date_for, build_oru, check_id, format_ts
 from .physiology import GeneratedSource, PhysiologySource, admission_times
 from .transports import Transport
 
@@ -213,7 +214,7 @@ class Monitor:
             self._log(g, n, seq, ts, not truncated, "hidden by truncate" if truncated else "")
         if truncated:
             tr = next(f for f in active if f.kind == "truncate")
-            out += b"\x0b" + body[: len(body) // 2]
+            out += START_BLOCK + body[: len(body) // 2]
             self._log(tr, n, seq, ts, True, f"{len(body) // 2} of {len(body)} bytes")
         else:
             out += frame(body)

@@ -10,8 +10,9 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from contracts.mllp import frame
 from contracts.vitals import VITAL_NAMES
-from firmware_sim.hl7 import Observation, build_oru, frame
+from firmware_sim.hl7 import Observation, build_oru
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 

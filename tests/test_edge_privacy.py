@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from contracts.messages import parse_message
+from contracts.mllp import frame
 from contracts.timeutil import hl7_ts
 from contracts.vitals import VITAL_NAMES
 from edge_agent.config import ConfigError, load_config
@@ -26,7 +27,7 @@ from edge_agent.decoder import MllpDecoder
 from edge_agent.gateway import Gateway
 from edge_agent.logs import JsonLines
 from edge_agent.privacy import SECRET_FILE_NAME, stay_pseudonym
-from firmware_sim.hl7 import Observation, build_oru, frame
+from firmware_sim.hl7 import Observation, build_oru
 from tests.edge_support import Mosquitto
 from tests.test_edge_outbox import Subscriber
 

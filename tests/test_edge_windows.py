@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from contracts.bundle import Manifest
+from contracts.mllp import frame
 from contracts.paths import default_bundle_dir
 from contracts.preprocessing import stay_windows
 from contracts.vitals import VITAL_NAMES
 from edge_agent.decoder import MllpDecoder
 from edge_agent.windows import BedWindows
-from firmware_sim.hl7 import DECIMALS, Observation, birth_date_for, build_oru, frame
+from firmware_sim.hl7 import DECIMALS, Observation, birth_date_for, build_oru
 from tests.edge_support import physionet_stay, stay_arrays
 
 ADMIT = datetime(2026, 2, 1, 6, 0, tzinfo=UTC)

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sim_support import parse_with_hl7, split_mllp
 
+from contracts.mllp import frame
 from contracts.vitals import VITAL_NAMES, VITALS
 from firmware_sim.hl7 import (
     DECIMALS,
@@ -21,7 +22,6 @@ from firmware_sim.hl7 import (
     build_oru,
     format_ts,
     format_value,
-    frame,
     parse_oru,
     parse_ts,
 )
