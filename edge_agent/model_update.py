@@ -33,7 +33,7 @@ refused + reason) through `publish_state`, meant for the retained topic
 fall back to `previous`, then to the shipped default bundle (`models/default/`).
 
 The release stamp is a signed `release` object in the manifest, written by the hub's
-rollout (cloud_hub/rollout.py): `{"seq": int, "issued_at": str, "rollback": bool}`.
+rollout (cloud_hub/rollout/release.py): `{"seq": int, "issued_at": str, "rollback": bool}`.
 `seq` grows with every publication (milliseconds since the epoch), so a rollback to
 an older model is a NEW release and is accepted, while a captured old message
 replayed later is not.

@@ -201,7 +201,7 @@ class OutcomeLabel(Base):
 class ChannelRelease(Base):
     """A signed model release on vigil/v1/models/{channel}: the hub's release ledger.
 
-    Written by `vigil hub rollout/rollback` when they publish (cloud_hub.rollout
+    Written by `vigil hub rollout/rollback` when they publish (cloud_hub/rollout/ledger.py
     `StoreLedger`) and by every ingest worker that sees the retained release on the
     broker, idempotently by (channel, seq). The fleet view joins a gateway's channel
     to its newest release (the gateway's target); a rollback republishes an earlier

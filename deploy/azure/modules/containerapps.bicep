@@ -158,7 +158,7 @@ resource hub 'Microsoft.App/containerApps@2024-03-01' = {
           args: ['hub', 'serve']
           env: [
             { name: 'VIGIL_HOME', value: '/var/lib/vigil' }
-            // cloud_hub.ingest.HubSettings reads VIGIL_HUB_<FIELD>
+            // cloud_hub.settings.HubSettings reads VIGIL_HUB_<FIELD>
             { name: 'VIGIL_HUB_DB_URL', secretRef: 'database-url' }
             { name: 'VIGIL_HUB_MQTT_HOST', value: mqttHost }
             { name: 'VIGIL_HUB_MQTT_PORT', value: '8883' }
