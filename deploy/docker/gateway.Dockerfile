@@ -20,9 +20,10 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /opt/vigil
-# Only what a gateway runs: the contracts, the agent, the CLI, the shipped models.
+# Only what a gateway runs: the contracts, the LiteRT model runtime, the agent, the CLI, the shipped models.
 COPY pyproject.toml README.md ./
 COPY contracts ./contracts
+COPY model_runtime ./model_runtime
 COPY edge_agent ./edge_agent
 COPY vigil_cli ./vigil_cli
 COPY models ./models

@@ -17,6 +17,7 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /opt/vigil
 COPY pyproject.toml README.md ./
 COPY contracts ./contracts
+COPY model_runtime ./model_runtime
 COPY cloud_hub ./cloud_hub
 COPY converters ./converters
 COPY vigil_cli ./vigil_cli
