@@ -14,5 +14,5 @@ app = typer.Typer(no_args_is_help=True)
 
 app.add_typer(cli_train.app)  # train, keys
 app.add_typer(cli_ingest.app)  # serve, retire, fleet, labels, export
-cli_rollout.register(app)  # retrain, rollout, rollback, assign, targets
+app.add_typer(cli_rollout.app)  # retrain, rollout, rollback, assign, targets, releases
 app.add_typer(cli_security.app)  # ca, enroll, revoke
