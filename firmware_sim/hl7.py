@@ -63,6 +63,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from contracts.mllp import CR, EB, SB
+from contracts.mllp import frame as frame  # this module's API: build_oru, then frame
 from contracts.timeutil import hl7_ts
 from contracts.vitals import BY_LOINC, VITALS
 
