@@ -92,6 +92,8 @@ class Vitals(Envelope):
 
 
 class News2Out(BaseModel):
+    """`contracts.news2.News2` on the wire, with its field names (`risk`: the band)."""
+
     total: int
     risk: str
     subscores: dict[str, int]

@@ -9,25 +9,31 @@ SpO2 uses scale 1 (no hypercapnic respiratory failure).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
 class News2:
-    total: int
-    subscores: dict[str, int]
-    missing: tuple[str, ...] = field(default_factory=tuple)
+    """One NEWS2 result, the one type every part uses: the gateway's state and nurse
+    terminal show it as it is; on the wire it is `contracts.messages.News2Out`, with the
+    same field names."""
 
-    @property
-    def risk(self) -> str:
-        """Clinical risk band: low, low-medium (a single 3), medium (5-6), high (>= 7)."""
-        if self.total >= 7:
-            return "high"
-        if self.total >= 5:
-            return "medium"
-        if any(v == 3 for v in self.subscores.values()):
-            return "low-medium"
-        return "low"
+    total: int
+    risk: str  # the RCP's clinical risk band: low / low-medium / medium / high
+    subscores: Mapping[str, int]
+    missing: tuple[str, ...] = ()
+
+
+def clinical_risk(total: int, subscores: Mapping[str, int]) -> str:
+    """Clinical risk band: low, low-medium (a single 3), medium (5-6), high (>= 7)."""
+    if total >= 7:
+        return "high"
+    if total >= 5:
+        return "medium"
+    if any(v == 3 for v in subscores.values()):
+        return "low-medium"
+    return "low"
 
 
 def _ok(x: float | None) -> bool:
@@ -122,7 +128,8 @@ def news2(
             missing.append(key)
     sub["oxygen"] = 2 if on_oxygen else 0
     sub["consciousness"] = 0 if alert else 3
-    return News2(total=sum(sub.values()), subscores=sub, missing=tuple(missing))
+    total = sum(sub.values())
+    return News2(total, clinical_risk(total, sub), sub, tuple(missing))
 
 
 def news2_from_row(row: dict[str, float]) -> News2:

@@ -46,7 +46,7 @@ from .privacy import load_secret, stay_pseudonym
 from .publisher import Publisher, status_payload
 from .scoring import RiskModel, load_model, news2_of
 from .sources import LineSource, open_line
-from .state import GatewayState, News2Snapshot
+from .state import GatewayState
 from .store import Store
 from .windows import BedWindows, ClosedStep
 
@@ -319,7 +319,7 @@ class Gateway:
             threshold=threshold,
             observed=observed,
             insufficient=insufficient,
-            news2=News2Snapshot(n2.total, n2.risk, dict(n2.subscores), tuple(n2.missing)),
+            news2=n2,
         )
         self._alarm_events(bed, step.stay, events)
 

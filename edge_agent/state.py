@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from contracts.news2 import News2
 from contracts.timeutil import utc_now
 from contracts.vitals import VITAL_NAMES
 
@@ -53,14 +54,6 @@ class VitalSnapshot:
 
 
 @dataclass(frozen=True)
-class News2Snapshot:
-    total: int
-    band: str  # low / low-medium / medium / high
-    subscores: Mapping[str, int]
-    missing: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class RiskPoint:
     window_end: datetime  # observation time at which the scored step closed
     risk: float | None  # None: insufficient data
@@ -76,7 +69,7 @@ class BedSnapshot:
     threshold: float
     insufficient_data: bool
     observed: int  # raw vital values in the latest window
-    news2: News2Snapshot | None
+    news2: News2 | None
     alarm_level: str  # none / watch / alarm / escalated
     alarm_state: str  # none / active / acknowledged / silenced
     acknowledged_by: str | None
@@ -142,7 +135,7 @@ class _Bed:
     threshold: float = 0.0
     insufficient: bool = True
     observed: int = 0
-    news2: News2Snapshot | None = None
+    news2: News2 | None = None
     alarm_level: str = "none"
     alarm_state: str = "none"
     acknowledged_by: str | None = None
@@ -247,7 +240,7 @@ class GatewayState:
         threshold: float,
         observed: int,
         insufficient: bool,
-        news2: News2Snapshot | None,
+        news2: News2 | None,
     ) -> None:
         with self._lock:
             b = self._bed(bed)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 from datetime import UTC, datetime, timedelta
 
-from edge_agent.state import GatewayState, News2Snapshot
+from contracts.news2 import News2 as News2Snapshot
+from edge_agent.state import GatewayState
 
 
 class Clock:

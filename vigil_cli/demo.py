@@ -181,7 +181,7 @@ def bed_line(b, now_txt: str) -> str:  # noqa: ANN001 - BedSnapshot
     pts = [p.risk for p in b.risk_history if p.risk is not None]
     if len(pts) >= 2:
         trend = "↑" if pts[-1] > pts[-2] + 0.01 else "↓" if pts[-1] < pts[-2] - 0.01 else "→"
-    n2 = f"{b.news2.total:>2} {b.news2.band:<10}" if b.news2 else " - " + " " * 10
+    n2 = f"{b.news2.total:>2} {b.news2.risk:<10}" if b.news2 else " - " + " " * 10
     alarm = b.alarm_level if b.alarm_level != "none" else "-"
     if b.alarm_state not in ("none", "active") and alarm != "-":
         alarm += f" ({b.alarm_state})"

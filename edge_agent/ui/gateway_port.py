@@ -16,7 +16,7 @@ from typing import Any
 
 from edge_agent.state import BedSnapshot, GatewaySnapshot
 from edge_agent.ui.port import ActionRefused
-from edge_agent.ui.view import BedView, EventView, GatewayView, News2View, VitalView, WardView
+from edge_agent.ui.view import BedView, EventView, GatewayView, VitalView, WardView
 
 
 def bed_view(b: BedSnapshot) -> BedView:
@@ -24,10 +24,6 @@ def bed_view(b: BedSnapshot) -> BedView:
         name: VitalView(name, v.value, v.age_seconds, tuple(v.history))
         for name, v in b.vitals.items()
     }
-    news2 = None
-    if b.news2 is not None:
-        n = b.news2
-        news2 = News2View(n.total, n.band, dict(n.subscores), tuple(n.missing))
     return BedView(
         bed=b.bed,
         stay=b.stay,
@@ -39,7 +35,7 @@ def bed_view(b: BedSnapshot) -> BedView:
         alarm_state=b.alarm_state,
         model_name=b.model_name or "no model",
         model_version=b.model_version or "-",
-        news2=news2,
+        news2=b.news2,
         silenced_seconds_left=b.silenced_seconds_left,
         acknowledged_by=b.acknowledged_by,
         link=b.link,

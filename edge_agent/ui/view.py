@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from contracts.news2 import News2
 from contracts.vitals import BY_NAME
 
 # A reading older than this is greyed and shown with its age (monitors send ~1 Hz).
@@ -58,14 +59,6 @@ class VitalView:
 
 
 @dataclass(frozen=True)
-class News2View:
-    total: int
-    band: str  # low, low-medium, medium, high
-    subscores: dict[str, int]
-    missing: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class BedView:
     """Everything the bedside tile set and the ward row show for one bed."""
 
@@ -79,7 +72,7 @@ class BedView:
     alarm_state: str  # none / active / acknowledged / silenced
     model_name: str
     model_version: str
-    news2: News2View | None = None
+    news2: News2 | None = None
     silenced_seconds_left: float | None = None
     acknowledged_by: str | None = None
     link: str = "ok"  # ok / stale / down (the monitor line of this bed)

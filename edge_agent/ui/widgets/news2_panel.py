@@ -24,7 +24,7 @@ def news2_text(bed: BedView | None) -> str:
         return "NEWS2 --  no vitals yet"
     n = bed.news2
     parts = " ".join(f"{label} {n.subscores.get(key, 0)}" for key, label in SUBSCORE_LABELS)
-    text = f"NEWS2 {n.total} {n.band}  │ {parts}"
+    text = f"NEWS2 {n.total} {n.risk}  │ {parts}"
     if n.missing:
         text += f"  │ missing: {', '.join(n.missing)}"
     return text
@@ -39,6 +39,6 @@ class News2Panel(Static):
 
     def watch_bed(self, bed: BedView | None) -> None:
         self.update(news2_text(bed))
-        band = bed.news2.band if bed and bed.news2 else "none"
+        band = bed.news2.risk if bed and bed.news2 else "none"
         for b in ("low", "low-medium", "medium", "high"):
             self.set_class(band == b, f"-{b}")
