@@ -273,7 +273,10 @@ def demo(
         help="auto (Mosquitto when installed, else in-process amqtt), mosquitto or amqtt.",
     ),
 ) -> None:
-    """Run broker, hub, simulated monitors, a gateway and the ward UI on this machine."""
+    """Run the whole system on this machine (broker, hub, monitors, gateway, ward UI).
+
+    Example: vigil demo --beds 4 --headless --duration 60
+    """
     folder = (folder or work_dir() / "demo").resolve()
     folder.mkdir(parents=True, exist_ok=True)
     # One demo per folder: a second one would wipe the first one's stores.

@@ -50,7 +50,10 @@ for _name, _module, _help, _extra in GROUPS:
     else:
         if _name == "convert":  # bundle building (`tflite`, `verify`) lives on the hub side
             _sub.add_typer(importlib.import_module("cloud_hub.conversion.cli").app)
-    app.add_typer(_sub, name=_name, help=_help)
+    if _name == "sim":  # `vigil sim` itself runs monitors: its help is its callback's docstring
+        app.add_typer(_sub, name=_name, short_help=_help)
+    else:
+        app.add_typer(_sub, name=_name, help=_help)
 
 try:  # simulated beds (`source = { type = "sim" }`) for `vigil edge run` and the demo
     from vigil_cli import sim_line as _sim_line
@@ -62,7 +65,7 @@ except ImportError:  # an install without the gateway extra
 try:
     from vigil_cli.demo import demo as _demo
 
-    app.command("demo", help="Run the whole system on this machine.")(_demo)
+    app.command("demo")(_demo)
 except ImportError:  # pragma: no cover - the demo needs every part installed
     pass
 
