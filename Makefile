@@ -17,7 +17,7 @@ lint:
 	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/lint-imports --no-cache
 
 bench: setup
-	.venv/bin/python benches/run_all.py
+	.venv/bin/python -m benches.run_all
 
 # Rebuild the committed default bundle (README "Training"): import PhysioNet 2019 set A,
 # train and compare LSTM/GRU/two-branch + NEWS2/logistic in MLflow, convert the champion

@@ -16,7 +16,7 @@
 4. Inference through the gateway path: `BedWindows.model_input()` (stay_windows over a
    48 h history) + `RiskModel.score`, against `score` alone.
 
-    .venv/bin/python benches/bench_edge.py --beds 50 --readings 600 --latency-steps 200 --rss-beds 8
+    .venv/bin/python -m benches.bench_edge --beds 50 --readings 600 --latency-steps 200 --rss-beds 8
 """
 
 from __future__ import annotations
@@ -34,15 +34,15 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from contracts.mllp import frame
+from contracts.vitals import VITAL_NAMES
+from edge_agent.config import BedConfig, EdgeSettings, SerialSource
+from edge_agent.gateway import Gateway
+from firmware_sim.hl7 import Observation, build_oru
+from tests.support.broker import Mosquitto, Subscriber
+from tests.support.edge import edge_settings
 
-from contracts.vitals import VITAL_NAMES  # noqa: E402
-from edge_agent.config import BedConfig, EdgeSettings, MqttConfig, SerialSource  # noqa: E402
-from edge_agent.gateway import Gateway  # noqa: E402
-from firmware_sim.hl7 import Observation, build_oru, frame  # noqa: E402
-from tests.edge_support import Mosquitto  # noqa: E402
-from tests.test_edge_outbox import Subscriber  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 ADMIT = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -71,11 +71,12 @@ def frames(bed: str, n: int, step_every: int, seed: int) -> list[bytes]:
 
 
 def settings(beds: list[str], port: int, store: Path) -> EdgeSettings:
-    return EdgeSettings(
+    return edge_settings(
+        store.parent,
+        port=port,
         gateway_id="bench",
         beds=[BedConfig(id=b, source=SerialSource(type="serial", port="/dev/null")) for b in beds],
-        mqtt=MqttConfig(port=port),
-        store_path=store,
+        store=store.name,
     )
 
 

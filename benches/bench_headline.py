@@ -2,17 +2,17 @@
 
 Headline (one run of this script):
 - inference latency per window, int8 LiteRT vs Keras `tf.function` vs ONNX Runtime:
-  `benches/bench_inference.py` run here (child process, side by side, its --json);
+  `benches.bench_inference` run here (child process, side by side, its --json);
 - model size: the committed bundle's model.tflite (and the sizes that bench measured);
 - ΔAUROC float -> int8: measured by that bench on the validation split, and the
   champion's own `parity_delta_auroc` logged in MLflow at conversion;
 - training time: the champion run's `train_seconds` (MLflow, local store);
 - hub ingest rate: `bench_hub.hub_rate` (1 `vigil hub serve` worker, SQLite) here;
-- rollout time to 1,000 gateways: `benches/bench_rollout.py --rounds 1` run here.
+- rollout time to 1,000 gateways: `benches.bench_rollout --rounds 1` run here.
 Clinical summary: the held-out (test) split metrics that training logged for every
 model of the champion's comparison run, and for NEWS2 (MLflow child runs).
 
-    .venv/bin/python benches/bench_headline.py [--skip inference,hub,rollout] [--json F]
+    .venv/bin/python -m benches.bench_headline [--skip inference,hub,rollout] [--json F]
 """
 
 from __future__ import annotations
@@ -28,11 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benches"))
+from contracts.paths import default_bundle_dir, work_dir
 
-from contracts.paths import default_bundle_dir, work_dir  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 CLINICAL = (
     ("test_auroc", "AUROC", "{:.3f}"),
@@ -103,7 +101,7 @@ def run_inference(tmp: Path) -> dict:
     out = tmp / "inference.json"
     t0 = time.perf_counter()
     r = subprocess.run(
-        [sys.executable, str(ROOT / "benches" / "bench_inference.py"), "--json", str(out)],
+        [sys.executable, "-m", "benches.bench_inference", "--json", str(out)],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -116,21 +114,20 @@ def run_inference(tmp: Path) -> dict:
 
 
 def run_hub(tmp: Path, messages: int) -> dict:
-    import bench_hub
+    from benches import bench_hub
 
-    broker, port = bench_hub.start_mosquitto(tmp)
+    broker = bench_hub.start_mosquitto(tmp)
     try:
         msgs = bench_hub.build_messages(messages)
-        rate = bench_hub.hub_rate(port, f"sqlite:///{tmp}/hub.db", 1, msgs, 120.0, tmp)
+        rate = bench_hub.hub_rate(broker.port, f"sqlite:///{tmp}/hub.db", 1, msgs, 120.0, tmp)
     finally:
-        broker.terminate()
-        broker.wait(10)
+        broker.stop()
     return {"messages": messages, "hub_1_worker_sqlite_msg_s": rate}
 
 
 def run_rollout(gateways: int) -> dict:
     r = subprocess.run(
-        [sys.executable, str(ROOT / "benches" / "bench_rollout.py"), "--gateways", str(gateways),
+        [sys.executable, "-m", "benches.bench_rollout", "--gateways", str(gateways),
          "--rounds", "1"],
         capture_output=True, text=True, cwd=ROOT, timeout=600,
     )  # fmt: skip

@@ -14,7 +14,7 @@ A rate is messages / (last one received or stored - first one published).
 Bounded: --messages per scenario (default 10,000), --repeat (default 3, median
 reported), --timeout seconds per scenario.
 
-    .venv/bin/python benches/bench_hub.py [--messages 10000] [--repeat 3]
+    .venv/bin/python -m benches.bench_hub [--messages 10000] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,18 +39,14 @@ import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))  # hub_support: the tests' store helpers
+from cloud_hub.store import Accepted, postgres_url, write_batch
+from cloud_hub.store.models import VitalsSummary
+from contracts import topics
+from contracts.messages import Vitals
+from tests.support.broker import Mosquitto
+from tests.support.hub import PG, fresh_engine
+from tests.support.net import free_port
 
-from hub_support import fresh_engine  # noqa: E402
-
-from cloud_hub.store import Accepted, postgres_url, write_batch  # noqa: E402
-from cloud_hub.store.models import VitalsSummary  # noqa: E402
-from contracts import topics  # noqa: E402
-from contracts.messages import Vitals  # noqa: E402
-
-PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 SUBSCRIBER = textwrap.dedent(
@@ -78,28 +73,15 @@ SUBSCRIBER = textwrap.dedent(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_mosquitto(folder: Path) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    conf = folder / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_queued_messages 1000000\nlog_dest none\n"
-    )
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    proc = subprocess.Popen([exe, "-c", str(conf)])
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("mosquitto did not start")
+def start_mosquitto(folder: Path) -> Mosquitto:
+    """Mosquitto as this bench has always measured it: no log, a deep queue, Nagle on."""
+    return Mosquitto(
+        folder / "mosquitto",
+        max_queued_messages=1_000_000,
+        set_tcp_nodelay=None,
+        log_dest="none",
+        log_type=None,
+    ).start()
 
 
 def build_messages(n: int) -> list[tuple[str, bytes, Vitals]]:
@@ -133,13 +115,13 @@ def start_amqtt(folder: Path) -> tuple[subprocess.Popen, int]:
     """The demo's in-process broker (vigil_cli.broker.AmqttBroker) in a process of its own."""
     port = free_port()
     code = (
-        "import sys, time; from pathlib import Path; sys.path.insert(0, sys.argv[3]);"
+        "import sys, time; from pathlib import Path;"
         "from vigil_cli.broker import AmqttBroker;"
         "AmqttBroker(Path(sys.argv[1]), int(sys.argv[2])).start(); print('ready', flush=True);"
         "time.sleep(1e9)"
     )
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(folder / "amqtt"), str(port), str(ROOT)],
+        [sys.executable, "-c", code, str(folder / "amqtt"), str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -262,7 +244,8 @@ def main() -> None:
     )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-hub-"))
-    broker, port = start_mosquitto(tmp)
+    broker = start_mosquitto(tmp)
+    port = broker.port
     amqtt, aport = start_amqtt(tmp) if args.amqtt else (None, 0)
     db = f"vigil_hub_bench_{os.getpid()}"
     with psycopg.connect(dbname="postgres", autocommit=True, **PG) as admin:
@@ -301,10 +284,10 @@ def main() -> None:
                 results.setdefault(name, [])
                 results[name].append(run())
     finally:
-        for b in (broker, amqtt):
-            if b is not None:
-                b.terminate()
-                b.wait(10)
+        broker.stop()
+        if amqtt is not None:
+            amqtt.terminate()
+            amqtt.wait(10)
         with psycopg.connect(dbname="postgres", autocommit=True, **PG) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
         shutil.rmtree(tmp, ignore_errors=True)

@@ -9,7 +9,7 @@ Measured in one run, on the same archive:
   same `limit`, so the ratio is like for like;
 - `import_mimic` on the MIMIC-III demo archive (one run per repeat, median).
 
-    .venv/bin/python benches/bench_import.py [--repeat 3] [--baseline-files 2000]
+    .venv/bin/python -m benches.bench_import [--repeat 3] [--baseline-files 2000]
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import io
 import statistics
-import sys
 import tarfile
 import tempfile
 import time
@@ -25,12 +24,11 @@ from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from contracts.paths import mimic_demo_archive, physionet_archive
+from converters.mimic import import_mimic
+from converters.physionet import NEEDED, import_physionet
 
-from contracts.paths import mimic_demo_archive, physionet_archive  # noqa: E402
-from converters.mimic import import_mimic  # noqa: E402
-from converters.physionet import NEEDED, import_physionet  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def timed(fn) -> tuple[float, object]:  # noqa: ANN001

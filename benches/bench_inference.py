@@ -1,9 +1,9 @@
 """Per-window inference latency: int8 TFLite (LiteRT) vs Keras vs ONNX Runtime, one run.
 
-    python benches/bench_inference.py                      # the default model, see below
-    python benches/bench_inference.py --keras M.keras [--data CANONICAL.parquet]
-    python benches/bench_inference.py --model-uri models:/vigil-sepsis@champion
-    python benches/bench_inference.py --small              # always: train a small model here
+    python -m benches.bench_inference                      # the default model, see below
+    python -m benches.bench_inference --keras M.keras [--data CANONICAL.parquet]
+    python -m benches.bench_inference --model-uri models:/vigil-sepsis@champion
+    python -m benches.bench_inference --small              # always: train a small model here
 
 Model: `--keras` or `--model-uri`; by default the MLflow champion of the local store
 (with the canonical table it was trained on); when neither exists, a small GRU
@@ -38,9 +38,8 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from contracts.paths import default_bundle_dir  # noqa: E402
+from contracts.paths import default_bundle_dir
 
 
 def _percentiles(ns: list[int]) -> tuple[float, float]:

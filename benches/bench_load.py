@@ -19,7 +19,7 @@ lightweight paho clients playing gateways.
    stops passing bytes) for --outage s, then restored: time until its outbox is
    empty and until the hub holds every risk event it recorded.
 
-    .venv/bin/python benches/bench_load.py [--only beds,fleet,drain] [--gateways 1000]
+    .venv/bin/python -m benches.bench_load [--only beds,fleet,drain] [--gateways 1000]
 """
 
 from __future__ import annotations
@@ -30,21 +30,19 @@ import json
 import multiprocessing as mp
 import select
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import psutil
 
-import psutil  # noqa: E402
-
-from contracts.paths import default_bundle_dir, default_trusted_keys_dir  # noqa: E402
-from tests.chaos_support import BlackholeProxy, count, query, wait_until  # noqa: E402
-from vigil_cli.broker import MosquittoBroker  # noqa: E402
-from vigil_cli.procs import spawn, stop, vigil_argv  # noqa: E402
+from contracts.paths import default_bundle_dir, default_trusted_keys_dir
+from tests.support.chaos import BlackholeProxy, count, query
+from tests.support.waiting import wait_until
+from vigil_cli.broker import MosquittoBroker
+from vigil_cli.procs import spawn, stop, vigil_argv
 
 SCENARIOS = ("sepsis", "stable", "hypotension", "desaturation")
 
@@ -57,7 +55,7 @@ def start_hub(folder: Path, port: int) -> tuple:
                    "--db", f"sqlite:///{db}", "--worker-id", "bench-hub"),
         log, env={"VIGIL_LOG_LEVEL": "INFO"},
     )  # fmt: skip
-    wait_until(lambda: "event=subscribed" in log.read_text(), 60, "the hub")
+    wait_until(lambda: "event=subscribed" in log.read_text(), 60, "the hub", 0.2)
     return hub, db
 
 
@@ -271,7 +269,7 @@ def bench_fleet(tmp: Path, gateways: int, procs: int, interval: float, seconds: 
         hub_cpu = hub_proc.cpu_percent(None)
         t_end = time.perf_counter()
         with contextlib.suppress(AssertionError):
-            wait_until(lambda: count(db, "risk_events") >= pub, 120, "the hub to store all")
+            wait_until(lambda: count(db, "risk_events") >= pub, 120, "the hub to store all", 0.2)
         drained = time.perf_counter() - t_end
         stored = count(db, "risk_events")
         gws = query(db, "SELECT count(*) FROM gateways")[0][0]

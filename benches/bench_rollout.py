@@ -14,58 +14,38 @@ The gateways live in a few worker processes (threads of paho's network loops); t
 hub publishes one retained release with `cloud_hub.rollout.release` and measures the time
 until every gateway's state is back. Run:
 
-    python benches/bench_rollout.py                 # 1000 gateways, 4 processes
-    python benches/bench_rollout.py --gateways 200 --procs 2
+    python -m benches.bench_rollout                 # 1000 gateways, 4 processes
+    python -m benches.bench_rollout --gateways 200 --procs 2
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import multiprocessing as mp
 import os
 import select
 import shutil
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
-import paho.mqtt.client as mqtt  # noqa: E402
-from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
-
-from contracts import topics  # noqa: E402
-from contracts.bundle import BundleError, generate_key, load_trusted_keys, verify_parts  # noqa: E402
-from contracts.messages import ModelRelease, ModelState, parse_message  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from contracts import topics
+from contracts.bundle import BundleError, generate_key, load_trusted_keys, verify_parts
+from contracts.messages import ModelRelease, ModelState, parse_message
+from tests.support.broker import Mosquitto
 
 
-def start_mosquitto(folder: Path, port: int) -> subprocess.Popen:
-    conf = folder / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_queued_messages 10000\nlog_dest stderr\nlog_type error\n"
-    )
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    proc = subprocess.Popen([exe, "-c", str(conf)], stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return proc
-        time.sleep(0.05)
-    raise RuntimeError("mosquitto did not start")
+def start_mosquitto(folder: Path) -> Mosquitto:
+    """The fleet's broker: a 10,000-message queue per session, its default Nagle."""
+    return Mosquitto(
+        folder / "broker", max_queued_messages=10000, set_tcp_nodelay=None, log_type="error"
+    ).start()
 
 
 def gateway_worker(
@@ -200,8 +180,8 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-rollout-"))
     key, pub, _ = generate_key(tmp / "keys")
-    port = free_port()
-    broker = start_mosquitto(tmp, port)
+    broker = start_mosquitto(tmp)
+    port = broker.port
     ctx = mp.get_context("fork")
     ready, stop = ctx.Queue(), ctx.Event()
     per = [args.gateways // args.procs + (1 if i < args.gateways % args.procs else 0)
@@ -278,8 +258,7 @@ def main() -> None:
         hub.loop_stop()
         for p in procs:
             p.join(20)
-        broker.terminate()
-        broker.wait(10)
+        broker.stop()
     act = activation_ms(key, pub) if os.environ.get("SKIP_ACTIVATION") != "1" else float("nan")
     shutil.rmtree(tmp, ignore_errors=True)
     print(

@@ -15,7 +15,7 @@ deploy/docker/gateway.Dockerfile (the same files copied, `pip install -e '.[edge
 into a fresh venv) and reports its size, the install time and whether TensorFlow or
 pandas got in.
 
-Run: .venv/bin/python benches/bench_security.py [--connects 40] [--messages 2000] [--rounds 3]
+Run: .venv/bin/python -m benches.bench_security [--connects 40] [--messages 2000] [--rounds 3]
      [--gateway-layer]
 """
 
@@ -35,14 +35,12 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cloud_hub.ca import CertificateAuthority
+from contracts import topics
+from tests.support.broker import Mosquitto
+from tests.support.tls import Broker
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from test_security_broker import Broker, free_port  # noqa: E402
-
-from cloud_hub.ca import CertificateAuthority  # noqa: E402
-from contracts import topics  # noqa: E402
 
 PAYLOAD = b"x" * 450
 
@@ -58,17 +56,15 @@ class BrokerWithoutNodelay(Broker):
         conf.write_text(text.replace("set_tcp_nodelay true\n", ""))
 
 
-def plain_broker(folder: Path) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    conf = folder / "plain.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 10000\n")
-    proc = subprocess.Popen(
-        [shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c", str(conf)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    time.sleep(0.3)
-    return proc, port
+def plain_broker(folder: Path) -> Mosquitto:
+    """The same Mosquitto, plain: anonymous, no TLS, no ACL, no log, its default Nagle."""
+    return Mosquitto(
+        folder / "plain",
+        max_queued_messages=10000,
+        set_tcp_nodelay=None,
+        log_dest="none",
+        log_type=None,
+    ).start()
 
 
 def plain_client(port: int, client_id: str) -> mqtt.Client:
@@ -168,7 +164,8 @@ def main() -> None:
     secure.start()
     nagle = BrokerWithoutNodelay(Path(tempfile.mkdtemp(prefix="vigil-broker-")), ca)
     nagle.start()
-    plain, plain_port = plain_broker(work)
+    plain = plain_broker(work)
+    plain_port = plain.port
     try:
 
         def tls_client(i: int, name: str = "gw-bench", broker: Broker = secure) -> mqtt.Client:
@@ -225,8 +222,7 @@ def main() -> None:
     finally:
         secure.stop()
         nagle.stop()
-        plain.terminate()
-        plain.wait(10)
+        plain.stop()
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(secure.folder, ignore_errors=True)
         shutil.rmtree(nagle.folder, ignore_errors=True)

@@ -9,7 +9,7 @@
    and the child's CPU use (process CPU seconds / wall seconds, 100% = one core);
    capacity at 1 Hz = messages per second the loop sustained / CPU fraction.
 
-    .venv/bin/python benches/bench_sim.py --messages 3000 --rounds 3 --beds 50,200,500 --seconds 10
+    .venv/bin/python -m benches.bench_sim --messages 3000 --rounds 3 --beds 50,200,500 --seconds 10
 """
 
 from __future__ import annotations
@@ -22,14 +22,12 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from firmware_sim.hl7 import Observation, build_oru, frame  # noqa: E402
-from firmware_sim.monitor import Monitor, MonitorRunner  # noqa: E402
-from firmware_sim.physiology import GeneratedSource  # noqa: E402
-from firmware_sim.transports import PtyTransport  # noqa: E402
+from contracts.mllp import frame
+from firmware_sim.hl7 import Observation, build_oru
+from firmware_sim.monitor import Monitor, MonitorRunner
+from firmware_sim.physiology import GeneratedSource
+from firmware_sim.transports import PtyTransport
 
 
 class NullLine:

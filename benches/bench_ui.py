@@ -10,8 +10,8 @@ Textual app over the same gateway (headless at 160x48, refreshing every second, 
 switching ward / bedside / events every 2 s). Prints medians, p99, max and how many
 feeder ticks ran late, plus how often the UI refreshed.
 
-    python benches/bench_ui.py          # 64 beds, 3 rounds of 10 s per phase, broker 127.0.0.1:1883
-    python benches/bench_ui.py --beds 64 --seconds 10 --rounds 3 --port 1883 --screenshot docs/
+    python -m benches.bench_ui          # 64 beds, 3 rounds of 10 s per phase, broker 127.0.0.1:1883
+    python -m benches.bench_ui --beds 64 --seconds 10 --rounds 3 --port 1883 --screenshot docs/
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -28,14 +27,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from edge_agent.config import BedConfig, EdgeSettings, MqttConfig, TcpSource  # noqa: E402
-from edge_agent.decoder import Reading  # noqa: E402
-from edge_agent.gateway import Gateway  # noqa: E402
-from edge_agent.ui.app import VigilApp  # noqa: E402
-from edge_agent.ui.gateway_port import GatewayPort  # noqa: E402
-from firmware_sim.physiology import GeneratedSource  # noqa: E402
+from edge_agent.decoder import Reading
+from edge_agent.gateway import Gateway
+from edge_agent.ui.app import VigilApp
+from edge_agent.ui.gateway_port import GatewayPort
+from firmware_sim.physiology import GeneratedSource
+from tests.support.edge import edge_settings
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 SIM_SECONDS_PER_READING = 300.0  # 12 readings close one hourly step
@@ -114,15 +111,12 @@ class Ward:
 
 
 def make_gateway(n_beds: int, port: int, store_dir: Path) -> Gateway:
-    settings = EdgeSettings(
+    settings = edge_settings(
+        store_dir,
+        port=port,
         gateway_id="bench-ui",
         operator="bench nurse",
-        beds=[
-            BedConfig(id=f"bed-{i + 1:02d}", source=TcpSource(type="tcp", host="127.0.0.1", port=1))
-            for i in range(n_beds)
-        ],
-        mqtt=MqttConfig(port=port),
-        store_path=store_dir / "gw.sqlite",
+        beds=[f"bed-{i + 1:02d}" for i in range(n_beds)],
     )
     gw = Gateway(settings)
     if gw.model is None:

@@ -6,7 +6,7 @@ with its wall time and exit code. The run fails (exit 1) if any benchmark failed
 Long: about 15-20 minutes on 2 cores, mostly the headline (inference, hub,
 rollout) and the load runs.
 
-    .venv/bin/python benches/run_all.py [--only edge,hub] [--list]
+    .venv/bin/python -m benches.run_all [--only edge,hub] [--list]
 """
 
 from __future__ import annotations
@@ -19,26 +19,29 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# name -> arguments after `python benches/`; the commands of BENCHMARKS.md.
+# name -> module and arguments after `python -m`; the commands of BENCHMARKS.md.
 BENCHES: dict[str, list[str]] = {
-    "headline": ["bench_headline.py", "--json", "/tmp/headline.json"],
-    "load": ["bench_load.py", "--json", "/tmp/load.json"],
-    "security": ["bench_security.py", "--connects", "40", "--messages", "2000", "--rounds", "3"],
-    "hub": ["bench_hub.py", "--messages", "10000", "--repeat", "3", "--amqtt"],
+    "headline": ["benches.bench_headline", "--json", "/tmp/headline.json"],
+    "load": ["benches.bench_load", "--json", "/tmp/load.json"],
+    "security": [
+        "benches.bench_security",
+        *("--connects", "40", "--messages", "2000", "--rounds", "3"),
+    ],
+    "hub": ["benches.bench_hub", "--messages", "10000", "--repeat", "3", "--amqtt"],
     "sim": [
-        "bench_sim.py",
+        "benches.bench_sim",
         *("--messages", "3000", "--rounds", "3", "--beds", "100,500,1000,2000"),
         *("--seconds", "10"),
     ],
-    "import": ["bench_import.py", "--repeat", "3", "--baseline-files", "2000"],
-    "inference": ["bench_inference.py"],
+    "import": ["benches.bench_import", "--repeat", "3", "--baseline-files", "2000"],
+    "inference": ["benches.bench_inference"],
     "edge": [
-        "bench_edge.py",
+        "benches.bench_edge",
         *("--beds", "50", "--readings", "600", "--latency-steps", "200"),
         *("--rss-beds", "32", "--rss-seconds", "20"),
     ],
-    "rollout": ["bench_rollout.py"],
-    "ui": ["bench_ui.py", "--beds", "64", "--seconds", "10", "--rounds", "3"],
+    "rollout": ["benches.bench_rollout"],
+    "ui": ["benches.bench_ui", "--beds", "64", "--seconds", "10", "--rounds", "3"],
 }
 
 
@@ -53,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHES)}")
     results = []
     for name in names:
-        cmd = [sys.executable, str(ROOT / "benches" / BENCHES[name][0]), *BENCHES[name][1:]]
-        shown = " ".join(["python", f"benches/{BENCHES[name][0]}", *BENCHES[name][1:]])
+        cmd = [sys.executable, "-m", *BENCHES[name]]
+        shown = " ".join(["python", "-m", *BENCHES[name]])
         if a.list:
             print(f"{name}: {shown}")
             continue

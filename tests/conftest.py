@@ -1,15 +1,27 @@
-"""Fixtures shared by the tests: simulated beds served as `vigil` serves them; for the hub
-store tests one throwaway PostgreSQL database per test module, and each store test run
-twice, on SQLite and on PostgreSQL."""
+"""Fixtures shared by the tests: simulated beds served as `vigil` serves them; a private
+Mosquitto per test (`broker`); for the hub store tests one throwaway PostgreSQL database
+per test module, and each store test run twice, on SQLite and on PostgreSQL. Their
+helpers are in tests/support/."""
 
 from __future__ import annotations
 
-import pytest
-from hub_support import fresh_engine, postgres_database
+from collections.abc import Iterator
 
+import pytest
+
+from tests.support.broker import Mosquitto
+from tests.support.hub import fresh_engine, postgres_database
 from vigil_cli import sim_line
 
 sim_line.install()  # `sim` beds, as the `vigil` command serves them
+
+
+@pytest.fixture
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
+    """A Mosquitto of this test's own (tests.support.broker, default config), stopped after
+    it. A test that needs other settings starts `Mosquitto(folder, **overrides)` itself."""
+    with Mosquitto(tmp_path_factory.mktemp("mosquitto")) as b:
+        yield b
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos_support import Rig, check_exactly_once
-from vigil_cli.broker import mosquitto_path
+from tests.support.broker import needs_mosquitto
+from tests.support.chaos import Rig, check_exactly_once
 
 pytestmark = [
-    pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed"),
+    needs_mosquitto,
     pytest.mark.slow,
 ]
 

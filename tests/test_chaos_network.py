@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos_support import Rig, check_exactly_once, wait_until
-from vigil_cli.broker import mosquitto_path
+from tests.support.broker import needs_mosquitto
+from tests.support.chaos import Rig, check_exactly_once
+from tests.support.waiting import wait_until
 
 pytestmark = [
-    pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto is not installed"),
+    needs_mosquitto,
     pytest.mark.slow,
 ]
 

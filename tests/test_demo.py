@@ -16,10 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from vigil_cli.broker import mosquitto_path
+from tests.support.broker import needs_mosquitto
 from vigil_cli.demo import canonical_table
-
-NEEDS_MOSQUITTO = pytest.mark.skipif(mosquitto_path() is None, reason="mosquitto not installed")
 
 
 def _query(db: Path, sql: str) -> list[tuple]:
@@ -49,7 +47,7 @@ def _wait_scored(db: Path, proc: subprocess.Popen, n: int, timeout: float) -> in
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("broker", [pytest.param("mosquitto", marks=NEEDS_MOSQUITTO), "amqtt"])
+@pytest.mark.parametrize("broker", [pytest.param("mosquitto", marks=needs_mosquitto), "amqtt"])
 def test_headless_demo_fills_the_hub_store_and_stops_cleanly_on_sigint(
     tmp_path: Path, broker: str
 ) -> None:

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.alarms import RANK, ActionRefused, AlarmMachine, AlarmParams
+from contracts.messages import ALARM_RANK as RANK
+from edge_agent.alarms import ActionRefused, AlarmMachine, AlarmParams
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 P = AlarmParams(

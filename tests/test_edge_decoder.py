@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from edge_agent.decoder import MllpDecoder, parse_reading
 from firmware_sim.hl7 import build_oru
-from tests.edge_support import T0, observation, valid_frame
+from tests.support.edge import T0, observation, valid_frame
 
 # Garbage never holds a whole valid reading by chance; framing bytes are frequent in it.
 garbage = st.binary(max_size=300) | st.lists(

@@ -19,20 +19,13 @@ from contracts.paths import PROJECT_ROOT
 from contracts.preprocessing import stay_windows
 from edge_agent.config import ConfigError, load_config
 from edge_agent.gateway import Gateway
-from tests.edge_support import Mosquitto, physionet_stay, stay_arrays, write_canonical
-from tests.test_edge_outbox import Subscriber
+from tests.support.broker import Subscriber
+from tests.support.edge import physionet_stay, stay_arrays, write_canonical
 
 GW = "ward-e2e"
 # A real septic stay of PhysioNet 2019 set A (SepsisLabel from ICULOS 40, so sepsis onset
 # at ICULOS 46 h), 42 charted hours from ICULOS 8.
 SEPTIC = "p015180"
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = Mosquitto(tmp_path).start()
-    yield b
-    b.stop()
 
 
 def gateway_toml(tmp_path, port: int, device: str, bed: str = "bed-1") -> str:

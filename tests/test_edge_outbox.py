@@ -3,94 +3,26 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 
 import paho.mqtt.client as mqtt
-import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from contracts import topics
 from contracts.messages import Command, parse_message
-from edge_agent.config import BedConfig, EdgeSettings, MqttConfig, TcpSource
-from edge_agent.publisher import Publisher, status_payload
-from edge_agent.state import GatewayState
 from edge_agent.store import Store
-from tests.edge_support import Mosquitto
+from tests.support.broker import Subscriber
+from tests.support.edge import edge_settings, event, make_publisher
 
-GW = "gw-test"
-
-
-class Subscriber:
-    """A mosquitto_sub-like client that reconnects fast and records every message."""
-
-    def __init__(self, port: int, filt: str) -> None:
-        self.messages: list[tuple[str, bytes, bool]] = []
-        self.lock = threading.Lock()
-        self.ready = threading.Event()
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        c.reconnect_delay_set(0.05, 0.1)
-
-        def on_connect(client, userdata, flags, rc, props):  # noqa: ANN001
-            client.subscribe(filt, qos=1)
-
-        def on_subscribe(*a):  # noqa: ANN002
-            self.ready.set()
-
-        def on_message(client, userdata, msg):  # noqa: ANN001
-            with self.lock:
-                self.messages.append((msg.topic, msg.payload, msg.retain))
-
-        c.on_connect, c.on_message, c.on_subscribe = on_connect, on_message, on_subscribe
-        c.connect_async("127.0.0.1", port)
-        c.loop_start()
-        self.client = c
-        assert self.ready.wait(10), "subscriber did not subscribe"
-
-    def wait_for(self, n: int, timeout: float, topic_part: str = "/risk") -> list:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                got = [m for m in self.messages if topic_part in m[0]]
-            if len(got) >= n:
-                return got
-            time.sleep(0.05)
-        return got
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-def settings(port: int, tmp_path, **mqtt_kw) -> EdgeSettings:
-    return EdgeSettings(
-        gateway_id=GW,
-        beds=[BedConfig(id="b1", source=TcpSource(type="tcp", host="127.0.0.1", port=1))],
-        mqtt=MqttConfig(port=port, **mqtt_kw),
-        store_path=tmp_path / "gw.sqlite",
-    )
-
-
-def make_publisher(s: EdgeSettings, store: Store, **kw) -> tuple[Publisher, GatewayState]:
-    state = GatewayState(GW, ["b1"])
-    pub = Publisher(s, store, state, status_payload(s, state), **kw)
-    pub.start()
-    return pub, state
-
-
-def event(i: int) -> bytes:
-    return json.dumps({"n": i}).encode()
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = Mosquitto(tmp_path).start()
-    yield b
-    b.stop()
+GW = "gw-test"  # edge_settings' default gateway
 
 
 def test_broker_down_for_a_while_every_event_arrives_once_in_order(broker, tmp_path):
-    s = settings(broker.port, tmp_path, reconnect_min_seconds=1.0, reconnect_max_seconds=2.0)
+    s = edge_settings(
+        tmp_path,
+        port=broker.port,
+        mqtt={"reconnect_min_seconds": 1.0, "reconnect_max_seconds": 2.0},
+    )
     store = Store(s.store_path)
     sub = Subscriber(broker.port, f"vigil/v1/gw/{GW}/#")
     commands: list[Command] = []
@@ -136,7 +68,7 @@ def test_broker_down_for_a_while_every_event_arrives_once_in_order(broker, tmp_p
 
 
 def test_outbox_survives_a_gateway_restart_and_last_will_says_offline(broker, tmp_path):
-    s = settings(broker.port, tmp_path)
+    s = edge_settings(tmp_path, port=broker.port)
     store = Store(s.store_path)
     broker.stop()
     pub, _ = make_publisher(s, store)
@@ -169,7 +101,7 @@ def test_outbox_survives_a_gateway_restart_and_last_will_says_offline(broker, tm
 
 
 def test_commands_and_invalid_payloads_on_cmd_are_handled_and_counted(broker, tmp_path):
-    s = settings(broker.port, tmp_path)
+    s = edge_settings(tmp_path, port=broker.port)
     store = Store(s.store_path)
     got: list[Command] = []
     pub, state = make_publisher(s, store, on_command=got.append)
@@ -214,7 +146,7 @@ def test_a_retained_model_release_reaches_the_release_hook(broker, tmp_path):
     c.disconnect()
     c.loop_stop()
     got: list[ModelRelease] = []
-    s = settings(broker.port, tmp_path)
+    s = edge_settings(tmp_path, port=broker.port)
     pub, _ = make_publisher(s, Store(s.store_path), on_release=got.append)
     try:
         deadline = time.monotonic() + 10

@@ -28,8 +28,7 @@ from edge_agent.gateway import Gateway
 from edge_agent.logs import JsonLines
 from edge_agent.privacy import SECRET_FILE_NAME, stay_pseudonym
 from firmware_sim.hl7 import Observation, build_oru
-from tests.edge_support import Mosquitto
-from tests.test_edge_outbox import Subscriber
+from tests.support.broker import Subscriber
 
 GW = "ward-priv"
 MRN = "MRN12345678"
@@ -81,13 +80,6 @@ def toml(folder: Path, port: int, extra: str = "") -> Path:
         f"[mqtt]\nport = {port}\n{extra}"
     )
     return p
-
-
-@pytest.fixture
-def broker(tmp_path):
-    b = Mosquitto(tmp_path).start()
-    yield b
-    b.stop()
 
 
 # --- the pseudonym itself (pure logic) --------------------------------------------------
@@ -245,7 +237,7 @@ def test_hospital_outcomes_map_to_the_published_stay_and_import_at_the_hub(broke
 
     from cloud_hub.labels import import_outcomes
     from cloud_hub.store.models import OutcomeLabel
-    from tests.hub_support import fresh_engine
+    from tests.support.hub import fresh_engine
     from vigil_cli.main import app
 
     sub = Subscriber(broker.port, f"vigil/v1/gw/{GW}/#")

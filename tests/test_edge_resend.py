@@ -17,8 +17,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from contracts import topics
 from contracts.messages import Command
 from edge_agent.store import Store
-from tests.edge_support import Mosquitto
-from tests.test_edge_outbox import GW, Subscriber, event, make_publisher, settings
+from tests.support.broker import Subscriber
+from tests.support.edge import edge_settings, event, make_publisher
+
+GW = "gw-test"  # edge_settings' default gateway
 
 
 def _ack_all(store: Store) -> list[int]:
@@ -85,9 +87,8 @@ def test_prune_drops_only_rows_past_retention_and_in_bounded_batches(tmp_path):
     assert store.sent_size() == 0
 
 
-def test_publisher_replays_on_resend_and_prunes_by_retention(tmp_path):
-    broker = Mosquitto(tmp_path).start()
-    s = settings(broker.port, tmp_path, sent_retention_hours=1.0)
+def test_publisher_replays_on_resend_and_prunes_by_retention(broker, tmp_path):
+    s = edge_settings(tmp_path, port=broker.port, mqtt={"sent_retention_hours": 1.0})
     store = Store(s.store_path)
     sub = Subscriber(broker.port, f"vigil/v1/gw/{GW}/#")
     pub, _ = make_publisher(s, store)
@@ -113,15 +114,13 @@ def test_publisher_replays_on_resend_and_prunes_by_retention(tmp_path):
     finally:
         pub.stop()
         sub.close()
-        broker.stop()
 
 
-def test_gateway_handles_the_resend_command_from_mqtt(tmp_path):
+def test_gateway_handles_the_resend_command_from_mqtt(broker, tmp_path):
     """The command as the hub sends it (contract, topic) reaches `Publisher.resend`."""
     from edge_agent.gateway import Gateway
 
-    broker = Mosquitto(tmp_path).start()
-    s = settings(broker.port, tmp_path)
+    s = edge_settings(tmp_path, port=broker.port)
     gw = Gateway(s)
     sub = Subscriber(broker.port, f"vigil/v1/gw/{GW}/bed/+/risk")
     try:
@@ -149,4 +148,3 @@ def test_gateway_handles_the_resend_command_from_mqtt(tmp_path):
     finally:
         gw.stop(1.0)
         sub.close()
-        broker.stop()

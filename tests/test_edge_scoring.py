@@ -70,10 +70,9 @@ def test_news2_is_computed_from_the_step_vitals_with_missing_ones_listed():
 
 def test_activate_model_swaps_model_threshold_and_windows_between_steps(tmp_path, keys):
     from contracts.bundle import load_trusted_keys
-    from edge_agent.config import BedConfig, EdgeSettings, TcpSource
     from edge_agent.gateway import Gateway
     from edge_agent.scoring import activate
-    from tests.edge_support import valid_frame
+    from tests.support.edge import edge_settings, valid_frame
 
     def v3(m, _):  # noqa: ANN001 - the same model re-released as version 3
         m["version"] = "3"
@@ -81,11 +80,7 @@ def test_activate_model_swaps_model_threshold_and_windows_between_steps(tmp_path
 
     folder = resigned(tmp_path, keys, "v3", v3)
     new = activate(folder, load_trusted_keys([keys / "test.pub"]))
-    s = EdgeSettings(
-        gateway_id="gw-swap",
-        beds=[BedConfig(id="bed-1", source=TcpSource(type="tcp", host="127.0.0.1", port=1))],
-        store_path=tmp_path / "swap.sqlite",
-    )
+    s = edge_settings(tmp_path, gateway_id="gw-swap", beds=["bed-1"], store="swap.sqlite")
     gw = Gateway(s)
     try:
         gw.process_bytes("bed-1", valid_frame(1))

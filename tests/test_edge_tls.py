@@ -5,20 +5,21 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from pathlib import Path
 
 import pytest
 
 from cloud_hub.ca import CertificateAuthority
 from contracts import topics
 from contracts.messages import parse_message
-from edge_agent.config import BedConfig, EdgeSettings, MqttConfig, TcpSource, TlsConfig
+from edge_agent.config import TlsConfig
 from edge_agent.publisher import Publisher, status_payload
 from edge_agent.state import GatewayState
 from edge_agent.store import Store
-from tests.test_security_broker import MOSQUITTO, Broker, Client, broker_folder
+from tests.support.broker import needs_mosquitto
+from tests.support.edge import edge_settings
+from tests.support.tls import Broker, Client, broker_folder
 
-pytestmark = pytest.mark.skipif(not Path(MOSQUITTO).exists(), reason="mosquitto is not installed")
+pytestmark = needs_mosquitto
 
 
 @pytest.fixture(scope="module")
@@ -40,17 +41,17 @@ def test_gateway_publishes_over_tls_and_a_refused_topic_is_set_aside_not_retried
 ):
     ca = tls_broker.ca
     folder = ca.gateway_dir("gw-a")
-    s = EdgeSettings(
+    s = edge_settings(
+        tmp_path,
+        port=tls_broker.port,
         gateway_id="gw-a",
-        beds=[BedConfig(id="b1", source=TcpSource(type="tcp", host="127.0.0.1", port=1))],
-        mqtt=MqttConfig(
-            host="localhost",
-            port=tls_broker.port,
-            tls=TlsConfig(
+        store="tls.sqlite",
+        mqtt={
+            "host": "localhost",
+            "tls": TlsConfig(
                 ca=folder / "ca.crt", cert=folder / "client.crt", key=folder / "client.key"
             ),
-        ),
-        store_path=tmp_path / "tls.sqlite",
+        },
     )
     hub = Client(tls_broker, ca.hub_dir, client_id="hub-edge-test")
     assert hub.connect()

@@ -15,7 +15,7 @@ from contracts.vitals import VITAL_NAMES
 from edge_agent.decoder import MllpDecoder
 from edge_agent.windows import BedWindows
 from firmware_sim.hl7 import DECIMALS, Observation, birth_date_for, build_oru
-from tests.edge_support import physionet_stay, stay_arrays
+from tests.support.edge import physionet_stay, stay_arrays
 
 ADMIT = datetime(2026, 2, 1, 6, 0, tzinfo=UTC)
 

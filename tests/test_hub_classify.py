@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from hub_support import feedback, risk, status, topic_of, vitals
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cloud_hub.classify import classify
 from cloud_hub.store import Accepted, Rejected
 from contracts import topics
+from tests.support.hub import feedback, risk, status, topic_of, vitals
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 KINDS = {"malformed", "oversized", "schema", "topic_mismatch", "unknown_topic"}

@@ -17,28 +17,14 @@ import threading
 import time
 import uuid
 
-import pytest
-from hub_support import (
-    Mosquitto,
-    Publisher,
-    fresh_engine,
-    needs_mosquitto,
-    postgres_database,
-    vitals,
-    wait_until,
-)
 from sqlalchemy import func, select
 
 from cloud_hub.store.models import VitalsSummary
+from tests.support.broker import needs_mosquitto
+from tests.support.hub import Publisher, fresh_engine, postgres_database, vitals
+from tests.support.waiting import wait_until
 
 pytestmark = needs_mosquitto
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    b = Mosquitto(tmp_path_factory.mktemp("mosquitto")).start()
-    yield b
-    b.stop()
 
 
 def serve(broker, url: str, worker_id: str, log_path) -> subprocess.Popen:

@@ -13,20 +13,15 @@ import sys
 import textwrap
 import uuid
 
-import pytest
-from hub_support import (
-    Mosquitto,
-    Publisher,
-    needs_mosquitto,
-    status,
-    vitals,
-    wait_until,
-)
 from typer.testing import CliRunner
 
 from cloud_hub.fleet import fleet
 from cloud_hub.ingest import HubWorker
 from cloud_hub.settings import HubSettings
+from contracts.paths import PROJECT_ROOT
+from tests.support.broker import needs_mosquitto
+from tests.support.hub import Publisher, status, vitals
+from tests.support.waiting import wait_until
 from vigil_cli.main import app
 
 pytestmark = needs_mosquitto
@@ -34,8 +29,7 @@ pytestmark = needs_mosquitto
 GATEWAY = textwrap.dedent(
     """
     import sys, time, threading
-    sys.path.insert(0, {tests!r})
-    from hub_support import Publisher, status
+    from tests.support.hub import Publisher, status
     gw, port = sys.argv[1], int(sys.argv[2])
     will = status(gw=gw, state="offline")
     pub = Publisher(port, client_id=gw, will=will)
@@ -46,19 +40,12 @@ GATEWAY = textwrap.dedent(
 )
 
 
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    b = Mosquitto(tmp_path_factory.mktemp("mosquitto")).start()
-    yield b
-    b.stop()
-
-
 def start_gateway(broker, gw: str) -> subprocess.Popen:
-    from pathlib import Path
-
-    code = GATEWAY.format(tests=str(Path(__file__).parent))
     proc = subprocess.Popen(
-        [sys.executable, "-c", code, gw, str(broker.port)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", GATEWAY, gw, str(broker.port)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=PROJECT_ROOT,  # `python -c` imports from its folder: tests.support
     )
     assert proc.stdout.readline().strip() == "ready"
     return proc
@@ -117,11 +104,11 @@ def test_fleet_from_retained_status_and_last_will(broker, db):
 
 def test_fleet_target_is_the_newest_release_on_the_gateways_channel(broker, db, tmp_path):
     """Retained releases on vigil/v1/models/{channel} become each gateway's target."""
-    from rollout_support import make_key, release
     from sqlalchemy import func, select
 
     from cloud_hub.store.models import ChannelRelease, DeadLetter
     from contracts import topics
+    from tests.support.rollout import make_key, release
 
     url, engine = db
     key, _ = make_key(tmp_path)

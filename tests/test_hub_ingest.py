@@ -1,7 +1,7 @@
 """`vigil hub serve` against a REAL Mosquitto and REAL SQLite / PostgreSQL stores.
 
-Each test module starts its own Mosquitto on a free port (topics are fixed by the
-contract, so sharing the machine's broker would mix tests); PostgreSQL tests use a
+Each test starts its own Mosquitto on a free port (the `broker` fixture: topics are
+fixed by the contract, so sharing the machine's broker would mix tests); PostgreSQL tests use a
 database created for this session and dropped afterwards.
 """
 
@@ -12,34 +12,26 @@ import urllib.request
 import uuid
 
 import pytest
-from hub_support import (
-    Mosquitto,
-    Publisher,
-    feedback,
-    fresh_engine,
-    needs_mosquitto,
-    postgres_database,
-    risk,
-    status,
-    topic_of,
-    vitals,
-    wait_until,
-)
 from sqlalchemy import func, select
 
 from cloud_hub.ingest import HubWorker
 from cloud_hub.settings import HubSettings
 from cloud_hub.store.models import AlarmEvent, DeadLetter, OutcomeLabel, RiskEvent, VitalsSummary
 from contracts import topics
+from tests.support.broker import needs_mosquitto
+from tests.support.hub import (
+    Publisher,
+    feedback,
+    fresh_engine,
+    postgres_database,
+    risk,
+    status,
+    topic_of,
+    vitals,
+)
+from tests.support.waiting import wait_until
 
 pytestmark = needs_mosquitto
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory):
-    b = Mosquitto(tmp_path_factory.mktemp("mosquitto")).start()
-    yield b
-    b.stop()
 
 
 def settings(broker, **kw) -> HubSettings:
@@ -175,7 +167,7 @@ def test_qos1_messages_published_while_the_hub_is_down_are_not_lost(broker, engi
 
 
 def test_metrics_endpoint_reports_ingest(broker, engine, hub):
-    from hub_support import free_port
+    from tests.support.net import free_port
 
     port = free_port()
     w = hub(metrics_port=port, metrics_addr="127.0.0.1")
@@ -241,7 +233,8 @@ def test_the_hub_reconnects_and_subscribes_again_after_a_broker_restart(broker, 
 
 def test_a_store_outage_holds_the_acks_and_nothing_is_lost(broker):
     import psycopg
-    from hub_support import PG
+
+    from tests.support.hub import PG
 
     with postgres_database("vigil_hub_outage") as url:
         engine = fresh_engine(url)

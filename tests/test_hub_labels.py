@@ -7,7 +7,6 @@ from datetime import timedelta
 
 import pandas as pd
 import pytest
-from hub_support import T0, feedback, vitals
 from sqlalchemy import select
 from typer.testing import CliRunner
 
@@ -18,6 +17,7 @@ from cloud_hub.store.models import OutcomeLabel
 from contracts.canonical import COLUMNS
 from contracts.vitals import VITAL_NAMES
 from converters.canonical_io import load_canonical, read_fingerprint
+from tests.support.hub import T0, feedback, vitals
 from vigil_cli.main import app
 
 

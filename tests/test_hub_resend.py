@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, timedelta
 
 import pytest
-from hub_support import Mosquitto, Publisher, fresh_engine, needs_mosquitto, risk, wait_until
 from sqlalchemy import select
 
 from cloud_hub.ingest import HubWorker
 from cloud_hub.settings import HubSettings
 from cloud_hub.store.models import Gateway
 from contracts.messages import Command, parse_message
-from tests.test_edge_outbox import Subscriber
+from tests.support.broker import Mosquitto, Subscriber, needs_mosquitto
+from tests.support.hub import Publisher, fresh_engine, risk
+from tests.support.waiting import wait_until
 
 pytestmark = needs_mosquitto
 
@@ -58,8 +59,7 @@ class Rig:
 
 
 @pytest.fixture
-def rig(tmp_path):
-    broker = Mosquitto(tmp_path).start()
+def rig(broker, tmp_path):
     r = Rig(broker, fresh_engine(f"sqlite:///{tmp_path}/hub.db"), None)
     r.sub = Subscriber(broker.port, "vigil/v1/gw/+/cmd")
     yield r
@@ -67,7 +67,6 @@ def rig(tmp_path):
         w.stop(drain_seconds=1, retire=True)
     r.sub.close()
     r.engine.dispose()
-    broker.stop()
 
 
 def _worker(port: int, engine, worker_id: str | None = None) -> HubWorker:

@@ -6,7 +6,6 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hub_support import feedback, postgres_database, risk, status, vitals
 from sqlalchemy import func, inspect, select
 
 from cloud_hub.store import Accepted, Rejected, migrate, write_batch
@@ -21,6 +20,7 @@ from cloud_hub.store.models import (
     Stay,
     VitalsSummary,
 )
+from tests.support.hub import feedback, postgres_database, risk, status, vitals
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

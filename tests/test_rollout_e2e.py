@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from contracts.bundle import load_trusted_keys
 from edge_agent.model_update import ModelUpdater
-from tests.hub_support import Mosquitto, needs_mosquitto
-from tests.rollout_support import DEFAULT, GatewayClient
+from tests.support.broker import Mosquitto, needs_mosquitto
+from tests.support.rollout import DEFAULT, GatewayClient
 
 pytestmark = [pytest.mark.slow, needs_mosquitto]
 
@@ -35,16 +35,15 @@ def world(tmp_path_factory):
     physionet.import_physionet(physionet_archive(), data, limit=160)
     key, pub, _ = generate_key(root / "keys")
     hub_db = _fleet_store(root)
-    broker = Mosquitto(root).start()
-    yield {"root": root, "data": data, "key": key, "pub": pub, "broker": broker, "db": hub_db}
-    broker.stop()
+    with Mosquitto(root / "broker") as broker:
+        yield {"root": root, "data": data, "key": key, "pub": pub, "broker": broker, "db": hub_db}
 
 
 def _fleet_store(root) -> str:
     """A real hub store (SQLite) holding 6 fleet stays of 12 h, 2 with a sepsis onset."""
     from cloud_hub.labels import import_outcomes
     from cloud_hub.store import Accepted, migrate, open_engine, write_batch
-    from tests.hub_support import T0, vitals
+    from tests.support.hub import T0, vitals
 
     url = f"sqlite:///{root / 'hub.db'}"
     engine = open_engine(url)

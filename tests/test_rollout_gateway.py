@@ -14,7 +14,7 @@ from contracts.bundle import MANIFEST, MODEL
 from contracts.messages import Command
 from edge_agent.bundle_store import ACTIVE, PREVIOUS
 from edge_agent.model_update import ModelUpdater, Requirements
-from tests.rollout_support import DEFAULT, default_parts, make_key, release, trusted_of
+from tests.support.rollout import DEFAULT, default_parts, make_key, release, trusted_of
 
 
 @pytest.fixture()

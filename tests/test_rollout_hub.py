@@ -13,8 +13,8 @@ from cloud_hub.retrain import EvalSet, Gate, RetrainError
 from cloud_hub.rollout.ledger import Ledger, StoreLedger
 from cloud_hub.rollout.release import RolloutError, make_release
 from contracts.bundle import generate_key, key_id, load_private_key, verify_parts
-from tests.hub_support import fresh_engine
-from tests.rollout_support import default_parts
+from tests.support.hub import fresh_engine
+from tests.support.rollout import default_parts
 
 
 def test_the_gate_promotes_only_a_model_not_worse_on_every_metric():
@@ -109,37 +109,29 @@ def test_key_providers_name_what_is_wrong():
     assert kv.description == "azurekv:https://vigil-kv.vault.azure.net/secrets/bundle-signing"
 
 
-def test_rollback_cli_reads_the_ledger_in_the_hub_store(tmp_path):
+def test_rollback_cli_reads_the_ledger_in_the_hub_store(broker, tmp_path):
     """Without --ledger the CLI uses the hub store named by --db (shared by replicas)."""
     from typer.testing import CliRunner
 
-    from tests.hub_support import Mosquitto
     from vigil_cli.main import app
 
     key, _, _ = generate_key(tmp_path)
     provider = open_provider(key)
     manifest, model = default_parts()
     url = f"sqlite:///{tmp_path}/hub.db"
-    (tmp_path / "broker").mkdir()
-    broker = Mosquitto(tmp_path / "broker").start()
-    try:
-        args = ["hub", "rollback", "--db", url, "--key", str(key), "--port", str(broker.port)]
-        res = CliRunner().invoke(app, args)
-        assert res.exit_code == 2 and "nothing was ever published on channel 'stable'" in (
-            res.output
+    args = ["hub", "rollback", "--db", url, "--key", str(key), "--port", str(broker.port)]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2 and "nothing was ever published on channel 'stable'" in (res.output)
+    led = StoreLedger(url)
+    for seq, version in ((10, "1"), (20, "2")):
+        led.record(
+            make_release(dict(manifest, version=version), model, "stable", provider, seq=seq)
         )
-        led = StoreLedger(url)
-        for seq, version in ((10, "1"), (20, "2")):
-            led.record(
-                make_release(dict(manifest, version=version), model, "stable", provider, seq=seq)
-            )
-        res = CliRunner().invoke(app, args)
-        assert res.exit_code == 0, res.output
-        assert "rolled stable back to vigil-sepsis 1" in res.output
-        cur = led.current("stable")
-        assert (cur.version, cur.rollback) == ("1", True) and cur.seq > 20
-    finally:
-        broker.stop()
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "rolled stable back to vigil-sepsis 1" in res.output
+    cur = led.current("stable")
+    assert (cur.version, cur.rollback) == ("1", True) and cur.seq > 20
 
 
 def test_a_new_host_recovers_the_frozen_eval_set_from_mlflow(tmp_path):

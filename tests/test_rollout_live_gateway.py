@@ -25,26 +25,17 @@ from contracts.paths import default_bundle_dir, default_trusted_keys_dir
 from edge_agent.config import load_config
 from edge_agent.gateway import Gateway
 from edge_agent.model_hook import attach_updater
-from tests.hub_support import Mosquitto, needs_mosquitto
+from tests.support.broker import needs_mosquitto
+from tests.support.waiting import wait_until
 
 pytestmark = needs_mosquitto
 GW = "ward-roll"
 
 
-def _until(pred, timeout=15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 @pytest.fixture
-def setup(tmp_path):
+def setup(broker, tmp_path):
     from contracts.bundle import generate_key
 
-    broker = Mosquitto(tmp_path).start()
     key, pub, _ = generate_key(tmp_path / "keys")
     toml = tmp_path / "gw.toml"
     toml.write_text(
@@ -62,7 +53,6 @@ def setup(tmp_path):
     hub.disconnect()
     hub.loop_stop()
     gw.stop(1.0)
-    broker.stop()
 
 
 def test_the_real_gateway_switches_models_joins_canary_and_refuses_a_bad_bundle(setup):
@@ -71,28 +61,30 @@ def test_the_real_gateway_switches_models_joins_canary_and_refuses_a_bad_bundle(
     watch = FleetWatch(hub)
     manifest, blob = read_bundle_folder(default_bundle_dir())
     led = Ledger(tmp / "ledger")
-    assert _until(lambda: gw.publisher.connected)
+    assert wait_until(lambda: gw.publisher.connected)
 
     publish_release(
         hub, make_release(dict(manifest, version="7"), blob, "stable", provider, seq=100), led
     )
-    assert _until(lambda: gw.model.version == "7"), gw.state.snapshot().events[-3:]
+    assert wait_until(
+        lambda: gw.model.version == "7", what=lambda: f"v7: {gw.state.snapshot().events[-3:]}"
+    )
     assert gw.state.snapshot().model_version == "7"  # what the nurse terminal shows
     assert all(b.alarm.params.threshold == gw.model.threshold for b in gw.beds.values())
-    assert _until(
+    assert wait_until(
         lambda: any(
             s.state == "active" and s.version == "7" for _, s in watch.snapshot()[GW].states
         )
     )
 
     assign(hub, GW, "canary")
-    assert _until(lambda: updater.channel == "canary")
-    assert _until(lambda: watch.snapshot()[GW].channel == "canary")
+    assert wait_until(lambda: updater.channel == "canary")
+    assert wait_until(lambda: watch.snapshot()[GW].channel == "canary")
 
     bad = dict(manifest, version="8")
     bad["golden"] = [dict(bad["golden"][0], expected=0.999)]
     publish_release(hub, make_release(bad, blob, "canary", provider, seq=200, check=False), led)
-    assert _until(lambda: any(s.state == "refused" for _, s in watch.snapshot()[GW].states))
+    assert wait_until(lambda: any(s.state == "refused" for _, s in watch.snapshot()[GW].states))
     refused = [s for _, s in watch.snapshot()[GW].states if s.state == "refused"][-1]
     assert refused.reason.startswith("golden_mismatch") and refused.active.version == "7"
     assert gw.model.version == "7"
@@ -113,14 +105,15 @@ def test_the_real_gateway_switches_models_joins_canary_and_refuses_a_bad_bundle(
         again.store.close()
 
 
-def test_a_staged_rollout_halts_when_a_canary_gateway_stays_silent_or_none_is_there(tmp_path):
+def test_a_staged_rollout_halts_when_a_canary_gateway_stays_silent_or_none_is_there(
+    broker, tmp_path
+):
     """A canary gateway that is online but never answers halts the rollout after the
     stage timeout; with no canary gateway at all the rollout does not start."""
     from cloud_hub.rollout.watch import staged_rollout
     from contracts.bundle import generate_key
     from contracts.messages import Status
 
-    broker = Mosquitto(tmp_path).start()
     key, _, _ = generate_key(tmp_path / "keys")
     hub = connect(BrokerSettings("127.0.0.1", broker.port, client_id="hub-halt"))
     try:
@@ -141,4 +134,3 @@ def test_a_staged_rollout_halts_when_a_canary_gateway_stays_silent_or_none_is_th
     finally:
         hub.disconnect()
         hub.loop_stop()
-        broker.stop()

@@ -17,7 +17,7 @@ import time
 from contracts.bundle import load_trusted_keys
 from edge_agent.bundle_store import ACTIVE
 from edge_agent.model_update import ModelUpdater
-from tests.rollout_support import DEFAULT, make_key, release, trusted_of
+from tests.support.rollout import DEFAULT, make_key, release, trusted_of
 
 KILLS = 100
 

@@ -20,7 +20,7 @@ from edge_agent.gateway import Gateway
 from edge_agent.model_hook import attach_updater
 from edge_agent.ui.app import VigilApp
 from edge_agent.ui.gateway_port import GatewayPort
-from tests.hub_support import Mosquitto, needs_mosquitto
+from tests.support.broker import needs_mosquitto
 
 pytestmark = [pytest.mark.anyio, needs_mosquitto]
 
@@ -30,8 +30,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-async def test_the_terminal_shows_the_new_model_version_after_a_rollout(tmp_path):
-    broker = Mosquitto(tmp_path).start()
+async def test_the_terminal_shows_the_new_model_version_after_a_rollout(broker, tmp_path):
     key, pub, _ = generate_key(tmp_path / "keys")
     toml = tmp_path / "gw.toml"
     toml.write_text(
@@ -63,4 +62,3 @@ async def test_the_terminal_shows_the_new_model_version_after_a_rollout(tmp_path
         hub.disconnect()
         hub.loop_stop()
         gw.stop(1.0)
-        broker.stop()

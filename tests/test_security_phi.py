@@ -293,7 +293,8 @@ def test_a_running_gateway_over_tls_publishes_no_patient_identity(tmp_path):
 
     from cloud_hub.ca import CertificateAuthority
     from contracts import topics
-    from tests.test_security_broker import MOSQUITTO, Broker, Client, broker_folder
+    from tests.support.broker import MOSQUITTO
+    from tests.support.tls import Broker, Client, broker_folder
 
     if not shutil.which(MOSQUITTO) and not Path(MOSQUITTO).exists():
         pytest.skip("mosquitto is not installed")

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import serial
-from sim_support import LineReader, canonical_from_physionet, parse_with_hl7, split_mllp
 from typer.testing import CliRunner
 
 from firmware_sim.monitor import Monitor, MonitorRunner
 from firmware_sim.transports import TcpServerTransport
+from tests.support.sim import LineReader, canonical_from_physionet, parse_with_hl7, split_mllp
 from vigil_cli.main import app
 
 VIGIL = str(Path(sys.executable).with_name("vigil"))

@@ -7,12 +7,12 @@ import time
 
 import pytest
 import serial
-from sim_support import LineReader, parse_with_hl7, split_mllp
 
 from contracts.vitals import VITAL_NAMES, plausible
 from firmware_sim.faults import FaultLog, FaultSpecError, parse_fault, resolve
 from firmware_sim.monitor import Monitor, MonitorRunner
 from firmware_sim.transports import PtyTransport
+from tests.support.sim import LineReader, parse_with_hl7, split_mllp
 
 SCHEDULE = [
     "sensor_off:O2Sat@5msg+4msg",

@@ -9,7 +9,6 @@ import hl7
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sim_support import parse_with_hl7, split_mllp
 
 from contracts.mllp import frame
 from contracts.vitals import VITAL_NAMES, VITALS
@@ -25,6 +24,7 @@ from firmware_sim.hl7 import (
     parse_oru,
     parse_ts,
 )
+from tests.support.sim import parse_with_hl7, split_mllp
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 250000, tzinfo=UTC)
 

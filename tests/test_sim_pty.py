@@ -10,13 +10,13 @@ from datetime import UTC, datetime
 
 import pytest
 import serial
-from sim_support import LineReader, parse_with_hl7, split_mllp
 
 from contracts.vitals import VITAL_NAMES
 from firmware_sim.hl7 import DECIMALS
 from firmware_sim.monitor import Monitor, MonitorRunner
 from firmware_sim.physiology import GeneratedSource
 from firmware_sim.transports import PtyTransport, SerialTransport, TcpServerTransport
+from tests.support.sim import LineReader, parse_with_hl7, split_mllp
 
 START = datetime(2026, 5, 4, 3, 2, 1, tzinfo=UTC)
 

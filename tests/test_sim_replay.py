@@ -11,13 +11,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import serial
-from sim_support import (
-    LineReader,
-    canonical_from_physionet,
-    iculos_hours,
-    parse_with_hl7,
-    split_mllp,
-)
 
 from contracts.preprocessing import aggregate_readings
 from contracts.vitals import VITAL_NAMES
@@ -25,6 +18,13 @@ from firmware_sim.hl7 import DECIMALS
 from firmware_sim.monitor import Monitor, MonitorRunner
 from firmware_sim.physiology import NOISE_SIGMA, DataError, load_replay
 from firmware_sim.transports import PtyTransport
+from tests.support.sim import (
+    LineReader,
+    canonical_from_physionet,
+    iculos_hours,
+    parse_with_hl7,
+    split_mllp,
+)
 
 START = datetime(2026, 2, 1, 8, 0, tzinfo=UTC)
 

@@ -6,8 +6,6 @@ tests/test_ui_gateway.py.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from edge_agent.ui.app import VigilApp
@@ -20,21 +18,7 @@ from edge_agent.ui.screens import (
     WardScreen,
 )
 from edge_agent.ui.widgets import BedRow
-from tests.ui_support import FixedPort, fixed_ward, textual_test
-
-
-async def settle(pilot) -> None:
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-
-
-async def until(pilot, ok, timeout: float = 10.0) -> None:
-    """Actions run in worker threads: wait until `ok()` holds."""
-    deadline = time.monotonic() + timeout
-    while not ok():
-        assert time.monotonic() < deadline
-        await settle(pilot)
-        await pilot.pause(0.02)
+from tests.support.ui import FixedPort, fixed_ward, settle, textual_test, until
 
 
 @textual_test

@@ -7,33 +7,16 @@ data path's timing with the UI against the same run without it.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import pytest
-
-from contracts.paths import PROJECT_ROOT
-from tests.edge_support import Mosquitto
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_ui", PROJECT_ROOT / "benches/bench_ui.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_ui"] = mod  # dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.mark.slow
-def test_ui_keeps_up_with_64_beds_at_1hz_without_lag_in_the_data_path(tmp_path):
-    bench = load_bench()
-    broker = Mosquitto(tmp_path).start()
-    try:
-        # Two alternations of 6 s without / 6 s with the UI: a shared machine's load
-        # falls on both phases alike.
-        without, with_ui = bench.measure(64, 6.0, broker.port, rounds=2)
-    finally:
-        broker.stop()
+def test_ui_keeps_up_with_64_beds_at_1hz_without_lag_in_the_data_path(broker):
+    from benches import bench_ui as bench
+
+    # Two alternations of 6 s without / 6 s with the UI: a shared machine's load
+    # falls on both phases alike.
+    without, with_ui = bench.measure(64, 6.0, broker.port, rounds=2)
     a, b = without.summary(), with_ui.summary()
     print(a, b)
     assert a["ticks"] >= 10 and b["ticks"] >= 10 and b["steps_closed"] >= 50

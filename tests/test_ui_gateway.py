@@ -17,14 +17,14 @@ from datetime import timedelta
 import pytest
 
 from contracts.messages import Alarm, parse_message
-from edge_agent.config import BedConfig, EdgeSettings, MqttConfig, TcpSource
 from edge_agent.gateway import Gateway
 from edge_agent.ui.app import VigilApp
 from edge_agent.ui.gateway_port import GatewayPort
 from edge_agent.ui.screens import BedsideScreen
-from tests.edge_support import Mosquitto, free_port, physionet_stay
-from tests.test_edge_outbox import Subscriber
-from tests.ui_support import replay_until_alarm, textual_test
+from tests.support.broker import Subscriber
+from tests.support.edge import edge_settings, physionet_stay
+from tests.support.net import free_port
+from tests.support.ui import replay_until_alarm, settle, textual_test, until
 
 GW = "ward-ui"
 SEPTIC = "p015180"  # a real septic stay of set A (tests/test_edge_gateway.py)
@@ -36,37 +36,18 @@ def septic_stay():
 
 
 def make_gateway(tmp_path, port: int, operator: str | None = None) -> Gateway:
-    settings = EdgeSettings(
+    settings = edge_settings(
+        tmp_path,
+        port=port,
         gateway_id=GW,
         operator=operator,
-        beds=[
-            BedConfig(id=b, source=TcpSource(type="tcp", host="127.0.0.1", port=1))
-            for b in ("bed-1", "bed-2")
-        ],
-        mqtt=MqttConfig(port=port, reconnect_min_seconds=0.2, reconnect_max_seconds=0.5),
-        store_path=tmp_path / "gw.sqlite",
+        beds=["bed-1", "bed-2"],
+        mqtt={"reconnect_min_seconds": 0.2, "reconnect_max_seconds": 0.5},
     )
     gw = Gateway(settings)
     assert gw.model is not None, f"the default bundle must verify: {gw.refused}"
     gw.start(sources=False)  # readings are fed by the test (recorded data)
     return gw
-
-
-async def settle(pilot) -> None:
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-
-
-async def until(pilot, ok, timeout: float = 10.0) -> None:
-    """Refresh the view until `ok()` holds: actions run in worker threads."""
-    deadline = time.monotonic() + timeout
-    while True:
-        pilot.app.poll()
-        await settle(pilot)
-        if ok():
-            return
-        assert time.monotonic() < deadline, pilot.app.screen_text()
-        await pilot.pause(0.05)
 
 
 async def nurse_acts_on_bed_1(app: VigilApp) -> None:
@@ -76,20 +57,21 @@ async def nurse_acts_on_bed_1(app: VigilApp) -> None:
         text = app.screen_text()
         assert "⚠ ALARM  BED bed-1" in text, text
         await pilot.press("enter")  # bed-1 alarms, so it is first
-        await until(pilot, lambda: isinstance(app.screen, BedsideScreen))
+        await until(pilot, lambda: isinstance(app.screen, BedsideScreen), poll=True)
         assert isinstance(app.screen, BedsideScreen) and app.screen.bed == "bed-1"
         assert "⚠" in app.screen_text()  # the banner
         await pilot.press("a")
-        await until(pilot, lambda: f" ack {app.operator}" in app.screen_text())
+        await until(pilot, lambda: f" ack {app.operator}" in app.screen_text(), poll=True)
         await pilot.press("s", "3")  # third choice: 300 s
         await until(
             pilot,
             lambda: " silenced 4:" in app.screen_text() or " silenced 5:00" in app.screen_text(),
+            poll=True,
         )
         await pilot.press("f", *"leads off", "enter")
         await settle(pilot)
         await pilot.press("d", "enter")
-        await until(pilot, lambda: app.actions_done == 4)
+        await until(pilot, lambda: app.actions_done == 4, poll=True)
         assert "⚠" not in app.screen_text()  # acknowledged: the banner is gone
 
 
@@ -134,8 +116,7 @@ async def test_ack_silence_feedback_reach_store_and_outbox_while_broker_down(tmp
 
 
 @textual_test
-async def test_actions_reach_the_hub_side_of_a_real_broker(tmp_path, septic_stay):
-    broker = Mosquitto(tmp_path).start()
+async def test_actions_reach_the_hub_side_of_a_real_broker(broker, tmp_path, septic_stay):
     sub = Subscriber(broker.port, f"vigil/v1/gw/{GW}/bed/+/alarm")
     gw = make_gateway(tmp_path, broker.port, operator="Nurse Bo")
     try:
@@ -161,7 +142,6 @@ async def test_actions_reach_the_hub_side_of_a_real_broker(tmp_path, septic_stay
     finally:
         gw.stop(flush_timeout=2)
         sub.close()
-        broker.stop()
 
 
 @textual_test
@@ -173,7 +153,7 @@ async def test_a_refused_action_is_shown_and_not_stored(tmp_path, septic_stay):
         async with app.run_test(size=(80, 24)) as pilot:
             await settle(pilot)
             await pilot.press("down", "enter")  # bed-2: never alarmed
-            await until(pilot, lambda: isinstance(app.screen, BedsideScreen))
+            await until(pilot, lambda: isinstance(app.screen, BedsideScreen), poll=True)
             assert app.screen.bed == "bed-2"
             await pilot.press("a")
             await settle(pilot)

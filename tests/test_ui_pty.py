@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from tests.edge_support import free_port
+from tests.support.net import free_port
 
 ANSI = re.compile(
     rb"\x1b(\[[0-9;?<>=]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[()][0-9A-Za-z]|[=>78DEHMc])"

@@ -1,6 +1,6 @@
 """SVG snapshots of the nurse terminal (pytest-textual-snapshot), at 80x24 and 160x48.
 
-Deterministic: fixed clock and readings (tests/ui_support.py), no blinking. Update
+Deterministic: fixed clock and readings (tests/support/ui.py), no blinking. Update
 after an intended change with `pytest tests/test_ui_snapshots.py --snapshot-update`
 and look at the SVGs in tests/__snapshots__/ before committing them.
 """
@@ -11,7 +11,7 @@ import pytest
 
 from edge_agent.ui.app import VigilApp
 from edge_agent.ui.screens import BedsideScreen
-from tests.ui_support import FixedPort, fixed_ward
+from tests.support.ui import FixedPort, fixed_ward
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
 

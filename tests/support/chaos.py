@@ -24,8 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from contracts.paths import default_bundle_dir, default_trusted_keys_dir
+from tests.support.net import free_port
+from tests.support.waiting import wait_until
 from vigil_cli.broker import MosquittoBroker
-from vigil_cli.procs import free_port, kill, spawn, stop, vigil_argv
+from vigil_cli.procs import kill, spawn, stop, vigil_argv
 
 SPEED = 7200  # a simulated hour in 0.5 s at 10 frames/s per bed
 BEDS = (("bed-1", "sepsis"), ("bed-2", "stable"), ("bed-3", "hypotension"))
@@ -44,15 +46,6 @@ def count(db: Path, table: str) -> int:
         return query(db, f"SELECT count(*) FROM {table}")[0][0]  # noqa: S608 - test tables
     except sqlite3.OperationalError:  # not created yet
         return 0
-
-
-def wait_until(pred, timeout: float, what: str, step: float = 0.2) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 class BlackholeProxy:

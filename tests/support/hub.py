@@ -1,22 +1,14 @@
-"""Shared fixtures' helpers for the hub tests: a real Mosquitto on a free port, a
-real PostgreSQL database per session, message factories and a QoS 1 publisher.
-
-Not a test module (no `test_` prefix); the `test_hub_*.py` modules import it.
-"""
+"""Helpers for the hub tests: a real PostgreSQL database per session, a freshly
+migrated store, message factories and a QoS 1 publisher."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import socket
-import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -27,68 +19,8 @@ from cloud_hub.store import migrate, open_engine, postgres_url
 from contracts import topics
 from contracts.messages import Alarm, BedSummary, ModelRef, News2Out, Risk, Status, Vitals
 
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 PG = {"host": "127.0.0.1", "port": 5432, "user": "postgres"}
 WAIT = 15.0
-
-needs_mosquitto = pytest.mark.skipif(
-    not Path(MOSQUITTO).exists(), reason="mosquitto is not installed (make setup installs it)"
-)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Mosquitto:
-    """A Mosquitto process of our own on a free loopback port (anonymous, no TLS)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.log_path = folder / "mosquitto.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> Mosquitto:
-        conf = self.folder / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence false\n"
-            # The hub's session queue must hold what gateways send while it restarts.
-            "max_queued_messages 200000\n"
-            "log_dest stderr\n"
-            "log_type error\nlog_type warning\nlog_type notice\n"
-        )
-        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(conf)], stdout=self._log, stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {self.log_path.read_text()}")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
-            ):
-                return self
-            time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not start: {self.log_path.read_text()}")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self._log.close()
-
-    def restart(self) -> Mosquitto:
-        """Stop and start again on the same port (sessions and queues are lost:
-        persistence is off, as after a broker replaced without its volume)."""
-        self.stop()
-        return self.start()
 
 
 @contextlib.contextmanager
@@ -229,12 +161,3 @@ class Publisher:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-def wait_until(predicate, timeout: float = WAIT, interval: float = 0.05, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")

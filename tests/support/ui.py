@@ -9,16 +9,19 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from contracts.news2 import News2 as News2Snapshot
+from textual.pilot import Pilot
+
 from contracts.news2 import news2
 from contracts.vitals import VITAL_NAMES
 from edge_agent.decoder import Reading
-from edge_agent.state import GatewayState
+from edge_agent.state import GatewayState, News2Snapshot
 from edge_agent.ui.gateway_port import ward_view
 from edge_agent.ui.view import WardView
-from tests.edge_support import T0
+from tests.support.edge import T0
 
 FIXED_NOW = datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC)
 MODEL = ("vigil-gru", "1.4.0")
@@ -216,3 +219,28 @@ def textual_test(fn):  # noqa: ANN001, ANN201
         return asyncio.run(fn(*args, **kwargs))
 
     return run
+
+
+async def settle(pilot: Pilot) -> None:
+    """Let the app's worker threads finish and the screen catch up."""
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def until(
+    pilot: Pilot, ok: Callable[[], object], timeout: float = 10.0, poll: bool = False
+) -> None:
+    """Actions run in worker threads: wait until `ok()` holds, failing with the screen.
+
+    `poll`: fetch a fresh view from the gateway each round (what the app's timer does;
+    for apps over the real gateway core, whose view changes underneath).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if poll:
+            pilot.app.poll()
+        await settle(pilot)
+        if ok():
+            return
+        assert time.monotonic() < deadline, pilot.app.screen_text()
+        await pilot.pause(0.02 if not poll else 0.05)

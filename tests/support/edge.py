@@ -1,17 +1,20 @@
-"""Helpers for the gateway tests: valid monitor frames, a Mosquitto on a free port."""
+"""Helpers for the gateway tests: valid monitor frames, real PhysioNet stays, a gateway
+config (`edge_settings`) and its started publisher (`make_publisher`)."""
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import socket
-import subprocess
-import time
+import json
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from contracts.mllp import frame
 from contracts.vitals import VITAL_NAMES
+from edge_agent.config import BedConfig, EdgeSettings, MqttConfig, TcpSource
+from edge_agent.publisher import Publisher, status_payload
+from edge_agent.state import GatewayState
+from edge_agent.store import Store
 from firmware_sim.hl7 import Observation, build_oru
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
@@ -37,47 +40,51 @@ def valid_frame(seq: int, **kw) -> bytes:
     return frame(build_oru(observation(seq, **kw)))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def edge_settings(
+    tmp_path: Path,
+    *,
+    port: int | None = None,
+    gateway_id: str = "gw-test",
+    beds: Sequence[str | BedConfig] = ("b1",),
+    store: str = "gw.sqlite",
+    mqtt: dict[str, Any] | None = None,
+    **kw: Any,
+) -> EdgeSettings:
+    """A gateway config for a test: its store in `tmp_path`, the broker on `port`.
+
+    `beds` are ids (their source a TCP monitor on 127.0.0.1:1, where nothing listens:
+    the test feeds readings itself) or `BedConfig`s; `mqtt` adds `MqttConfig` fields
+    (reconnect delays, TLS); other keywords are `EdgeSettings` fields (operator, link).
+    Without `port` the broker settings are the defaults.
+    """
+    mqtt_kw = dict(mqtt or {})
+    if port is not None:
+        mqtt_kw["port"] = port
+    return EdgeSettings(
+        gateway_id=gateway_id,
+        beds=[
+            b
+            if isinstance(b, BedConfig)
+            else BedConfig(id=b, source=TcpSource(type="tcp", host="127.0.0.1", port=1))
+            for b in beds
+        ],
+        mqtt=MqttConfig(**mqtt_kw),
+        store_path=tmp_path / store,
+        **kw,
+    )
 
 
-class Mosquitto:
-    """A private Mosquitto on a free loopback port that a test can stop and restart."""
+def make_publisher(s: EdgeSettings, store: Store, **kw: Any) -> tuple[Publisher, GatewayState]:
+    """The gateway's publisher for `s`, started, with the gateway state it reports."""
+    state = GatewayState(s.gateway_id, [b.id for b in s.beds])
+    pub = Publisher(s, store, state, status_payload(s, state), **kw)
+    pub.start()
+    return pub, state
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            "max_queued_messages 0\nset_tcp_nodelay true\n"
-        )
-        self.log = workdir / "mosquitto.log"
-        self.proc: subprocess.Popen | None = None
 
-    def start(self) -> Mosquitto:
-        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.proc = subprocess.Popen(
-            [exe, "-c", str(self.conf)],
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2),
-            ):
-                return self
-            time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not start on port {self.port}: {self.log.read_text()}")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(10)
-            self.proc = None
+def event(i: int) -> bytes:
+    """A small distinct payload for the outbox tests."""
+    return json.dumps({"n": i}).encode()
 
 
 def physionet_stay(stem: str):

@@ -1,0 +1,13 @@
+"""What the tests (and the benches) share, one of each, imported as `tests.support.<module>`.
+
+- `net`: `free_port`, `wait_port`;
+- `waiting`: `wait_until`;
+- `broker`: `Mosquitto`, a private broker with config overrides (fixtures in
+  tests/conftest.py: `mosquitto`, `module_mosquitto`), `needs_mosquitto`;
+- `tls`: the shipped TLS + ACL broker config on a private Mosquitto, a TLS client;
+- `edge`: monitor frames, real PhysioNet stays, `edge_settings()`;
+- `hub`: message factories, a QoS 1 publisher, throwaway hub stores;
+- `rollout`, `chaos`, `sim`, `ui`: the helpers of those test families.
+
+Not test modules (no `test_` prefix).
+"""
