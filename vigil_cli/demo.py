@@ -40,6 +40,7 @@ from pathlib import Path
 
 import typer
 
+from contracts.cli import fail
 from contracts.paths import (
     default_bundle_dir,
     default_trusted_keys_dir,
@@ -284,11 +285,7 @@ def demo(
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        typer.echo(
-            f"error: another vigil demo is running in {folder}; stop it or use --workdir",
-            err=True,
-        )
-        raise typer.Exit(2) from None
+        raise fail(f"another vigil demo is running in {folder}; stop it or use --workdir") from None
     for name in (
         "hub.db",
         "hub.db-wal",
@@ -319,8 +316,7 @@ def demo(
     from .broker import embedded_broker
 
     if broker_kind not in ("auto", "mosquitto", "amqtt"):
-        echo(f"error: --broker {broker_kind!r}: expected auto, mosquitto or amqtt", err=True)
-        raise typer.Exit(2)
+        raise fail(f"--broker {broker_kind!r}: expected auto, mosquitto or amqtt")
 
     hub_db = folder / "hub.db"
     broker = hub = gw = None

@@ -13,6 +13,8 @@ import os
 
 import typer
 
+from contracts.cli import fail
+
 app = typer.Typer(
     name="vigil",
     help="Vigil: early warning of ICU deterioration at the bedside.",
@@ -33,11 +35,10 @@ def _missing_group(name: str, extra: str, err: Exception) -> typer.Typer:
 
     @sub.callback(invoke_without_command=True)
     def _unavailable() -> None:
-        typer.echo(
+        raise fail(
             f"vigil {name} needs the '{extra}' extra: pip install 'vigil[{extra}]' ({err})",
-            err=True,
+            prefix="",
         )
-        raise typer.Exit(2)
 
     return sub
 
