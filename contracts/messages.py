@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_serializer
 
@@ -106,7 +106,7 @@ class Risk(Envelope):
     stay: str
     risk: float | None  # None: insufficient data, not scored
     threshold: float
-    alarm_level: Literal["none", "watch", "alarm", "escalated"]
+    alarm_level: AlarmLevel
     model: ModelRef
     news2: News2Out
     observed: int
@@ -118,6 +118,12 @@ class Risk(Envelope):
         return iso_ms(ts)
 
 
+# The risk alarm's levels, lowest first (edge_agent.alarms): `alarm_level` and `level`
+# on the wire, and what the gateway's state and nurse terminal show.
+AlarmLevel = Literal["none", "watch", "alarm", "escalated"]
+ALARM_LEVELS: tuple[AlarmLevel, ...] = get_args(AlarmLevel)
+ALARM_RANK: dict[str, int] = {name: i for i, name in enumerate(ALARM_LEVELS)}
+
 AlarmAction = Literal[
     "raised", "escalated", "acknowledged", "silenced", "resolved", "re-alarmed", "feedback"
 ]
@@ -128,7 +134,7 @@ class Alarm(Envelope):
     bed: str
     stay: str
     action: AlarmAction
-    level: Literal["none", "watch", "alarm", "escalated"]
+    level: AlarmLevel
     by: str  # operator name, or "system"
     reason: str = ""
     risk: float | None = None

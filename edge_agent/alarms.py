@@ -26,13 +26,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-LEVELS = ("none", "watch", "alarm", "escalated")
-RANK = {name: i for i, name in enumerate(LEVELS)}
+from contracts.messages import ALARM_RANK, AlarmLevel
+
 SYSTEM = "system"
 
 
 class ActionRefused(ValueError):
-    """A nurse action that does not apply now (e.g. nothing to acknowledge)."""
+    """A nurse action that does not apply now (e.g. nothing to acknowledge, unknown bed);
+    the text says why. The nurse terminal shows it as a warning."""
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class AlarmParams:
 class AlarmEvent:
     ts: datetime
     action: str  # raised / escalated / acknowledged / silenced / resolved / re-alarmed / feedback
-    level: str
+    level: AlarmLevel
     by: str
     reason: str
     risk: float | None = None
@@ -61,7 +62,7 @@ class AlarmEvent:
 
 @dataclass(frozen=True)
 class AlarmState:
-    level: str = "none"
+    level: AlarmLevel = "none"
     state: str = "none"  # none / active / acknowledged / silenced
     above: int = 0  # consecutive scored steps at or above threshold
     in_alarm: int = 0  # scored steps since raised
@@ -87,7 +88,7 @@ class AlarmMachine:
         lo = p.threshold - p.hysteresis
         above = s.above + 1 if risk >= hi else (0 if risk < lo else s.above)
         s = replace(s, above=above, last_risk=risk)
-        alarming = RANK[s.level] >= RANK["alarm"]
+        alarming = ALARM_RANK[s.level] >= ALARM_RANK["alarm"]
         if alarming:
             if risk < lo:
                 self.s = AlarmState(level=self._quiet_level(risk), last_risk=risk)
@@ -161,14 +162,14 @@ class AlarmMachine:
 
     def acknowledge(self, by: str, now: datetime) -> AlarmEvent:
         s = self.s
-        if RANK[s.level] < RANK["alarm"] or s.state not in ("active", "silenced"):
+        if ALARM_RANK[s.level] < ALARM_RANK["alarm"] or s.state not in ("active", "silenced"):
             raise ActionRefused(f"nothing to acknowledge (alarm {s.level}, {s.state})")
         self.s = replace(s, state="acknowledged", acknowledged_by=by, silenced_until=None)
         return AlarmEvent(now, "acknowledged", s.level, by, "acknowledged by operator", s.last_risk)
 
     def silence(self, by: str, seconds: int, now: datetime) -> AlarmEvent:
         s, p = self.s, self.params
-        if RANK[s.level] < RANK["alarm"]:
+        if ALARM_RANK[s.level] < ALARM_RANK["alarm"]:
             raise ActionRefused(f"nothing to silence (alarm {s.level})")
         if not 0 < seconds <= p.max_silence_seconds:
             raise ActionRefused(f"silence must be 1..{p.max_silence_seconds} s, got {seconds}")

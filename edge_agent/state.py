@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from contracts.messages import AlarmLevel
 from contracts.news2 import News2
 from contracts.timeutil import utc_now
 from contracts.vitals import VITAL_NAMES
@@ -70,7 +71,7 @@ class BedSnapshot:
     insufficient_data: bool
     observed: int  # raw vital values in the latest window
     news2: News2 | None
-    alarm_level: str  # none / watch / alarm / escalated
+    alarm_level: AlarmLevel
     alarm_state: str  # none / active / acknowledged / silenced
     acknowledged_by: str | None
     silenced_until: datetime | None
@@ -136,7 +137,7 @@ class _Bed:
     insufficient: bool = True
     observed: int = 0
     news2: News2 | None = None
-    alarm_level: str = "none"
+    alarm_level: AlarmLevel = "none"
     alarm_state: str = "none"
     acknowledged_by: str | None = None
     silenced_until: datetime | None = None
@@ -258,7 +259,7 @@ class GatewayState:
         self,
         bed: str,
         *,
-        level: str,
+        level: AlarmLevel,
         state: str,
         acknowledged_by: str | None = None,
         silenced_until: datetime | None = None,

@@ -12,14 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from contracts.messages import ALARM_RANK, AlarmLevel
 from contracts.news2 import News2
 from contracts.vitals import BY_NAME
 
 # A reading older than this is greyed and shown with its age (monitors send ~1 Hz).
 STALE_AFTER_SECONDS = 30.0
-
-ALARM_LEVELS = ("none", "watch", "alarm", "escalated")
-LEVEL_RANK = {name: i for i, name in enumerate(ALARM_LEVELS)}
 
 # The tiles of the bedside view, in patient-monitor order. Blood pressure is one tile
 # (systolic/diastolic with the mean in brackets), as monitors show NIBP.
@@ -68,7 +66,7 @@ class BedView:
     risk: float | None  # None: not scored yet (insufficient data)
     risk_history: tuple[float, ...]
     threshold: float
-    alarm_level: str  # none / watch / alarm / escalated
+    alarm_level: AlarmLevel
     alarm_state: str  # none / active / acknowledged / silenced
     model_name: str
     model_version: str
@@ -129,7 +127,7 @@ class WardView:
 def ward_sort_key(b: BedView) -> tuple:
     return (
         0 if b.alarming else 1,
-        -LEVEL_RANK.get(b.alarm_level, 0),
+        -ALARM_RANK.get(b.alarm_level, 0),
         -(b.risk if b.risk is not None else -1.0),
         -(b.news2.total if b.news2 else -1),
         b.bed,

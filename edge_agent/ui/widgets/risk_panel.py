@@ -11,7 +11,8 @@ from textual.reactive import reactive
 from textual.widget import Widget
 from textual.widgets import Sparkline, Static
 
-from edge_agent.ui.view import ALARM_LEVELS, BedView
+from contracts.messages import ALARM_LEVELS
+from edge_agent.ui.view import BedView
 
 
 def trend_arrow(history: tuple[float, ...]) -> str:
