@@ -21,8 +21,9 @@ from textual.app import App
 from textual.binding import Binding
 from textual.reactive import reactive
 
+from edge_agent.alarms import ActionRefused
 from edge_agent.ui.messages import NurseAction, OpenBed
-from edge_agent.ui.port import ActionRefused, CorePort
+from edge_agent.ui.port import CorePort
 from edge_agent.ui.screens import (
     BedsideScreen,
     EventsScreen,

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edge_agent.alarms import ActionRefused
 from edge_agent.state import BedSnapshot, GatewaySnapshot
-from edge_agent.ui.port import ActionRefused
 from edge_agent.ui.view import BedView, EventView, GatewayView, VitalView, WardView
 
 
