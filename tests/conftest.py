@@ -16,11 +16,21 @@ from vigil_cli import sim_line
 sim_line.install()  # `sim` beds, as the `vigil` command serves them
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "mosquitto(**overrides): config lines for the test's `broker` fixture"
+    )
+
+
 @pytest.fixture
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mosquitto]:
-    """A Mosquitto of this test's own (tests.support.broker, default config), stopped after
-    it. A test that needs other settings starts `Mosquitto(folder, **overrides)` itself."""
-    with Mosquitto(tmp_path_factory.mktemp("mosquitto")) as b:
+def broker(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Mosquitto]:
+    """A Mosquitto of this test's own (tests.support.broker), stopped after it; its config
+    is the default one, changed by `@pytest.mark.mosquitto(key=value, ...)` on the test."""
+    marker = request.node.get_closest_marker("mosquitto")
+    overrides = marker.kwargs if marker else {}
+    with Mosquitto(tmp_path_factory.mktemp("mosquitto"), **overrides) as b:
         yield b
 
 

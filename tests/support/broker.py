@@ -5,10 +5,11 @@ on queued messages (a hub's session must hold what gateways send while it restar
 TCP_NODELAY, errors/warnings/notices logged to `mosquitto.log` in its folder.
 `Mosquitto(folder, **overrides)` changes a line (`max_queued_messages=100`), adds one,
 or drops one (`set_tcp_nodelay=None`); a list repeats the key. `tests.support.tls`
-starts the shipped TLS + ACL config the same way (it overrides `config()`).
+starts the shipped TLS + ACL config the same way (it overrides `write_config()`).
 
-The fixture `broker` (tests/conftest.py) is one with the default config per test;
-`with Mosquitto(folder, ...) as broker:` where a test needs overrides. A `restart()`
+The fixture `broker` (tests/conftest.py) is one per test, with the default config or
+the overrides of `@pytest.mark.mosquitto(key=value)`; benches and tests that need one
+for longer use `with Mosquitto(folder, ...) as broker:`. A `restart()`
 keeps the port (sessions are lost: persistence is off, as after a broker replaced
 without its volume). `Subscriber` stands in for the hub: it records every message.
 """

@@ -15,11 +15,10 @@ from datetime import UTC, datetime, timedelta
 
 from textual.pilot import Pilot
 
-from contracts.news2 import News2 as News2Snapshot
 from contracts.news2 import news2
 from contracts.vitals import VITAL_NAMES
 from edge_agent.decoder import Reading
-from edge_agent.state import GatewayState
+from edge_agent.state import GatewayState, News2Snapshot
 from edge_agent.ui.gateway_port import ward_view
 from edge_agent.ui.view import WardView
 from tests.support.edge import T0
