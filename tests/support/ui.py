@@ -1,4 +1,5 @@
-"""Fixed ward data for the terminal UI's tests: the real GatewayState, a fixed clock.
+"""Fixed ward data for the terminal UI's tests: the real GatewayState, a fixed clock;
+`textual_test`, `settle` and `until` to drive the app with Textual's Pilot.
 
 NEWS2 is computed with the real `contracts.news2`, so what the tiles show is what the
 gateway would compute from the same readings.
@@ -15,10 +16,11 @@ from datetime import UTC, datetime, timedelta
 
 from textual.pilot import Pilot
 
+from contracts.news2 import News2 as News2Snapshot
 from contracts.news2 import news2
 from contracts.vitals import VITAL_NAMES
 from edge_agent.decoder import Reading
-from edge_agent.state import GatewayState, News2Snapshot
+from edge_agent.state import GatewayState
 from edge_agent.ui.gateway_port import ward_view
 from edge_agent.ui.view import WardView
 from tests.support.edge import T0
