@@ -29,6 +29,7 @@ __all__ = [
     "utc_now",
 ]
 
+
 def utc_now() -> datetime:
     """The current time, UTC-aware."""
     return datetime.now(UTC)
@@ -76,4 +77,3 @@ def hl7_ts(ts: datetime) -> str:
     """`ts` as an HL7 time in UTC: `YYYYMMDDHHMMSS.fff+0000`."""
     u = ts.astimezone(UTC)
     return u.strftime("%Y%m%d%H%M%S") + f".{u.microsecond // 1000:03d}+0000"
-
