@@ -24,7 +24,7 @@ from sqlalchemy import Engine, select
 
 from cloud_hub.labels import FLEET_PREFIX, Outcome, label_for
 from cloud_hub.store.models import OutcomeLabel, VitalsSummary
-from contracts.canonical import COLUMNS, LABEL_COLUMN, SOURCE_COLUMN
+from contracts.canonical import COLUMNS, DTYPES, LABEL_COLUMN, SOURCE_COLUMN
 from contracts.timeutil import naive_as_utc
 from contracts.vitals import STATIC_FEATURES, VITAL_NAMES
 
@@ -33,14 +33,6 @@ log = logging.getLogger(__name__)
 SOURCE = "fleet"
 # ICULOS is the row's own hour; the others come from the gateway's static features.
 STATIC_FROM_GATEWAY = tuple(f for f in STATIC_FEATURES if f != "ICULOS")
-DTYPES: dict[str, str] = {
-    "stay_id": "string",
-    "hour": "int64",
-    **dict.fromkeys(VITAL_NAMES, "float64"),
-    **dict.fromkeys(STATIC_FEATURES, "float64"),
-    LABEL_COLUMN: "Int8",
-    SOURCE_COLUMN: "string",
-}
 
 
 @dataclass(frozen=True)

@@ -29,3 +29,12 @@ COLUMNS: tuple[str, ...] = (
     LABEL_COLUMN,
     SOURCE_COLUMN,
 )
+# The columns' pandas dtypes (nullable Int8 label), for every reader and writer of the table.
+DTYPES: dict[str, str] = {
+    "stay_id": "string",
+    "hour": "int64",
+    **dict.fromkeys(VITAL_NAMES, "float64"),
+    **dict.fromkeys(STATIC_FEATURES, "float64"),
+    LABEL_COLUMN: "Int8",
+    SOURCE_COLUMN: "string",
+}

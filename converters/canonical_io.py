@@ -30,7 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from contracts.canonical import COLUMNS, LABEL_COLUMN, SOURCE_COLUMN
+from contracts.canonical import COLUMNS, DTYPES, LABEL_COLUMN, SOURCE_COLUMN
 from contracts.vitals import BY_NAME, STATIC_FEATURES, VITAL_NAMES
 
 FINGERPRINT_KEY = b"vigil.fingerprint"
@@ -56,15 +56,6 @@ SCHEMA = pa.schema(
     ]
 )
 assert tuple(SCHEMA.names) == COLUMNS  # the contract's order, checked at import
-
-DTYPES: dict[str, str] = {
-    "stay_id": "string",
-    "hour": "int64",
-    **dict.fromkeys(VITAL_NAMES, "float64"),
-    **dict.fromkeys(STATIC_FEATURES, "float64"),
-    LABEL_COLUMN: "Int8",
-    SOURCE_COLUMN: "string",
-}
 
 
 class SourceError(Exception):
