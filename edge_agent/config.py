@@ -5,10 +5,19 @@ between nesting levels, e.g. `VIGIL_EDGE__MQTT__HOST=broker.local`,
 `VIGIL_EDGE__GATEWAY_ID=ward-3`. An invalid value fails at start with a `ConfigError`
 naming the key, the value given and what was expected (`vigil edge check-config`).
 Example: deploy/edge/gateway.example.toml.
+
+Monitor lines: a bed reads a serial line or dials out to a monitor's TCP port (one
+line, one bed), or shares an MLLP listener (`type = "mllp-listen"`) to which monitors
+and HL7 gateways connect: beds with the same host and port share one listener, and each
+message goes to the first of them whose `match` rules it fits (`BedMatch`). `[hl7]`
+holds what every line shares: the site's time zone for timestamps without an offset,
+the clock-skew flag, frame and connection limits, and the site vocabulary (private
+codes, per-vital source priority) handed to the PCD-01 parser.
 """
 
 from __future__ import annotations
 
+from datetime import tzinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -30,8 +39,11 @@ from pydantic_settings import (
 
 from contracts.broker import BrokerSettings, TlsFiles
 from contracts.errors import describe
+from contracts.mdc import SiteVocabulary, site_vocabulary
+from contracts.mllp import DEFAULT_MAX_FRAME
 from contracts.paths import default_bundle_dir, default_trusted_keys_dir, work_dir
 from contracts.topics import check_id
+from contracts.vitals import VITAL_NAMES
 
 
 class ConfigError(ValueError):
@@ -42,6 +54,32 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class BedMatch(_Strict):
+    """Which messages are this bed's: every rule given must fit (none given: any message).
+
+    `sending_app`/`sending_facility`: MSH-3.1/MSH-4.1; `device_id`: an equipment id in
+    OBX-18 or MSH-3 (e.g. the monitor's EUI-64, compared without case); `location`:
+    PV1-3, each component given must equal the message's (`"ICU^^bed-1"`, `"ICU"`);
+    `bed_label`: PV1-3.3, the bed component. On a single-bed serial/tcp line a rule set
+    here drops (and counts as `wrong_bed`) a message that does not fit it.
+    """
+
+    sending_app: str | None = Field(None, min_length=1)
+    sending_facility: str | None = Field(None, min_length=1)
+    device_id: str | None = Field(None, min_length=1)
+    location: str | None = Field(None, min_length=1)
+    bed_label: str | None = Field(None, min_length=1)
+
+    @property
+    def empty(self) -> bool:
+        return all(getattr(self, k) is None for k in type(self).model_fields)
+
+    def describe(self) -> str:
+        """The rules as `key=value` pairs (for logs and errors)."""
+        rules = [f"{k}={v}" for k in type(self).model_fields if (v := getattr(self, k))]
+        return ", ".join(rules) or "any message"
+
+
 class SerialSource(_Strict):
     type: Literal["serial"]
     port: str = Field(min_length=1, description="device path, e.g. /dev/ttyUSB0")
@@ -49,12 +87,33 @@ class SerialSource(_Strict):
     parity: Literal["N", "E", "O", "M", "S"] = "N"
     bytesize: Literal[5, 6, 7, 8] = 8
     stopbits: Literal[1, 1.5, 2] = 1
+    ack: bool = False  # write an HL7 ACK back for every message (monitors that expect one)
+    match: BedMatch | None = None  # set: drop messages labelled for another bed
 
 
 class TcpSource(_Strict):
+    """The gateway dials out to a monitor's (or terminal server's) TCP port."""
+
     type: Literal["tcp"]
     host: str = Field(min_length=1)
     port: int = Field(ge=1, le=65535)
+    ack: bool = False
+    match: BedMatch | None = None
+
+
+class MllpListenSource(_Strict):
+    """Monitors connect to the gateway (HL7 MLLP, usually port 2575). Beds with the same
+    host/port share one listener; `match` tells their messages apart. The default host
+    is loopback only: a hospital sets the address of its monitor network."""
+
+    type: Literal["mllp-listen"]
+    host: str = Field("127.0.0.1", min_length=1)
+    port: int = Field(2575, ge=1, le=65535)
+    match: BedMatch = BedMatch()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
 
 
 class SimSource(_Strict):
@@ -77,7 +136,9 @@ class SimSource(_Strict):
         return self
 
 
-Source = Annotated[SerialSource | TcpSource | SimSource, Field(discriminator="type")]
+Source = Annotated[
+    SerialSource | TcpSource | MllpListenSource | SimSource, Field(discriminator="type")
+]
 
 
 class BedConfig(_Strict):
@@ -139,6 +200,62 @@ class LinkConfig(_Strict):
     reconnect_max_seconds: float = Field(10.0, gt=0)
 
 
+class PrivateCode(_Strict):
+    """A vendor-private OBX-3 code the site maps to a catalogue vital (`[[hl7.private_codes]]`)."""
+
+    system: str = ""  # OBX-3.3 coding system, e.g. 99MNDRY ("" matches any)
+    code: str = Field(min_length=1)  # OBX-3.1
+    vital: str  # catalogue name: HR, O2Sat, Temp, SBP, MAP, DBP, Resp
+    source: str = Field("site", min_length=1)  # for the priority rules, e.g. ecg, spo2, nibp
+
+    @field_validator("vital")
+    @classmethod
+    def _vital(cls, v: str) -> str:
+        if v not in VITAL_NAMES:
+            raise ValueError(f"expected a catalogue vital, one of {', '.join(VITAL_NAMES)}")
+        return v
+
+
+class Hl7Config(_Strict):
+    """`[hl7]`: what every monitor line shares (parser, listener limits, vocabulary)."""
+
+    timezone: str = "UTC"  # IANA name: the time of an HL7 timestamp without UTC offset
+    clock_skew_seconds: float = Field(300.0, gt=0)  # a message time further off: flagged
+    max_frame_bytes: int = Field(DEFAULT_MAX_FRAME, ge=1024, le=16 * 1024 * 1024)
+    max_connections: int = Field(64, ge=1, le=4096)  # per listener
+    idle_timeout_seconds: float = Field(300.0, gt=0)  # a silent monitor connection closes
+    private_codes: list[PrivateCode] = []
+    # vital -> its sources, best first, e.g. HR = ["ecg", "abp", "spo2", "nibp", "pulse"]
+    priority: dict[str, list[str]] = {}
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("expected an IANA time zone name, e.g. UTC, Europe/Paris") from None
+        return v
+
+    @field_validator("priority")
+    @classmethod
+    def _priority(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        bad = sorted(set(v) - set(VITAL_NAMES))
+        if bad:
+            raise ValueError(f"{bad}: expected catalogue vitals ({', '.join(VITAL_NAMES)})")
+        return v
+
+    def tzinfo(self) -> tzinfo:
+        from zoneinfo import ZoneInfo
+
+        return ZoneInfo(self.timezone)
+
+    def vocabulary(self) -> SiteVocabulary:
+        return site_vocabulary([c.model_dump() for c in self.private_codes], self.priority)
+
+
 class PrivacyConfig(_Strict):
     """The site secret for stay pseudonyms (edge_agent/privacy.py); neither given: the
     gateway generates one into `stay_secret` beside its store (mode 0600)."""
@@ -173,6 +290,7 @@ class EdgeSettings(BaseSettings):
     alarms: AlarmConfig = AlarmConfig()
     link: LinkConfig = LinkConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    hl7: Hl7Config = Hl7Config()
     log_json: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -187,7 +305,33 @@ class EdgeSettings(BaseSettings):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         if dup:
             raise ValueError(f"bed ids must be unique; repeated: {dup}")
+        for addr, beds in self.listeners().items():
+            if len(beds) < 2:
+                continue
+            loose = [b.id for b in beds if b.source.match.empty]
+            if loose:
+                raise ValueError(
+                    f"beds {[b.id for b in beds]} share the listener {addr[0]}:{addr[1]}: "
+                    f"each needs match rules (none on {loose})"
+                )
+            seen: dict[str, str] = {}
+            for b in beds:
+                rules = b.source.match.describe()
+                if rules in seen:
+                    raise ValueError(
+                        f"beds {seen[rules]} and {b.id} on {addr[0]}:{addr[1]} have the same "
+                        f"match rules ({rules}): expected rules that tell them apart"
+                    )
+                seen[rules] = b.id
         return self
+
+    def listeners(self) -> dict[tuple[str, int], list[BedConfig]]:
+        """(host, port) -> the beds of each MLLP listener, in config order."""
+        out: dict[tuple[str, int], list[BedConfig]] = {}
+        for b in self.beds:
+            if isinstance(b.source, MllpListenSource):
+                out.setdefault(b.source.address, []).append(b)
+        return out
 
     @property
     def client_id(self) -> str:
