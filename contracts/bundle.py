@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from pydantic import BaseModel, Field, ValidationError
 
-from .preprocessing import PreprocessSpec
+from .preprocessing import PreprocessSpec, WindowSpec
 
 MANIFEST = "manifest.json"
 MODEL = "model.tflite"
@@ -37,7 +37,7 @@ BUNDLE_SCHEMA = "vigil.manifest/1"
 class BundleError(ValueError):
     """A bundle that must not run; `reason` is a short code, str() the full story."""
 
-    def __init__(self, reason: str, detail: str):
+    def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
@@ -85,7 +85,7 @@ class Manifest(BaseModel):
     model_config = {"populate_by_name": True, "serialize_by_alias": True}
 
     @property
-    def window(self):
+    def window(self) -> WindowSpec:
         return self.preprocessing.window
 
 

@@ -32,7 +32,7 @@ class MessageError(ValueError):
     `str(e)` is the reason alone.
     """
 
-    def __init__(self, kind: RefusalKind, reason: str):
+    def __init__(self, kind: RefusalKind, reason: str) -> None:
         super().__init__(reason)
         self.kind = kind
         self.reason = reason
@@ -187,7 +187,9 @@ AnyMessage = Annotated[
 _ANY = TypeAdapter(AnyMessage)
 
 
-def parse_message(payload: bytes, *, gateway_only: bool = True, max_bytes: int | None = None):
+def parse_message(
+    payload: bytes, *, gateway_only: bool = True, max_bytes: int | None = None
+) -> Status | Vitals | Risk | Alarm | ModelState | Command | ModelRelease:
     """Validate one payload into its message model, or raise MessageError(kind, reason)."""
     limit = max_bytes or (MAX_PAYLOAD_BYTES if gateway_only else MAX_RELEASE_BYTES)
     if len(payload) > limit:

@@ -9,12 +9,15 @@ pandas/pyarrow are imported inside the commands so `vigil --help` stays fast.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from contracts.cli import fail
 from contracts.paths import mimic_demo_archive, physionet_archive, work_dir
+
+if TYPE_CHECKING:
+    from converters.canonical_io import ImportReport
 
 SHOW_PROBLEMS = 20
 
@@ -28,7 +31,7 @@ def default_out(dataset: str) -> Path:
     return work_dir() / "canonical" / f"{dataset}.parquet"
 
 
-def _print_report(report, report_json: Path | None) -> None:  # noqa: ANN001 - ImportReport
+def _print_report(report: ImportReport, report_json: Path | None) -> None:
     typer.echo(report.summary())
     n = len(report.problems)
     if n:

@@ -124,7 +124,7 @@ class _Tap(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, b) -> int:  # noqa: ANN001 - a writable buffer
+    def readinto(self, b: bytearray | memoryview) -> int:
         data = self._raw.read(len(b))
         n = len(data)
         if n:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from contracts.mllp import START_BLOCK, frame
 from contracts.vitals import VITAL_NAMES
@@ -102,7 +103,7 @@ class Monitor:
 
     @classmethod
     def generated(
-        cls, bed: str, transport: Transport, scenario: str = "stable", seed: int = 0, **kw
+        cls, bed: str, transport: Transport, scenario: str = "stable", seed: int = 0, **kw: Any
     ) -> Monitor:
         return cls(bed, GeneratedSource(scenario, seed), transport, seed=seed, **kw)
 

@@ -14,7 +14,7 @@ from typing import TextIO
 
 from contracts.vitals import VITAL_NAMES
 
-from .hl7 import MllpDecoder, parse_oru
+from .hl7 import DecodedMessage, MllpDecoder, parse_oru
 
 
 def _reader(address: str, baud: int) -> tuple[Callable[[], bytes], Callable[[], None]]:
@@ -39,7 +39,7 @@ def _reader(address: str, baud: int) -> tuple[Callable[[], bytes], Callable[[], 
     return (lambda: port_.read(65536)), port_.close
 
 
-def format_line(msg) -> str:
+def format_line(msg: DecodedMessage) -> str:
     vals = " ".join(
         f"{n}={'--' if msg.values.get(n) is None else f'{msg.values[n]:g}'}" for n in VITAL_NAMES
     )
