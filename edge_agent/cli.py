@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from contracts.cli import fail
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from edge_agent.config import EdgeSettings
 
 app = typer.Typer(no_args_is_help=True, help="Bedside gateway: monitor line -> risk -> MQTT.")
 
 GatewayConfig = Annotated[Path, typer.Option("--config", "-c", help="the gateway's TOML file")]
 
 
-def _load(config: Path):  # noqa: ANN202 - EdgeSettings
+def _load(config: Path) -> EdgeSettings:
     from edge_agent.config import ConfigError, load_config
 
     try:
@@ -62,7 +67,7 @@ def run(
     attach_updater(gw)  # model updates from the hub (bundles in <store folder>/bundles)
     gw.start()
 
-    def _stop(signum, frame) -> None:  # noqa: ANN001
+    def _stop(signum: int, frame: FrameType | None) -> None:
         gw._stop.set()
 
     signal.signal(signal.SIGTERM, _stop)

@@ -28,6 +28,7 @@ from contracts import topics
 from contracts.messages import (
     Alarm,
     Command,
+    Envelope,
     ModelRef,
     ModelRelease,
     News2Out,
@@ -40,7 +41,7 @@ from contracts.vitals import STATIC_FEATURES, VITAL_NAMES
 
 from . import __version__
 from .alarms import ActionRefused, AlarmEvent, AlarmMachine, AlarmParams
-from .config import EdgeSettings
+from .config import BedConfig, EdgeSettings
 from .decoder import MllpDecoder, Reading
 from .privacy import load_secret, stay_pseudonym
 from .publisher import Publisher, status_payload
@@ -187,7 +188,7 @@ class Gateway:
             pass
 
     # --- the data path ---------------------------------------------------------
-    def _bed_loop(self, cfg) -> None:  # noqa: ANN001 - BedConfig
+    def _bed_loop(self, cfg: BedConfig) -> None:
         bed = self.beds[cfg.id]
         try:
             bed.line = open_line(cfg.id, cfg.source, self.settings.link, self._stop)
@@ -239,7 +240,7 @@ class Gateway:
                     log.exception("bed %s: step %s failed", bed_id, step.start)
         return closed
 
-    def _publish(self, topic: str, msg) -> None:  # noqa: ANN001 - an Envelope
+    def _publish(self, topic: str, msg: Envelope) -> None:
         self.publisher.publish(topic, msg.to_json())
 
     def _on_step(self, bed: Bed, step: ClosedStep) -> None:

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -47,6 +47,9 @@ from contracts.messages import Command, MessageError, ModelRelease, Status, pars
 from .config import EdgeSettings
 from .state import GatewayState
 from .store import Store
+
+if TYPE_CHECKING:
+    from paho.mqtt.reasoncodes import ReasonCode
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +179,14 @@ class Publisher:
         return False
 
     # --- paho callbacks (network thread: keep them short, never take our locks) ---
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         if reason_code.is_failure:
             log.warning("broker refused the connection: %s", reason_code)
             return
@@ -189,24 +199,45 @@ class Publisher:
         self.state.event("connection", "broker connected")
         self._wake.set()
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # noqa: ANN001
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
         if self._connected.is_set():
             log.warning("broker connection lost: %s (buffering in the outbox)", reason_code)
             self.state.event("connection", f"broker connection lost: {reason_code}")
         self._connected.clear()
         self.state.set_broker(False)
 
-    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:  # noqa: ANN001
+    def _on_publish(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties,
+    ) -> None:
         failed = bool(getattr(reason_code, "is_failure", False))
         self._acks.put((mid, 1 if failed else 0, str(reason_code)))
         self._wake.set()
 
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:  # noqa: ANN001
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
         bad = [str(r) for r in reason_codes if r.is_failure]
         if bad:
             log.warning("subscription refused by the broker: %s", bad)
 
-    def _on_message(self, client, userdata, msg) -> None:  # noqa: ANN001
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self.counters["received"] += 1
         try:
             parsed = parse_message(msg.payload, gateway_only=False)

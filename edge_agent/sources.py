@@ -104,7 +104,9 @@ class LineSource:
 class SerialLine(LineSource):
     kind = "serial"
 
-    def __init__(self, bed: str, cfg: SerialSource, link: LinkConfig, stop: threading.Event):
+    def __init__(
+        self, bed: str, cfg: SerialSource, link: LinkConfig, stop: threading.Event
+    ) -> None:
         super().__init__(bed, link, stop)
         self.cfg = cfg
         self._port: Any = None
@@ -148,7 +150,7 @@ class SerialLine(LineSource):
 class TcpLine(LineSource):
     kind = "tcp"
 
-    def __init__(self, bed: str, cfg: TcpSource, link: LinkConfig, stop: threading.Event):
+    def __init__(self, bed: str, cfg: TcpSource, link: LinkConfig, stop: threading.Event) -> None:
         super().__init__(bed, link, stop)
         self.cfg = cfg
         self._sock: socket.socket | None = None

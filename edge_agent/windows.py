@@ -76,7 +76,9 @@ class _Open:
 class BedWindows:
     """Steps and windows of one bed (single-threaded: the bed's own worker)."""
 
-    def __init__(self, bed: str, spec: PreprocessSpec, max_history: int = MAX_HISTORY_STEPS):
+    def __init__(
+        self, bed: str, spec: PreprocessSpec, max_history: int = MAX_HISTORY_STEPS
+    ) -> None:
         self.bed = bed
         self.spec = spec
         self.step_seconds = spec.window.step_seconds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
@@ -45,7 +46,7 @@ class SilenceScreen(ModalScreen[int | None]):
                 )
             yield Static("  [Esc] cancel", markup=False)
 
-    def on_key(self, event) -> None:
+    def on_key(self, event: events.Key) -> None:
         if event.character and event.character.isdigit():
             i = int(event.character)
             if 1 <= i <= len(self.choices):

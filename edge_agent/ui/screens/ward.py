@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.app import ComposeResult
 from textual.widgets import Footer, ListView, Static
 
@@ -13,7 +15,7 @@ from edge_agent.ui.widgets.bed_row import HEADER
 
 
 class WardScreen(WardViewScreen):
-    def __init__(self, **kw) -> None:
+    def __init__(self, **kw: Any) -> None:
         super().__init__(**kw)
         self._rows: list[BedRow] = []
         self._alarming: set[str] = set()

@@ -6,6 +6,8 @@ to act; the app also rings the terminal bell when a new alarm appears.
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.reactive import reactive
 from textual.widgets import Static
 
@@ -40,7 +42,7 @@ def banner_text(
 class AlarmBanner(Static):
     ward: reactive[WardView | None] = reactive(None, always_update=True, layout=False)
 
-    def __init__(self, focus_bed: str | None = None, hint: str = "[w] ward", **kw) -> None:
+    def __init__(self, focus_bed: str | None = None, hint: str = "[w] ward", **kw: Any) -> None:
         super().__init__("", markup=False, **kw)
         self.focus_bed = focus_bed
         self.hint = hint  # how to get to the alarming bed from this screen

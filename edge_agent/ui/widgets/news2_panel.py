@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.reactive import reactive
 from textual.widgets import Static
 
@@ -33,7 +35,7 @@ def news2_text(bed: BedView | None) -> str:
 class News2Panel(Static):
     bed: reactive[BedView | None] = reactive(None, always_update=True, layout=False)
 
-    def __init__(self, *args, **kw) -> None:
+    def __init__(self, *args: Any, **kw: Any) -> None:
         kw.setdefault("markup", False)  # bed ids and notes are text, not markup
         super().__init__(*args, **kw)
 

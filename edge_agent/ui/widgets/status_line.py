@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.reactive import reactive
 from textual.widgets import Static
 
@@ -26,7 +28,7 @@ class StatusLine(Static):
     gateway: reactive[GatewayView | None] = reactive(None, always_update=True, layout=False)
     operator: reactive[str | None] = reactive(None)
 
-    def __init__(self, *args, **kw) -> None:
+    def __init__(self, *args: Any, **kw: Any) -> None:
         kw.setdefault("markup", False)  # bed ids and notes are text, not markup
         super().__init__(*args, **kw)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual.app import ComposeResult
 from textual.containers import Horizontal
 from textual.reactive import reactive
@@ -16,7 +18,7 @@ class VitalTile(Widget):
 
     bed: reactive[BedView | None] = reactive(None, always_update=True, layout=False)
 
-    def __init__(self, kind: str, label: str, vitals: tuple[str, ...], **kw) -> None:
+    def __init__(self, kind: str, label: str, vitals: tuple[str, ...], **kw: Any) -> None:
         super().__init__(classes=kind, **kw)
         self.kind = kind
         self.label = label
