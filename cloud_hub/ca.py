@@ -122,7 +122,7 @@ def _passphrase() -> bytes | None:
 class CertificateAuthority:
     """The CA in one folder. Every method leaves the folder consistent on disk."""
 
-    def __init__(self, root: Path | None = None):
+    def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root) if root else default_pki_dir()
 
     # -- paths -------------------------------------------------------------------

@@ -9,19 +9,22 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cloud_hub.cli_options import AsJson, BrokerHost, BrokerPort, HubDb, TlsCa, TlsCert, TlsKey
 from contracts.cli import fail
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
 app = typer.Typer()
 labels_app = typer.Typer(no_args_is_help=True, help="Outcome labels for retraining.")
 app.add_typer(labels_app, name="labels")
 
 
-def _engine(db: str | None):
+def _engine(db: str | None) -> Engine:
     from cloud_hub.store import StoreError, migrate, open_engine
 
     engine = open_engine(db)

@@ -11,7 +11,7 @@ import re
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -38,10 +38,15 @@ from cloud_hub.cli_options import (
 )
 from contracts.cli import CanonicalTable, fail
 
+if TYPE_CHECKING:
+    from cloud_hub.rollout.ledger import Ledger as FolderLedger
+    from cloud_hub.rollout.ledger import StoreLedger
+    from contracts.broker import BrokerSettings
+
 app = typer.Typer()
 
 
-def _ledger(folder: Path | None, db: str | None):  # noqa: ANN202 - Ledger | StoreLedger
+def _ledger(folder: Path | None, db: str | None) -> FolderLedger | StoreLedger:
     """The folder ledger when --ledger is given, else the hub store's (shared by replicas)."""
     from cloud_hub.rollout.ledger import Ledger, StoreLedger
     from cloud_hub.store import StoreError
@@ -397,7 +402,13 @@ def _default_db() -> str:
     return default_url()
 
 
-def _broker(host, port, tls_ca, tls_cert, tls_key):
+def _broker(
+    host: str | None,
+    port: int | None,
+    tls_ca: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+) -> BrokerSettings:
     from pydantic import ValidationError
 
     from contracts.broker import BrokerSettings, TlsFiles

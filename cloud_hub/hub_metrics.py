@@ -6,7 +6,13 @@ the benchmark) count separately and each can serve its own port.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+if TYPE_CHECKING:
+    import threading
+    from wsgiref.simple_server import WSGIServer
 
 
 class IngestMetrics:
@@ -62,6 +68,6 @@ class IngestMetrics:
             registry=r,
         )
 
-    def serve(self, port: int, addr: str = "0.0.0.0"):
+    def serve(self, port: int, addr: str = "0.0.0.0") -> tuple[WSGIServer, threading.Thread]:
         """Serve /metrics on `port`; returns (server, thread) so it can be shut down."""
         return start_http_server(port, addr=addr, registry=self.registry)

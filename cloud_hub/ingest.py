@@ -47,6 +47,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -71,6 +72,11 @@ from cloud_hub.store.writer import is_transient
 from contracts import topics
 from contracts.broker import connect_async, make_client
 from contracts.messages import Command
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from paho.mqtt.reasoncodes import ReasonCode
 
 log = logging.getLogger("cloud_hub.ingest")
 
@@ -273,7 +279,14 @@ class HubWorker:
         log_event(log, "hub_stop", worker=self.settings.worker_id, **self.totals)
 
     # -- MQTT callbacks (paho's network thread: queue only, no I/O) ---------------
-    def _on_connect(self, client, _userdata, flags, reason_code, _props) -> None:
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        _userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        _props: Properties | None,
+    ) -> None:
         if reason_code.is_failure:
             log_event(log, "connect_refused", logging.ERROR, reason=str(reason_code))
             return
@@ -318,12 +331,19 @@ class HubWorker:
         )
         return subs
 
-    def _on_connect_fail(self, _client, _userdata) -> None:
+    def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
         # paho retries with backoff (1 s doubling to 30 s); say so, once per attempt.
         s = self.settings
         log_event(log, "connect_failed", logging.WARNING, broker=f"{s.mqtt_host}:{s.mqtt_port}")
 
-    def _on_subscribe(self, _client, _userdata, _mid, reason_codes, _props) -> None:
+    def _on_subscribe(
+        self,
+        _client: mqtt.Client,
+        _userdata: Any,
+        _mid: int,
+        reason_codes: list[ReasonCode],
+        _props: Properties | None,
+    ) -> None:
         bad = [str(rc) for rc in reason_codes if rc.is_failure]
         if bad:
             log_event(log, "subscribe_refused", logging.ERROR, reasons=",".join(bad))
@@ -339,7 +359,14 @@ class HubWorker:
                 target=self._send_resends, args=(_client,), name="hub-resend", daemon=True
             ).start()
 
-    def _on_disconnect(self, _client, _userdata, _flags, reason_code, _props) -> None:
+    def _on_disconnect(
+        self,
+        _client: mqtt.Client,
+        _userdata: Any,
+        _flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        _props: Properties | None,
+    ) -> None:
         if self._connected.is_set() and not self._stop.is_set():
             self._plan_resend()  # memory only: safe on the network thread
         self._connected.clear()
@@ -347,7 +374,7 @@ class HubWorker:
         level = logging.INFO if self._stop.is_set() or reason_code == 0 else logging.WARNING
         log_event(log, "disconnected", level, reason=str(reason_code))
 
-    def _on_message(self, _client, _userdata, m: mqtt.MQTTMessage) -> None:
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, m: mqtt.MQTTMessage) -> None:
         try:
             topic: str | None = m.topic
         except UnicodeDecodeError:
@@ -500,7 +527,7 @@ def serve(settings: HubSettings) -> None:
     worker = HubWorker(settings).start()
     done = threading.Event()
 
-    def _bye(signum, _frame) -> None:
+    def _bye(signum: int, _frame: FrameType | None) -> None:
         log_event(log, "signal", signal=signal.Signals(signum).name)
         done.set()
 

@@ -28,7 +28,7 @@ import json
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -38,6 +38,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from contracts.bundle import MANIFEST, SIGNATURE, canonical_bytes, key_id, load_private_key
 from contracts.paths import work_dir
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
 
 KEY_ENV = "VIGIL_SIGNING_KEY"  # provider spec, e.g. azurekv://vigil-kv/bundle-signing
 
@@ -117,7 +120,13 @@ class FileKeyProvider(KeyProvider):
 class AzureKeyVaultProvider(KeyProvider):
     """The Ed25519 key as a Key Vault secret, read with the managed identity (see module doc)."""
 
-    def __init__(self, vault: str, secret: str, version: str | None = None, credential=None):
+    def __init__(
+        self,
+        vault: str,
+        secret: str,
+        version: str | None = None,
+        credential: TokenCredential | None = None,
+    ) -> None:
         self.vault_url = (
             vault if vault.startswith("https://") else f"https://{vault}.vault.azure.net"
         )

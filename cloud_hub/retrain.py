@@ -36,7 +36,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -45,6 +45,16 @@ from contracts.paths import work_dir
 from contracts.preprocessing import PreprocessSpec
 
 from .keys import KeyProvider, resign_bundle
+
+if TYPE_CHECKING:
+    import keras
+    import pandas as pd
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+    from mlflow.entities.model_registry import ModelVersion
+
+    from cloud_hub.training.dataset import Prepared, Windows
+    from cloud_hub.training.train import ModelResult
 
 log = logging.getLogger(__name__)
 Echo = Callable[[str], None]
@@ -124,7 +134,9 @@ class EvalSet:
         return es
 
     @classmethod
-    def freeze(cls, stays_labels: dict[str, bool], fraction: float, seed: int, name: str):
+    def freeze(
+        cls, stays_labels: dict[str, bool], fraction: float, seed: int, name: str
+    ) -> EvalSet:
         """Pick `fraction` of the stays, stratified by septic stay, seeded."""
         rng = np.random.default_rng(seed)
         picked: list[str] = []
@@ -194,7 +206,7 @@ class RetrainResult:
 
 
 # --- data ---------------------------------------------------------------------------------
-def fleet_table(db_url: str | None):
+def fleet_table(db_url: str | None) -> pd.DataFrame:
     """The labelled fleet hours (canonical table) from the hub store, or an empty table."""
     from cloud_hub.export import empty_table, hourly_table
 
@@ -229,7 +241,7 @@ def _labelled_at_last_retrain(cfg: RetrainConfig) -> int:
     return int(runs[0].data.params.get("fleet_labelled_rows", 0)) if runs else 0
 
 
-def _retrain_runs(client, experiment: str, n: int) -> list:
+def _retrain_runs(client: MlflowClient, experiment: str, n: int) -> list[Run]:
     """The newest `n` retrain runs of `experiment`, newest first (none: [])."""
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
@@ -242,25 +254,25 @@ def _retrain_runs(client, experiment: str, n: int) -> list:
     )
 
 
-def _stay_septic(df) -> dict[str, bool]:
+def _stay_septic(df: pd.DataFrame) -> dict[str, bool]:
     g = df.groupby("stay_id", sort=True)[LABEL_COLUMN].max()
     return {str(k): bool(v == 1) for k, v in g.items() if v == v}  # v == v: not NA
 
 
-def _eval_windows(df, ids: tuple[str, ...], spec: PreprocessSpec):
+def _eval_windows(df: pd.DataFrame, ids: tuple[str, ...], spec: PreprocessSpec) -> Windows:
     from cloud_hub.training.dataset import make_windows, stays_from_table
 
     stays, _ = stays_from_table(df[df["stay_id"].isin(ids)])
     return make_windows(stays, spec)
 
 
-def _score(model, windows) -> np.ndarray:
+def _score(model: keras.Model, windows: Windows) -> np.ndarray:
     return (
         model.predict(windows.inputs(), batch_size=4096, verbose=0).reshape(-1).astype(np.float32)
     )
 
 
-def _figures(windows, risk: np.ndarray, threshold: float) -> dict[str, float]:
+def _figures(windows: Windows, risk: np.ndarray, threshold: float) -> dict[str, float]:
     from cloud_hub.training import metrics
 
     ev = metrics.evaluate(windows.y, risk, windows.stay, windows.scorable, threshold)
@@ -410,7 +422,7 @@ def retrain(cfg: RetrainConfig, provider: KeyProvider, *, echo: Echo = print) ->
     )
 
 
-def recover_eval_set(client, experiment: str) -> tuple[EvalSet, str] | None:
+def recover_eval_set(client: MlflowClient, experiment: str) -> tuple[EvalSet, str] | None:
     """The evaluation set of the newest retrain run in `experiment`, from its artefact.
 
     None when no retrain ever ran there. A copy whose stay list does not match its
@@ -432,7 +444,7 @@ def recover_eval_set(client, experiment: str) -> tuple[EvalSet, str] | None:
     return None
 
 
-def _champion(client, name: str):
+def _champion(client: MlflowClient, name: str) -> ModelVersion | None:
     from mlflow.exceptions import MlflowException
 
     try:
@@ -441,7 +453,9 @@ def _champion(client, name: str):
         return None
 
 
-def _champion_eval(client, mv, base, es: EvalSet) -> dict[str, float]:
+def _champion_eval(
+    client: MlflowClient, mv: ModelVersion, base: pd.DataFrame, es: EvalSet
+) -> dict[str, float]:
     """The champion scored on the eval set with its own spec and validation threshold."""
     import mlflow
     import mlflow.keras
@@ -455,7 +469,15 @@ def _champion_eval(client, mv, base, es: EvalSet) -> dict[str, float]:
     return _figures(w, _score(model, w), threshold)
 
 
-def _bundle(cand, prepared, cfg, provider: KeyProvider, client, echo, representative) -> Path:
+def _bundle(
+    cand: ModelResult,
+    prepared: Prepared,
+    cfg: RetrainConfig,
+    provider: KeyProvider,
+    client: MlflowClient,
+    echo: Echo,
+    representative: Callable[..., Windows],
+) -> Path:
     """int8, parity, golden, signed by the provider; logged and tagged in the registry."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 

@@ -19,6 +19,10 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 WINDOW, STATIC, RISK = "window", "static", "risk"
 
@@ -63,7 +67,7 @@ def convert(keras_path: Path, data_path: Path, out: Path, mode: str) -> int:
         if mode == "int8":
             conv.optimizations = [tf.lite.Optimize.DEFAULT]
 
-            def representative():
+            def representative() -> Iterator[dict[str, np.ndarray]]:
                 for i in range(windows.shape[0]):
                     yield {WINDOW: windows[i : i + 1], STATIC: statics[i : i + 1]}
 

@@ -70,7 +70,7 @@ class ConversionError(RuntimeError):
     from float), `runtime` (LiteRT cannot run the result).
     """
 
-    def __init__(self, reason: str, detail: str):
+    def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail

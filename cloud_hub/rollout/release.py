@@ -36,6 +36,9 @@ from contracts.paths import default_trusted_keys_dir
 from contracts.timeutil import iso_ms, utc_now
 
 if TYPE_CHECKING:
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
+
     from .ledger import Ledger, LedgerEntry, StoreLedger
 
 HUB_ID = "hub"
@@ -112,7 +115,13 @@ def connect(b: BrokerSettings, timeout: float = 10.0) -> mqtt.Client:
     ready = threading.Event()
     failure: list[str] = []
 
-    def on_connect(client, userdata, flags, rc, props) -> None:  # noqa: ANN001
+    def on_connect(
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        rc: ReasonCode,
+        props: Properties | None,
+    ) -> None:
         if rc.is_failure:
             failure.append(str(rc))
         ready.set()

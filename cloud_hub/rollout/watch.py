@@ -65,7 +65,7 @@ class FleetWatch:
         client.message_callback_add(f"{topics.PREFIX}/gw/+/model", self._on_message)
         client.subscribe([(f"{topics.PREFIX}/gw/+/status", 1), (f"{topics.PREFIX}/gw/+/model", 1)])
 
-    def _on_message(self, client, userdata, msg) -> None:  # noqa: ANN001
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         where = topics.parse(msg.topic)
         try:
             parsed = parse_message(msg.payload)

@@ -19,7 +19,11 @@ from sqlalchemy import Engine, create_engine, event, text
 from contracts.paths import work_dir
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from alembic.config import Config
+    from sqlalchemy.engine.interfaces import DBAPIConnection
+    from sqlalchemy.pool import ConnectionPoolEntry
 
 log = logging.getLogger(__name__)
 # Alembic narrates every step at INFO (some on import, hence the imports below are
@@ -44,7 +48,7 @@ def postgres_url(db: str, host: str = "127.0.0.1", port: int = 5432, user: str =
     return f"postgresql+psycopg://{user}@{host}:{port}/{db}"
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
+def _sqlite_pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     cur = dbapi_conn.cursor()
     # WAL: readers (fleet, export) do not block the ingest writer; FULL: a committed
     # (hence acknowledged) batch survives a power cut, not only a process crash.
@@ -81,7 +85,7 @@ def alembic_config(engine: Engine) -> Config:
 
 
 @contextlib.contextmanager
-def _sqlite_migration_lock(engine: Engine):
+def _sqlite_migration_lock(engine: Engine) -> Iterator[None]:
     """Several workers starting on one fresh SQLite file migrate one after another."""
     db = engine.url.database
     if engine.dialect.name != "sqlite" or not db or db == ":memory:":

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, Engine, Table, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
-from contracts.messages import Alarm, ModelState, Risk, Status, Vitals
+from contracts.messages import Alarm, ModelRef, ModelState, Risk, Status, Vitals
 from contracts.timeutil import as_utc  # store UTC only: SQLite keeps wall time, no offset
 
 from .models import (
@@ -105,7 +105,7 @@ class BatchResult:
                 self.last_seen[gw] = t
 
 
-def _insert(conn: Connection, table: Table):
+def _insert(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
@@ -117,7 +117,7 @@ def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]
     return {r[0] for r in conn.execute(stmt.returning(table.c.event_id), list(rows))}
 
 
-def _model(ref) -> tuple[str | None, str | None]:
+def _model(ref: ModelRef | None) -> tuple[str | None, str | None]:
     return (ref.name, ref.version) if ref is not None else (None, None)
 
 

@@ -12,10 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .dataset import Windows
+
+if TYPE_CHECKING:
+    from .train import Comparison
 
 REPRESENTATIVE_ROWS = 1000
 
@@ -53,7 +57,9 @@ def subset(w: Windows, idx: np.ndarray) -> Windows:
     )
 
 
-def bundle_champion(comp, out: Path, key: Path, *, echo: Callable[[str], None] = print) -> Path:
+def bundle_champion(
+    comp: Comparison, out: Path, key: Path, *, echo: Callable[[str], None] = print
+) -> Path:
     """Convert `comp.champion` (a `train.Comparison`) into a signed int8 bundle in `out`.
 
     The threshold is chosen again on the int8 model's validation outputs with the same
