@@ -35,8 +35,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -50,6 +52,13 @@ from contracts.paths import (
 
 from . import sim_line
 from .procs import spawn, stop, vigil_argv
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from edge_agent.config import EdgeSettings
+    from edge_agent.gateway import Gateway
+    from edge_agent.state import BedSnapshot
 
 log = logging.getLogger("vigil.demo")
 
@@ -71,7 +80,7 @@ def canonical_table() -> Path:
     return work_dir() / "canonical" / "physionet2019.parquet"
 
 
-def ensure_table(echo) -> Path | None:  # noqa: ANN001 - typer.echo-like
+def ensure_table(echo: Callable[[str], None]) -> Path | None:
     """The canonical PhysioNet table, imported first if missing; None: not available."""
     table = canonical_table()
     if table.is_file():
@@ -88,7 +97,9 @@ def ensure_table(echo) -> Path | None:  # noqa: ANN001 - typer.echo-like
     return table
 
 
-def plan_beds(beds: int, stays: str, table: Path | None, echo) -> tuple[list[BedPlan], Path | None]:  # noqa: ANN001
+def plan_beds(
+    beds: int, stays: str, table: Path | None, echo: Callable[[str], None]
+) -> tuple[list[BedPlan], Path | None]:
     """Which bed plays what; falls back to generated scenarios without a table."""
     if stays == "generated" or table is None:
         if stays not in ("auto", "generated"):
@@ -140,7 +151,7 @@ def gateway_settings(
     folder: Path,
     speed: float,
     protocol: str = "5",
-):  # noqa: ANN201 - EdgeSettings
+) -> EdgeSettings:
     from edge_agent.config import BedConfig, EdgeSettings, MqttConfig, SimSource
 
     beds = []
@@ -174,7 +185,7 @@ def wait_hub_ready(proc: subprocess.Popen, log_path: Path, timeout: float) -> bo
     return False
 
 
-def bed_line(b, now_txt: str) -> str:  # noqa: ANN001 - BedSnapshot
+def bed_line(b: BedSnapshot, now_txt: str) -> str:
     risk = "  -  " if b.risk is None else f"{b.risk:.2f}"
     if b.risk is None and b.insufficient_data:
         risk = "n/a  "
@@ -226,7 +237,7 @@ def _setup_logging(folder: Path, headless: bool) -> None:
         root.addHandler(sh)
 
 
-def _run_ui(gw, stop_event: threading.Event) -> None:  # noqa: ANN001 - Gateway
+def _run_ui(gw: Gateway, stop_event: threading.Event) -> None:
     from textual.binding import Binding
 
     from edge_agent.ui.app import VigilApp
@@ -303,7 +314,7 @@ def demo(
 
     stop_event = threading.Event()
 
-    def _on_signal(signum, _frame) -> None:  # noqa: ANN001
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("signal %s: stopping", signal.Signals(signum).name)
         stop_event.set()
 

@@ -15,10 +15,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from contracts.vitals import STATIC_FEATURES, VITAL_NAMES
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +36,7 @@ class DemoStay:
     crossing_hour: int | None  # first hour the model's risk reached its threshold
 
 
-def _table(path: Path):  # noqa: ANN202 - pandas DataFrame
+def _table(path: Path) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     cols = ["stay_id", "hour", *VITAL_NAMES, *STATIC_FEATURES, "label"]
