@@ -31,6 +31,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -41,6 +42,9 @@ from edge_agent.gateway import Gateway
 from firmware_sim.hl7 import Observation, build_oru
 from tests.support.broker import Mosquitto, Subscriber
 from tests.support.edge import edge_settings
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as mqtt
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -118,7 +122,7 @@ def latency(port: int, n_steps: int, tmp: Path) -> dict:
     recv: list[float] = []
     orig = sub.client.on_message
 
-    def on_message(client, userdata, msg):  # noqa: ANN001
+    def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         recv.append(time.perf_counter())
         orig(client, userdata, msg)
 

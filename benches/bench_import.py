@@ -20,7 +20,9 @@ import statistics
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pandas as pd
 
@@ -30,8 +32,10 @@ from converters.physionet import NEEDED, import_physionet
 
 ROOT = Path(__file__).resolve().parent.parent
 
+T = TypeVar("T")
 
-def timed(fn) -> tuple[float, object]:  # noqa: ANN001
+
+def timed(fn: Callable[[], T]) -> tuple[float, T]:
     t0 = time.perf_counter()
     out = fn()
     return time.perf_counter() - t0, out

@@ -35,6 +35,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -43,6 +44,13 @@ from tests.support.chaos import BlackholeProxy, count, query
 from tests.support.waiting import wait_until
 from vigil_cli.broker import MosquittoBroker
 from vigil_cli.procs import spawn, stop, vigil_argv
+
+if TYPE_CHECKING:
+    from multiprocessing.queues import Queue
+    from multiprocessing.synchronize import Event
+
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
 
 SCENARIOS = ("sepsis", "stable", "hypotension", "desaturation")
 
@@ -152,8 +160,15 @@ def bench_beds(tmp: Path, beds: int, seconds: float) -> dict:
 
 
 def fleet_worker(
-    wid: int, n: int, port: int, interval: float, seconds: float, ready, go, result
-) -> None:  # noqa: ANN001
+    wid: int,
+    n: int,
+    port: int,
+    interval: float,
+    seconds: float,
+    ready: Queue[int],
+    go: Event,
+    result: Queue[tuple[int, int, int]],
+) -> None:
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
@@ -164,15 +179,23 @@ def fleet_worker(
     acked = [0]
     connected = [0]
 
-    def make(gw: str):  # noqa: ANN202
+    def make(gw: str) -> mqtt.Client:
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=gw, protocol=mqtt.MQTTv5)
 
-        def on_connect(client, userdata, flags, rc, props) -> None:  # noqa: ANN001
+        def on_connect(
+            client: mqtt.Client,
+            userdata: Any,
+            flags: mqtt.ConnectFlags,
+            rc: ReasonCode,
+            props: Properties | None,
+        ) -> None:
             connected[0] += 1
             st = Status(gw=gw, state="online", channel="stable", beds=[], outbox=0)
             client.publish(topics.status(gw), st.to_json(), qos=1, retain=True)
 
-        def on_publish(client, userdata, mid, rc, props) -> None:  # noqa: ANN001
+        def on_publish(
+            client: mqtt.Client, userdata: Any, mid: int, rc: ReasonCode, props: Properties
+        ) -> None:
             acked[0] += 1
 
         c.on_connect, c.on_publish = on_connect, on_publish

@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -39,6 +40,10 @@ from contracts import topics
 from contracts.bundle import BundleError, generate_key, load_trusted_keys, verify_parts
 from contracts.messages import ModelRelease, ModelState, parse_message
 from tests.support.broker import Mosquitto
+
+if TYPE_CHECKING:
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
 
 
 def start_mosquitto(folder: Path) -> Mosquitto:
@@ -59,13 +64,25 @@ def gateway_worker(
     def make(gw: str) -> mqtt.Client:
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=gw, protocol=mqtt.MQTTv5)
 
-        def on_connect(client, userdata, flags, rc, props) -> None:  # noqa: ANN001
+        def on_connect(
+            client: mqtt.Client,
+            userdata: Any,
+            flags: mqtt.ConnectFlags,
+            rc: ReasonCode,
+            props: Properties | None,
+        ) -> None:
             client.subscribe(topics.models("stable"), 1)
 
-        def on_subscribe(client, userdata, mid, rcs, props) -> None:  # noqa: ANN001
+        def on_subscribe(
+            client: mqtt.Client,
+            userdata: Any,
+            mid: int,
+            rcs: list[ReasonCode],
+            props: Properties | None,
+        ) -> None:
             connected.release()
 
-        def on_message(client, userdata, msg) -> None:  # noqa: ANN001
+        def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
             rx = time.time()  # wall clock: comparable across the processes of this machine
             try:
                 r = parse_message(msg.payload, gateway_only=False)
@@ -214,8 +231,15 @@ def main() -> None:
             done = threading.Event()
 
             def on_state(
-                client, userdata, msg, version=version, got=got, bad=bad, done=done, rx=rx
-            ):  # noqa: ANN001
+                client: mqtt.Client,
+                userdata: Any,
+                msg: mqtt.MQTTMessage,
+                version: str = version,
+                got: dict[str, float] = got,
+                bad: dict[str, str] = bad,
+                done: threading.Event = done,
+                rx: dict[str, float] = rx,
+            ) -> None:
                 st = parse_message(msg.payload)
                 if st.version != version and st.state != "refused":
                     return  # a retained state of the previous round

@@ -9,6 +9,7 @@ with options it has; `vigil ... --help` exits 0 everywhere.
 from __future__ import annotations
 
 import shlex
+from typing import TYPE_CHECKING
 
 import pytest
 import typer
@@ -16,10 +17,16 @@ from typer.testing import CliRunner
 
 from vigil_cli.main import app
 
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    # The click that typer vendors: what `typer.main.get_command` returns.
+    from typer._click import Command
+
 ROOT = typer.main.get_command(app)
 
 
-def _walk(cmd, path: tuple[str, ...] = ()):  # noqa: ANN001, ANN202 - typer's click Command
+def _walk(cmd: Command, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Command]]:
     yield path, cmd
     for name, sub in getattr(cmd, "commands", {}).items():
         yield from _walk(sub, (*path, name))

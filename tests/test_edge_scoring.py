@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,7 +23,9 @@ def keys(tmp_path_factory):
     return d
 
 
-def resigned(tmp, keys, name: str, change) -> object:  # noqa: ANN001
+def resigned(
+    tmp: Path, keys: Path, name: str, change: Callable[[dict[str, Any], bytes], bytes | None]
+) -> Path:
     manifest, _, model = read_bundle(default_bundle_dir())
     manifest = json.loads(json.dumps(manifest))
     model = change(manifest, model) or model
@@ -41,11 +46,11 @@ def test_bad_bundles_are_refused_with_the_reason_and_the_next_one_runs(tmp_path,
     blob[-100] ^= 0xFF
     (tampered / "model.tflite").write_bytes(bytes(blob))
 
-    def bad_golden(m, _):  # noqa: ANN001
+    def bad_golden(m: dict[str, Any], _: bytes) -> None:
         m["golden"][0]["expected"] = 1.0 - m["golden"][0]["expected"]
         m["golden"][0]["tolerance"] = 0.001
 
-    def renamed_input(m, _):  # noqa: ANN001
+    def renamed_input(m: dict[str, Any], _: bytes) -> None:
         m["inputs"][0]["name"] = "vitals"
 
     golden = resigned(tmp_path, keys, "golden", bad_golden)
@@ -74,7 +79,7 @@ def test_activate_model_swaps_model_threshold_and_windows_between_steps(tmp_path
     from edge_agent.scoring import activate
     from tests.support.edge import edge_settings, valid_frame
 
-    def v3(m, _):  # noqa: ANN001 - the same model re-released as version 3
+    def v3(m: dict[str, Any], _: bytes) -> None:  # the same model re-released as version 3
         m["version"] = "3"
         m["threshold"]["value"] = 0.3
 

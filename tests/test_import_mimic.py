@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from contracts.canonical import COLUMNS
 from contracts.paths import mimic_demo_archive
-from converters.canonical_io import SourceError, load_canonical
+from converters.canonical_io import ImportReport, SourceError, load_canonical
 from converters.mimic import ITEMS, import_mimic
 
 ARCHIVE = mimic_demo_archive()
@@ -29,6 +29,9 @@ pytestmark = pytest.mark.skipif(not ARCHIVE.exists(), reason=f"{ARCHIVE} not pre
 
 HR_ITEMS = (211, 220045)
 TEMP_F_ITEMS = (678, 223761)
+
+# The `demo` fixture: the import report, the canonical table and its fingerprint.
+Demo = tuple[ImportReport, pd.DataFrame, str]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +59,7 @@ def raw(demo_dir: Path) -> dict[str, pd.DataFrame]:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
     out = tmp_path_factory.mktemp("mimic_out") / "mimic.parquet"
     report = import_mimic(ARCHIVE, out)
     df, fp = load_canonical(out)
@@ -101,7 +104,7 @@ def expected_hr_and_temp(raw: dict[str, pd.DataFrame], stay: int) -> pd.DataFram
 
 @pytest.mark.parametrize("dbsource", ["carevue", "metavision"])
 def test_real_demo_stay_matches_the_raw_chart_hour_by_hour(
-    demo, raw: dict[str, pd.DataFrame], dbsource: str
+    demo: Demo, raw: dict[str, pd.DataFrame], dbsource: str
 ) -> None:
     _, df, _ = demo
     stay = stay_with_most(raw, TEMP_F_ITEMS, dbsource)  # a stay charting °F temperatures
@@ -119,7 +122,9 @@ def test_real_demo_stay_matches_the_raw_chart_hour_by_hour(
     assert got["Temp"].dropna().between(34, 42).all()
 
 
-def test_static_features_from_patients_and_admissions(demo, raw) -> None:  # noqa: ANN001
+def test_static_features_from_patients_and_admissions(
+    demo: Demo, raw: dict[str, pd.DataFrame]
+) -> None:
     _, df, _ = demo
     icu, pat, adm = raw["icu"], raw["pat"].set_index("subject_id"), raw["adm"]
     adm = adm.set_index("hadm_id")
@@ -145,7 +150,7 @@ def test_static_features_from_patients_and_admissions(demo, raw) -> None:  # noq
     assert capped > 0  # the demo has shifted patients: the cap is exercised
 
 
-def test_mimic_label_is_unknown_never_zero(demo) -> None:  # noqa: ANN001
+def test_mimic_label_is_unknown_never_zero(demo: Demo) -> None:
     report, df, _ = demo
     assert tuple(df.columns) == COLUMNS
     assert str(df["label"].dtype) == "Int8"
@@ -155,7 +160,9 @@ def test_mimic_label_is_unknown_never_zero(demo) -> None:  # noqa: ANN001
     assert df["stay_id"].str.fullmatch(r"mimic-\d+").all()
 
 
-def test_demo_report_counts_and_fingerprint(demo, raw, tmp_path: Path) -> None:  # noqa: ANN001
+def test_demo_report_counts_and_fingerprint(
+    demo: Demo, raw: dict[str, pd.DataFrame], tmp_path: Path
+) -> None:
     report, df, fp = demo
     icu = raw["icu"]
     assert report.stays == df["stay_id"].nunique()
@@ -181,7 +188,14 @@ def test_demo_report_counts_and_fingerprint(demo, raw, tmp_path: Path) -> None: 
     assert fp == report.fingerprint == h.hexdigest()
 
 
-def subset(demo_dir: Path, raw, dest: Path, stays: list[int], upper: bool, gz: bool) -> Path:  # noqa: ANN001
+def subset(
+    demo_dir: Path,
+    raw: dict[str, pd.DataFrame],
+    dest: Path,
+    stays: list[int],
+    upper: bool,
+    gz: bool,
+) -> Path:
     """A folder holding the demo's rows of `stays` (optionally UPPERCASE headers, .csv.gz)."""
     dest.mkdir()
     icu = raw["icu"][raw["icu"]["icustay_id"].isin(stays)]
@@ -203,10 +217,10 @@ def subset(demo_dir: Path, raw, dest: Path, stays: list[int], upper: bool, gz: b
 
 
 def test_uppercase_full_database_layout_gives_the_same_stays(
-    demo,
+    demo: Demo,
     demo_dir: Path,
-    raw,
-    tmp_path: Path,  # noqa: ANN001
+    raw: dict[str, pd.DataFrame],
+    tmp_path: Path,
 ) -> None:
     _, df, _ = demo
     stays = [
@@ -223,10 +237,10 @@ def test_uppercase_full_database_layout_gives_the_same_stays(
 
 
 def test_broken_demo_files_are_reported_and_the_rest_imported(
-    demo,
+    demo: Demo,
     demo_dir: Path,
-    raw,
-    tmp_path: Path,  # noqa: ANN001
+    raw: dict[str, pd.DataFrame],
+    tmp_path: Path,
 ) -> None:
     _, df, _ = demo
     a = stay_with_most(raw, TEMP_F_ITEMS, "carevue")
@@ -294,7 +308,9 @@ def test_missing_or_unusable_sources_fail_with_a_clear_error(tmp_path: Path) -> 
         import_mimic(cut, tmp_path / "x.parquet")
 
 
-def test_cli_mimic_prints_summary(demo_dir: Path, raw, tmp_path: Path) -> None:  # noqa: ANN001
+def test_cli_mimic_prints_summary(
+    demo_dir: Path, raw: dict[str, pd.DataFrame], tmp_path: Path
+) -> None:
     from converters.cli import app
 
     stay = stay_with_most(raw, HR_ITEMS, "metavision")
@@ -310,9 +326,9 @@ def test_cli_mimic_prints_summary(demo_dir: Path, raw, tmp_path: Path) -> None: 
 
 def test_a_truncated_gzip_chartevents_keeps_the_rows_before_the_break(
     demo_dir: Path,
-    raw,
+    raw: dict[str, pd.DataFrame],
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import shutil
 

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -31,6 +31,10 @@ from contracts.messages import (
     parse_message,
 )
 from contracts.paths import default_bundle_dir
+
+if TYPE_CHECKING:
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
 
 DEFAULT = default_bundle_dir()
 
@@ -138,12 +142,19 @@ class GatewayClient:
         self.client.disconnect()
         self.client.loop_stop()
 
-    def _on_connect(self, client, userdata, flags, rc, props) -> None:  # noqa: ANN001
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        rc: ReasonCode,
+        props: Properties | None,
+    ) -> None:
         client.publish(topics.status(self.gw), self._status("online"), 1, retain=True)
         client.subscribe([(topics.cmd(self.gw), 1), (topics.models(self.updater.channel), 1)])
         self.connected.set()
 
-    def _on_message(self, client, userdata, msg) -> None:  # noqa: ANN001
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self._jobs.put((msg.topic, msg.payload))
 
     def _work(self) -> None:

@@ -11,8 +11,9 @@ import asyncio
 import functools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from textual.pilot import Pilot
 
@@ -24,6 +25,14 @@ from edge_agent.state import GatewayState
 from edge_agent.ui.gateway_port import ward_view
 from edge_agent.ui.view import WardView
 from tests.support.edge import T0
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from edge_agent.gateway import Gateway
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 FIXED_NOW = datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC)
 MODEL = ("vigil-gru", "1.4.0")
@@ -183,7 +192,7 @@ class FixedPort:
         self.calls.append(("feedback", bed, by, kind, note))
 
 
-def replay_until_alarm(gw, bed: str, arr, readings_per_hour: int = 2) -> int:  # noqa: ANN001
+def replay_until_alarm(gw: Gateway, bed: str, arr: np.ndarray, readings_per_hour: int = 2) -> int:
     """Feed a real stay's hourly rows to `gw` (its data path) until `bed` alarms.
 
     Returns the readings fed; fails if the stay ends without an alarm.
@@ -213,11 +222,11 @@ def replay_until_alarm(gw, bed: str, arr, readings_per_hour: int = 2) -> int:  #
     raise AssertionError(f"the stay ended after {n} readings without a risk alarm on {bed}")
 
 
-def textual_test(fn):  # noqa: ANN001, ANN201
+def textual_test(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, R]:
     """Run an async Textual test on its own asyncio loop (no pytest async plugin needed)."""
 
     @functools.wraps(fn)
-    def run(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
         return asyncio.run(fn(*args, **kwargs))
 
     return run
