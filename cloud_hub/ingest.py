@@ -72,6 +72,7 @@ from cloud_hub.store.writer import is_transient
 from contracts import topics
 from contracts.broker import connect_async, make_client
 from contracts.messages import Command
+from contracts.timeutil import utc_now
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -117,7 +118,7 @@ class HubWorker:
         # gw -> since, for the resend commands due after the next subscribe (a loss).
         self._resend_due: dict[str, datetime] | None = None
         self._resend_lock = threading.Lock()
-        self._loss_at = datetime.now(UTC)  # when the planned resends' loss was noticed
+        self._loss_at = utc_now()  # when the planned resends' loss was noticed
         self.resends_sent = 0
 
     # -- lifecycle ------------------------------------------------------------------
@@ -171,7 +172,7 @@ class HubWorker:
         margin = self.settings.resend_margin_seconds
         due = {gw: t - timedelta(seconds=margin) for gw, t in list(self._last_seen.items())}
         with self._resend_lock:
-            self._loss_at = datetime.now(UTC)
+            self._loss_at = utc_now()
             if self._resend_due is not None:
                 for gw, t in self._resend_due.items():
                     due[gw] = min(t, due.get(gw, t))
@@ -218,7 +219,7 @@ class HubWorker:
                 g.c.gw == gw,
                 or_(g.c.resend_at.is_(None), g.c.resend_at < loss_at, g.c.resend_since > since),
             )
-            .values(resend_since=since, resend_at=datetime.now(UTC))
+            .values(resend_since=since, resend_at=utc_now())
         )
         try:
             with self.engine.begin() as c:
@@ -388,7 +389,7 @@ class HubWorker:
                 m.qos,
                 bool(m.retain),
                 self._generation,
-                datetime.now(UTC),
+                utc_now(),
             )
         )
 
@@ -474,7 +475,7 @@ class HubWorker:
         m.batch_seconds.observe(time.perf_counter() - t0)
         m.batch_size.observe(len(batch))
         self._ack(batch)
-        now = datetime.now(UTC)
+        now = utc_now()
         for a in accepted:
             if a.retained:  # a retained status is as old as it is: not lag
                 continue

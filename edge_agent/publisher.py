@@ -33,7 +33,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
@@ -43,6 +43,7 @@ from paho.mqtt.properties import Properties
 from contracts import topics
 from contracts.broker import connect_async, make_client
 from contracts.messages import Command, MessageError, ModelRelease, Status, parse_message
+from contracts.timeutil import utc_now
 
 from .config import EdgeSettings
 from .state import GatewayState
@@ -165,7 +166,7 @@ class Publisher:
     def prune(self, now: datetime | None = None, limit: int = 5000) -> int:
         """Drop one bounded batch of acknowledged messages older than the retention."""
         keep = timedelta(hours=self.settings.mqtt.sent_retention_hours)
-        n = self.store.prune_sent((now or datetime.now(UTC)) - keep, limit)
+        n = self.store.prune_sent((now or utc_now()) - keep, limit)
         self.counters["pruned"] += n
         return n
 
