@@ -32,13 +32,15 @@ from contracts.mllp import START_BLOCK, frame
 from contracts.vitals import VITAL_NAMES
 
 from .faults import SILENT_KINDS, SPIKES, FaultEvent, FaultLog, FaultPlan, FaultSpec
-from .hl7 import Observation, birth_date_for, build_oru, check_id, format_ts
+from .hl7 import DEFAULT_PROFILE, Observation, Profile, birth_date_for, check_id, format_ts
+from .hl7 import profile as get_profile
 from .physiology import GeneratedSource, PhysiologySource, admission_times
 from .transports import Transport
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_RATE = 10.0
+NIBP_VITALS = ("SBP", "DBP", "MAP")
 
 
 @dataclass
@@ -68,6 +70,7 @@ class Monitor:
         faults: Sequence[FaultSpec] = (),
         fault_log: FaultLog | None = None,
         seed: int = 0,
+        profile: str | Profile = DEFAULT_PROFILE,
     ) -> None:
         if not speed > 0:
             raise ValueError(f"speed must be > 0, got {speed}")
@@ -78,6 +81,9 @@ class Monitor:
         self.bed = check_id("bed", bed)
         self.bed_number = bed_number
         self.monitor_id = check_id("monitor id", monitor_id or f"MON{bed_number:02d}")
+        self.profile = get_profile(profile)
+        self.device_id = self.profile.device_id(self.monitor_id)  # EUI-64 in MSH-3/OBX-18
+        self._nbp: tuple[datetime, dict[str, float | None]] | None = None  # held cuff values
         self.source = source
         self.transport = transport
         self.speed = speed
@@ -189,6 +195,7 @@ class Monitor:
                 hidden = "truncate" if truncated else "garble" if garbled else ""
                 self._log(f, n, seq, ts, not hidden, f"hidden by {hidden}" if hidden else "")
 
+        nbp_time = self._hold_nbp(obs_time, values)
         obs = Observation(
             monitor_id=self.monitor_id,
             seq=seq,
@@ -200,10 +207,11 @@ class Monitor:
             sex=self.source.patient.sex,
             icu_admit=self.icu_admit,
             hospital_admit=self.hospital_admit,
+            nbp_time=nbp_time,
         )
         if self.on_observation is not None:
             self.on_observation(obs)
-        body = build_oru(obs).encode("ascii")
+        body = self.profile.encode(self.profile.build(obs))
         out = b""
         for f in active:
             if f.kind == "noise":
@@ -224,6 +232,17 @@ class Monitor:
         else:
             self.stats.overruns += 1
         return out
+
+    def _hold_nbp(self, obs_time: datetime, values: dict[str, float | None]) -> datetime | None:
+        """Profiles with an aperiodic cuff: BP measured every `nbp_interval_s` simulated
+        seconds and held in between (`values` updated); the measurement time, else None."""
+        every = self.profile.nbp_interval_s
+        if every is None:
+            return None
+        if self._nbp is None or (obs_time - self._nbp[0]).total_seconds() >= every:
+            self._nbp = (obs_time, {k: values.get(k) for k in NIBP_VITALS})
+        values.update(self._nbp[1])
+        return self._nbp[0]
 
     def close(self) -> None:
         self.transport.close()
@@ -331,6 +350,7 @@ def generated_ward(
     faults: Sequence[FaultSpec] = (),
     fault_log: FaultLog | None = None,
     clock_start: datetime | None = None,
+    profile: str | Profile = DEFAULT_PROFILE,
 ) -> MonitorRunner:
     """`beds` generated monitors (scenarios cycle over beds, bed i has seed seed+i-1),
     one pty or TCP port each (tcp_port 0: free ports), ready to `start()`.
@@ -362,6 +382,7 @@ def generated_ward(
                 faults=faults,
                 fault_log=flog,
                 seed=seed + i,
+                profile=profile,
             )
         )
     return MonitorRunner(monitors)
@@ -382,6 +403,8 @@ def make_monitor(
     fault_log: FaultLog | None = None,
     bed_number: int = 1,
     clock_start: datetime | None = None,
+    profile: str | Profile = DEFAULT_PROFILE,
+    monitor_id: str | None = None,
 ) -> Monitor:
     """One monitor from plain settings (what a gateway's `sim` source holds).
 
@@ -412,4 +435,6 @@ def make_monitor(
         faults=specs,
         fault_log=fault_log,
         seed=seed,
+        profile=profile,
+        monitor_id=monitor_id,
     )
