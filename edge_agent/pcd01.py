@@ -491,14 +491,13 @@ def _parse_message(
             if number in SENTINELS:
                 aside.append(SetAside(where, shown, "sentinel", f"{number:g} means no value"))
                 continue
-            unit = _raw_unit(seg)
-            if not unit.isascii():  # no unit code is; parse_unit's isdigit would take "²"
-                aside.append(SetAside(where, shown, "unknown_unit", "not ASCII"))
-                continue
             try:
-                value = to_catalogue(vital, number, unit)
+                value = to_catalogue(vital, number, _raw_unit(seg))
             except UnitError as e:
                 aside.append(SetAside(where, shown, e.kind, str(e)))
+                continue
+            except ValueError:  # parse_unit's isdigit takes digits such as "²" that int() refuses
+                aside.append(SetAside(where, shown, "unknown_unit", "not a unit code"))
                 continue
         obs = Observation(vital, value, shown, source, priority, obs_time, status)
         candidates.append((n, obs))
