@@ -4,7 +4,13 @@
     vigil sim --pty --beds 3 --scenario stable,sepsis,desaturation
     vigil sim --tcp 6001 --replay pn-p000001 --data data/canonical/physionet2019.parquet
     vigil sim --device /dev/ttyUSB0 --baud 115200 --fault sensor_off:O2Sat@30s+60s
+    vigil sim --mllp-connect 127.0.0.1:2575 --beds 4 --profile mindray   # monitors dial in
     vigil sim watch /dev/pts/5
+
+`--profile` chooses how the monitor writes HL7: `standard` IHE PCD-01, or the `ge`,
+`ge-degf`, `mindray`, `philips` dialects (firmware_sim/hl7.py says what each follows).
+With `--mllp-connect` every bed is an MLLP client of one listener (a gateway's
+`mllp-listen` source): it waits for each ACK and resends after `--ack-timeout`.
 
 The first lines on stdout are one per bed, ``bed-N ADDRESS`` (machine-readable); logs go
 to stderr. Bad arguments exit with status 2 and a message saying what was wrong.
@@ -26,6 +32,7 @@ from contracts.paths import work_dir
 from contracts.timeutil import naive_as_utc, parse_iso
 
 from .faults import FaultLog, FaultSpec, FaultSpecError, parse_fault, parse_time
+from .hl7 import DEFAULT_PROFILE, PROFILES
 from .monitor import DEFAULT_MAX_RATE, Monitor, MonitorRunner
 from .physiology import SCENARIOS, DataError, GeneratedSource, load_replay, stay_ids_in
 
@@ -70,6 +77,23 @@ def sim(
         typer.Option("--device", help="Real serial device(s), comma-separated, one per bed."),
     ] = None,
     baud: Baud = 115200,
+    mllp_connect: Annotated[
+        str | None,
+        typer.Option(
+            "--mllp-connect",
+            help="Connect every bed to an MLLP listener HOST:PORT (waits for ACKs).",
+        ),
+    ] = None,
+    profile: Annotated[
+        str,
+        typer.Option(help=f"HL7 dialect: {', '.join(p for p in PROFILES if p != 'legacy')}."),
+    ] = DEFAULT_PROFILE,
+    ack_timeout: Annotated[
+        float, typer.Option(help="--mllp-connect: seconds to wait for an ACK before resending.")
+    ] = 2.0,
+    retries: Annotated[
+        int, typer.Option(help="--mllp-connect: resends of a frame without ACK (GE: 3).")
+    ] = 3,
     replay: Annotated[
         str | None,
         typer.Option("--replay", help="Stay id(s) of the canonical table to replay, one bed each."),
@@ -126,8 +150,16 @@ def sim(
         raise fail(f"--speed must be > 0, got {speed}", prefix=SIM)
     if not interval > 0 or not max_rate > 0:
         raise fail("--interval and --max-rate must be > 0", prefix=SIM)
-    if sum(x is not None and x is not False for x in (tcp, device, pty or None)) > 1:
-        raise fail("choose one transport: --pty, --tcp PORT or --device PATH", prefix=SIM)
+    if sum(x is not None and x is not False for x in (tcp, device, pty or None, mllp_connect)) > 1:
+        raise fail(
+            "choose one transport: --pty, --tcp PORT, --device PATH or --mllp-connect HOST:PORT",
+            prefix=SIM,
+        )
+    if profile not in PROFILES:
+        raise fail(f"unknown --profile {profile!r}; choose from {', '.join(PROFILES)}", prefix=SIM)
+    if not ack_timeout > 0 or retries < 0:
+        raise fail("--ack-timeout must be > 0 and --retries >= 0", prefix=SIM)
+    connect_to = _host_port(mllp_connect) if mllp_connect else None
     if replay and scenario:
         raise fail("choose --replay STAY_ID or --scenario NAME, not both", prefix=SIM)
     if beds is not None and beds < 1:
@@ -180,7 +212,16 @@ def sim(
 
     transports = []
     try:
-        if device:
+        if connect_to is not None:
+            from .transports import MllpClientTransport
+
+            transports = [
+                MllpClientTransport(
+                    connect_to[0], connect_to[1], ack_timeout=ack_timeout, retries=retries
+                )
+                for _ in range(n)
+            ]
+        elif device:
             devs = [d.strip() for d in device.split(",")]
             if len(devs) != n:
                 raise fail(f"{n} bed(s) need {n} device path(s), got {len(devs)}", prefix=SIM)
@@ -216,6 +257,7 @@ def sim(
                 faults=specs,
                 fault_log=flog,
                 seed=seed + i,
+                profile=profile,
             )
             for i, src in enumerate(sources)
         ]
@@ -242,6 +284,10 @@ def sim(
     except KeyboardInterrupt:
         pass
     finally:
+        for m in monitors:  # MLLP clients: let the last frames get their ACK
+            flush = getattr(m.transport, "flush", None)
+            if flush is not None:
+                flush(min(5.0, ack_timeout * (retries + 1)))
         runner.close()
         flog.close()
     for m in monitors:
@@ -251,7 +297,21 @@ def sim(
             f"{s.overruns} not taken by the line",
             err=True,
         )
+        acks = getattr(m.transport, "stats", None)
+        if acks is not None:
+            typer.echo(
+                f"{m.bed}: acked {acks.acked}, refused {acks.nacked}, resent {acks.resent}, "
+                f"lost {acks.lost}, connects {acks.connects}",
+                err=True,
+            )
     typer.echo(f"faults injected: {sum(e.visible for e in flog.events)}", err=True)
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.strip().rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise fail(f"--mllp-connect {text!r}: expected HOST:PORT (e.g. 127.0.0.1:2575)", prefix=SIM)
+    return host.strip("[]"), int(port)
 
 
 def _control(monitors: list[Monitor]) -> None:

@@ -20,6 +20,18 @@ the next frame is written.
   listeners). A client joins at the next frame, a client that disconnects or falls
   more than `max_pending` bytes behind is dropped; extra clients beyond
   `max_clients` are refused (closed at once). With no client, frames are dropped.
+- `MllpClientTransport`: the monitor is an HL7 MLLP *client*, as real monitors and
+  their HL7 gateways are (GE B40 manual p=17: the receiving system is the server, the
+  monitor connects and keeps retrying): it connects to a listener (`mllp://host:port`),
+  sends each frame and waits for the HL7 original-mode ACK naming its control id
+  (MSA-2). `AA`/`CA` counts `acked`; `AE`/`AR`/`CE`/`CR` counts `nacked` (not resent:
+  the receiver read it and refused it); no ACK within `ack_timeout` resends the same
+  frame, up to `retries` times (GE: "will retry the message up to three times"), then
+  counts it `lost`. A dropped connection is reopened with exponential backoff
+  (`reconnect_min` .. `reconnect_max` seconds) and the frame in flight is resent. While
+  there is no connection new frames are dropped (`overruns`): a monitor does not
+  back-fill ("the trended data for that time period will be lost", GE p=17). A write
+  that holds no whole frame (the `truncate` fault) is sent without waiting for an ACK.
 """
 
 from __future__ import annotations
@@ -31,9 +43,15 @@ import os
 import select
 import socket
 import termios
+import threading
+import time
 import tty
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
+
+from contracts.mllp import END_BLOCK, SB, MllpFramer
 
 log = logging.getLogger(__name__)
 
@@ -300,3 +318,297 @@ class CallbackTransport:
 
     def close(self) -> None:
         pass
+
+
+ACK_OK = frozenset({"AA", "CA"})
+ACK_REFUSED = frozenset({"AE", "AR", "CE", "CR"})
+
+
+def control_id_of(data: bytes) -> str | None:
+    """MSH-10 of the first whole MLLP frame in `data`; None when `data` holds no whole
+    frame (nothing the receiver could acknowledge)."""
+    start = data.find(bytes([SB]))
+    if start < 0:
+        return None
+    end = data.find(END_BLOCK, start + 1)
+    if end < 0:
+        return None
+    body = data[start + 1 : end]
+    if not body.startswith(b"MSH") or len(body) < 4:
+        return ""
+    msh = body.split(b"\r", 1)[0].split(b"\n", 1)[0]
+    fields = msh.split(body[3:4])
+    return fields[9].decode("latin-1").strip() if len(fields) > 9 else ""
+
+
+def parse_ack(body: bytes) -> tuple[str, str, str]:
+    """(MSA-1 code, MSA-2 control id, ERR/MSA-3 text) of an ACK; ValueError if none."""
+    text = body.decode("latin-1")
+    sep = text[3:4] if text.startswith("MSH") else "|"
+    code = control = detail = ""
+    for seg in text.replace("\r\n", "\r").replace("\n", "\r").split("\r"):
+        f = seg.split(sep)
+        if f[0] == "MSA":
+            code = f[1].strip() if len(f) > 1 else ""
+            control = f[2].strip() if len(f) > 2 else ""
+            detail = f[3] if len(f) > 3 else ""
+        elif f[0] == "ERR" and not detail:
+            detail = sep.join(f[1:])[:200]
+    if not code:
+        raise ValueError("no MSA segment: not an HL7 ACK")
+    return code, control, detail
+
+
+@dataclass
+class AckStats:
+    """What an `MllpClientTransport` knows about its frames."""
+
+    sent: int = 0  # frames written to a connection (resends included)
+    acked: int = 0  # AA/CA for the frame's control id
+    nacked: int = 0  # AE/AR (CE/CR): read and refused by the receiver
+    resent: int = 0  # resends after an ACK timeout or a lost connection
+    lost: int = 0  # no ACK after every retry
+    unframed: int = 0  # writes holding no whole frame (sent without waiting)
+    stray_acks: int = 0  # ACKs naming another control id (or unreadable)
+    connects: int = 0
+    disconnects: int = 0
+    last_refusal: str = ""  # MSA-1 and the ERR text of the last AE/AR
+
+    def as_dict(self) -> dict[str, int | str]:
+        return dict(self.__dict__)
+
+
+class MllpClientTransport:
+    """The monitor connects to an MLLP listener and waits for an ACK per frame.
+
+    `write` queues the frame (up to `max_queue`) for a sender thread and returns at
+    once, so one `MonitorRunner` thread can drive many monitors; see the module
+    docstring for ACKs, resends and reconnects. `wait_ack=False` only sends.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        ack_timeout: float = 2.0,
+        retries: int = 3,
+        wait_ack: bool = True,
+        reconnect_min: float = 0.2,
+        reconnect_max: float = 5.0,
+        connect_timeout: float = 2.0,
+        max_queue: int = 64,
+    ) -> None:
+        if ack_timeout <= 0 or retries < 0 or reconnect_min <= 0 or max_queue < 1:
+            raise ValueError("ack_timeout and reconnect_min must be > 0, retries >= 0")
+        self.host, self.port = host, port
+        self.ack_timeout = ack_timeout
+        self.retries = retries
+        self.wait_ack = wait_ack
+        self.reconnect_min = reconnect_min
+        self.reconnect_max = max(reconnect_max, reconnect_min)
+        self.connect_timeout = connect_timeout
+        self.max_queue = max_queue
+        self.overruns = 0
+        self.bytes_sent = 0
+        self.stats = AckStats()
+        self._queue: deque[bytes] = deque()
+        self._cv = threading.Condition()
+        self._stop = threading.Event()
+        self._sock: socket.socket | None = None
+        self._framer = MllpFramer()
+        self._busy = False  # a frame is being sent or awaits its ACK
+        self._thread = threading.Thread(
+            target=self._run, name=f"mllp-client-{host}:{port}", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def address(self) -> str:
+        return f"mllp://{self.host}:{self.port}"
+
+    @property
+    def connected(self) -> bool:
+        return self._sock is not None
+
+    def write(self, data: bytes) -> bool:
+        with self._cv:
+            if self._sock is None or len(self._queue) >= self.max_queue:
+                self.overruns += 1
+                return False
+            self._queue.append(data)
+            self._cv.notify()
+        return True
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued frame was acknowledged or given up (True) or timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._cv:
+                if not self._queue and not self._busy:
+                    return True
+            time.sleep(0.01)
+        return False
+
+    def wait_connected(self, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while self._sock is None and time.monotonic() < deadline and not self._stop.is_set():
+            time.sleep(0.01)
+        return self._sock is not None
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._cv:
+            self._cv.notify_all()
+        self._thread.join(5)
+        self._disconnect("simulator stopped")
+
+    # --- the sender thread ---------------------------------------------------------
+    def _connect(self) -> bool:
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
+        except OSError:
+            return False
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._framer = MllpFramer()
+        with self._cv:
+            self._sock = sock
+        self.stats.connects += 1
+        log.info("%s: connected", self.address)
+        return True
+
+    def _disconnect(self, why: str) -> None:
+        with self._cv:
+            sock, self._sock = self._sock, None
+        if sock is not None:
+            self.stats.disconnects += 1
+            log.info("%s: connection closed (%s)", self.address, why)
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def _ensure_connected(self, backoff: list[float]) -> bool:
+        """Connect, waiting with exponential backoff between tries; False when stopped."""
+        while self._sock is None:
+            if self._stop.is_set():
+                return False
+            if self._connect():
+                backoff[0] = self.reconnect_min
+                return True
+            self._stop.wait(backoff[0])
+            backoff[0] = min(backoff[0] * 2, self.reconnect_max)
+        return True
+
+    def _run(self) -> None:
+        backoff = [self.reconnect_min]
+        while not self._stop.is_set():
+            if not self._ensure_connected(backoff):
+                return
+            with self._cv:
+                if not self._queue:
+                    self._cv.wait(0.1)
+                if not self._queue:
+                    idle = True
+                else:
+                    idle = False
+                    data = self._queue.popleft()
+                    self._busy = True
+            if idle:
+                self._check_idle()
+                continue
+            try:
+                self._deliver(data, backoff)
+            finally:
+                with self._cv:
+                    self._busy = False
+
+    def _check_idle(self) -> None:
+        """Between frames: notice a listener that closed the connection."""
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            ready = select.select([sock], [], [], 0)[0]
+            if ready:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    self._disconnect("closed by the listener")
+                    return
+                for body in self._framer.feed(chunk):  # an ACK nobody waits for
+                    self.stats.stray_acks += 1
+                    log.debug("%s: stray ACK %r", self.address, body[:80])
+        except OSError as e:
+            self._disconnect(str(e))
+
+    def _deliver(self, data: bytes, backoff: list[float]) -> None:
+        control = control_id_of(data)
+        tries = 0
+        while not self._stop.is_set():
+            if tries:
+                self.stats.resent += 1
+            tries += 1
+            if not self._ensure_connected(backoff):
+                return
+            sock = self._sock
+            assert sock is not None
+            try:
+                sock.settimeout(self.ack_timeout)
+                sock.sendall(data)
+            except OSError as e:
+                self._disconnect(f"send failed: {e}")
+                if tries > self.retries:
+                    self.stats.lost += 1
+                    return
+                continue
+            self.bytes_sent += len(data)
+            self.stats.sent += 1
+            if control is None:
+                self.stats.unframed += 1
+                return
+            if not self.wait_ack:
+                return
+            result = self._await_ack(sock, control)
+            if result == "ack":
+                self.stats.acked += 1
+                return
+            if result == "nack":
+                self.stats.nacked += 1
+                return
+            if result == "closed":
+                self._disconnect("closed while awaiting an ACK")
+            if tries > self.retries:
+                self.stats.lost += 1
+                log.warning("%s: no ACK for %s after %d tries", self.address, control, tries)
+                return
+            log.info("%s: no ACK for %s (%s), resending", self.address, control, result)
+
+    def _await_ack(self, sock: socket.socket, control: str) -> str:
+        """ "ack", "nack", "timeout" or "closed"."""
+        deadline = time.monotonic() + self.ack_timeout
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return "timeout"
+            try:
+                ready = select.select([sock], [], [], min(left, 0.1))[0]
+                if not ready:
+                    continue
+                chunk = sock.recv(65536)
+            except OSError:
+                return "closed"
+            if not chunk:
+                return "closed"
+            for body in self._framer.feed(chunk):
+                try:
+                    code, acked_id, detail = parse_ack(body)
+                except ValueError:
+                    self.stats.stray_acks += 1
+                    continue
+                if acked_id != control:
+                    self.stats.stray_acks += 1
+                    continue
+                if code in ACK_OK:
+                    return "ack"
+                self.stats.last_refusal = f"{code} {detail}".strip()
+                log.warning("%s: %s refused %s: %s", self.address, code, control, detail)
+                return "nack"
+        return "timeout"
