@@ -730,7 +730,7 @@ def build_ack(
                 version,
             ]
         ),
-        "|".join(["MSA", code, _esc(h["ctl"][:199]), _esc(text[:80])]).rstrip("|"),
+        "|".join(["MSA", code, _esc(h["ctl"][:199])]) + (f"|{_esc(text[:80])}" if text else ""),
     ]
     if code in ("AE", "AR", "CE", "CR"):
         err_code, err_text = error.hl7_error if error is not None else _INTERNAL
