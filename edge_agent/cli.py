@@ -131,3 +131,119 @@ def pseudonymise_outcomes_cmd(
     typer.echo(f"wrote {len(rows)} outcome(s) to {out}; {len(errors)} bad row(s)")
     if errors:
         raise typer.Exit(1)
+
+
+@app.command("decode")
+def decode(
+    files: Annotated[list[Path], typer.Argument(help="files of HL7 messages (raw or MLLP-framed)")],
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per message")] = False,
+    tz: Annotated[
+        str, typer.Option("--tz", help="time zone of times without an offset (IANA name)")
+    ] = "UTC",
+) -> None:
+    """Show what the gateway understands from a monitor's HL7 (IHE PCD-01) messages.
+
+    Reads each file (several messages each, raw or MLLP-framed, CR, LF or CRLF segment
+    ends) and prints, per message, the vitals it would use in catalogue units, every
+    OBX it sets aside with the reason, and the ACK it would send. Patient fields are
+    never printed. With --json: one object per line, `{"file", "control_id",
+    "accepted", "vitals", "times", "ignored": [{"segment", "code", "reason"}], "ack"}`.
+    Exit 1 when a file cannot be read.
+
+    Example: vigil edge decode monitor-capture.hl7 --json --tz Europe/Berlin
+    """
+    import json
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from contracts.timeutil import iso_ms
+    from contracts.vitals import BY_NAME
+    from edge_agent.pcd01 import MessageError, build_ack, parse_message, split_messages
+
+    try:
+        zone = ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise fail(f"--tz {tz!r}: not a time zone name (e.g. UTC, Europe/Berlin)") from None
+    unreadable = 0
+    for path in files:
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            typer.echo(f"error: cannot read {path}: {e.strerror or e}", err=True)
+            unreadable += 1
+            continue
+        for n, body in enumerate(split_messages(data), 1):
+            try:
+                m = parse_message(body, tz=zone)
+            except MessageError as e:
+                ack = build_ack(body, e.ack_code, error=e).decode("ascii")
+                row = {
+                    "file": str(path),
+                    "control_id": _control_id(body),
+                    "accepted": False,
+                    "vitals": {},
+                    "times": {},
+                    "ignored": [],
+                    "ack": ack,
+                    "error": {"reason": e.reason, "detail": e.detail},
+                }
+                if as_json:
+                    typer.echo(json.dumps(row, ensure_ascii=False))
+                else:
+                    typer.echo(
+                        f"{path} message {n}: NOT USED ({e.ack_code}) {e.reason}: {e.detail}"
+                    )
+                    typer.echo(f"  ACK: {ack.strip().replace(chr(13), '  ')}\n")
+                continue
+            ack = build_ack(body, "AA").decode("ascii")
+            vitals = {
+                o.vital: None if o.value is None else round(o.value, 3) for o in m.observations
+            }
+            ignored = [
+                {"segment": a.segment, "code": a.code, "reason": a.reason} for a in m.set_aside
+            ]
+            if as_json:
+                row = {
+                    "file": str(path),
+                    "control_id": m.control_id,
+                    "accepted": True,
+                    "vitals": vitals,
+                    "times": {o.vital: iso_ms(o.obs_time) for o in m.observations},
+                    "ignored": ignored,
+                    "ack": ack,
+                }
+                typer.echo(json.dumps(row, ensure_ascii=False))
+                continue
+            typer.echo(
+                f"{path} message {n}: {m.message_type} v{m.version} control id {m.control_id}"
+                f" from {m.sending_app or '-'}/{m.sending_facility or '-'}"
+                f" bed {m.bed_label or '-'}: {len(vitals)} vital(s), {len(ignored)} set aside"
+            )
+            if m.observations:
+                typer.echo(
+                    f"  {'vital':<6} {'value':>9} {'unit':<7} {'source':<9} {'time (UTC)':<24} code"
+                )
+            for o in m.observations:
+                value = "n/a" if o.value is None else f"{o.value:.4g}"
+                unit = BY_NAME[o.vital].unit
+                typer.echo(
+                    f"  {o.vital:<6} {value:>9} {unit:<7} {o.source:<9} {iso_ms(o.obs_time):<24} {o.code}"
+                )
+            for a in m.set_aside:
+                extra = f" ({a.detail})" if a.detail else ""
+                typer.echo(f"  set aside {a.segment:<7} {a.code or '-'}: {a.reason}{extra}")
+            typer.echo(f"  ACK: {ack.strip().replace(chr(13), '  ')}\n")
+    if unreadable:
+        raise fail(f"{unreadable} file(s) could not be read", 1)
+
+
+def _control_id(body: bytes) -> str:
+    """MSH-10 of a message the parser refused, for the decode report ("" if none)."""
+    import hl7
+
+    try:
+        first = body.split(b"\r", 1)[0].decode("latin-1")
+        return (
+            str(hl7.parse(first).segment("MSH").extract_field(1, 10)) if first[:3] == "MSH" else ""
+        )
+    except Exception:
+        return ""

@@ -50,6 +50,7 @@ __all__ = [
     "build_ack",
     "parse_hl7_time",
     "parse_message",
+    "split_messages",
     "to_readings",
 ]
 
@@ -599,6 +600,32 @@ def _best_per_vital(
                 )
             )
     return [o for n, o in candidates if id(o) in kept]
+
+
+def split_messages(data: bytes) -> list[bytes]:
+    """A file or capture of HL7 messages -> one body per message (CR segment ends).
+
+    MLLP-framed (`0x0B ... 0x1C 0x0D`, anything between frames dropped) or raw, several
+    messages one after the other, each starting at an `MSH` line; CR, LF or CRLF ends.
+    Lines before the first MSH are returned as one body of their own (not HL7).
+    """
+    if b"\x0b" in data:
+        chunks = [part.split(b"\x1c", 1)[0] for part in data.split(b"\x0b")[1:]]
+    else:
+        chunks = [data]
+    out: list[bytes] = []
+    for chunk in chunks:
+        lines = chunk.replace(b"\r\n", b"\r").replace(b"\n", b"\r").split(b"\r")
+        current: list[bytes] = []
+        for line in lines:
+            if line.lstrip().startswith(b"MSH") and current:
+                out.append(b"\r".join(current) + b"\r")
+                current = []
+            if line.strip():
+                current.append(line.lstrip() if line.lstrip().startswith(b"MSH") else line)
+        if current:
+            out.append(b"\r".join(current) + b"\r")
+    return out
 
 
 # -- readings and ACKs ----------------------------------------------------------------
