@@ -769,8 +769,8 @@ def parse_oru(message: bytes | str) -> DecodedMessage:
     """Decode a message of any profile above; ValueError naming what is wrong.
 
     Per vital the best-priority source (contracts.mdc) wins, the first on a tie;
-    values are in catalogue units; empty values, OBX-11 ``X`` and vendor sentinels
-    are None; a vital with no OBX is None.
+    values are in catalogue units; empty values, OBX-11 ``X`` and (from a
+    Mindray-style sender) the sentinels are None; a vital with no OBX is None.
     """
     text = _decode(message) if isinstance(message, bytes) else message
     segs: dict[str, list[list[str]]] = {}
@@ -795,6 +795,7 @@ def parse_oru(message: bytes | str) -> DecodedMessage:
         raise ValueError("no message time (MSH-7 or OBR-7)")
     values: dict[str, float | None] = dict.fromkeys(VITAL_NAMES)
     best: dict[str, int] = {}
+    sentinels = SENTINELS if _field(msh, 2).upper().startswith("MINDRAY") else frozenset()
     for obx in segs.get("OBX", []):
         found = _vital_of(_field(obx, 3))
         if found is None:
@@ -803,7 +804,7 @@ def parse_oru(message: bytes | str) -> DecodedMessage:
         if vital in best and best[vital] <= prio:
             continue
         raw = _field(obx, 5).strip()
-        if not raw or _field(obx, 11) == "X" or raw in SENTINELS:
+        if not raw or _field(obx, 11) == "X" or raw in sentinels:
             value = None
         else:
             try:

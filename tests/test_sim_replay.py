@@ -27,6 +27,24 @@ from tests.support.sim import (
 )
 
 START = datetime(2026, 2, 1, 8, 0, tzinfo=UTC)
+MDC_ROWS = {
+    "HR": "147842^MDC_ECG_HEART_RATE^MDC",
+    "O2Sat": "150456^MDC_PULS_OXIM_SAT_O2^MDC",
+    "Temp": "150344^MDC_TEMP^MDC",
+    "SBP": "150021^MDC_PRESS_BLD_NONINV_SYS^MDC",
+    "MAP": "150023^MDC_PRESS_BLD_NONINV_MEAN^MDC",
+    "DBP": "150022^MDC_PRESS_BLD_NONINV_DIA^MDC",
+    "Resp": "151562^MDC_RESP_RATE^MDC",
+}
+UCUM = {
+    "HR": "/min^/min^UCUM",
+    "O2Sat": "%^%^UCUM",
+    "Temp": "Cel^Cel^UCUM",
+    "SBP": "mm[Hg]^mm[Hg]^UCUM",
+    "MAP": "mm[Hg]^mm[Hg]^UCUM",
+    "DBP": "mm[Hg]^mm[Hg]^UCUM",
+    "Resp": "/min^/min^UCUM",
+}
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +97,13 @@ def test_a_replayed_stay_over_a_pty_reproduces_its_hours_and_static_data(table) 
     # 60 readings per simulated hour, 1000 messages per wall second; flow control so
     # the reader thread (sharing our GIL) loses nothing
     mon = Monitor(
-        "bed-1", src, PtyTransport(flow_control=1.0), speed=60_000, max_rate=1000, clock_start=START
+        "bed-1",
+        src,
+        PtyTransport(flow_control=1.0),
+        speed=60_000,
+        max_rate=1000,
+        clock_start=START,
+        profile="standard",
     )
     port = serial.Serial(mon.address, 115200, timeout=0.05)
     reader = LineReader(lambda: port.read(max(1, port.in_waiting)))
@@ -94,6 +118,9 @@ def test_a_replayed_stay_over_a_pty_reproduces_its_hours_and_static_data(table) 
     readings = [parse_with_hl7(f) for f in split_mllp(data).frames]
     charted = _charted(path, stay)
     assert len(readings) == 60 * len(charted)
+    # The real stay's values travel in MDC-coded OBX rows with UCUM units (PCD-01).
+    assert {k: v for r in readings for k, v in r.codes.items()} == MDC_ROWS
+    assert {k: v for r in readings for k, v in r.units.items()} == UCUM
 
     hours: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for r in readings:
@@ -112,7 +139,10 @@ def test_a_replayed_stay_over_a_pty_reproduces_its_hours_and_static_data(table) 
     )
     assert age == math.floor(first["Age"])
     assert r0.sex == {1.0: "M", 0.0: "F"}[first["Gender"]]
-    hosp = (r0.hospital_admit - r0.icu_admit) / timedelta(hours=1)
+    # Hospital admission is not on the wire (PCD-01 has no field for it); the monitor's
+    # patient still carries it.
+    assert r0.hospital_admit is None
+    hosp = (mon.hospital_admit - mon.icu_admit) / timedelta(hours=1)
     assert hosp == pytest.approx(first["HospAdmTime"], abs=1e-6)
     assert {r.stay_id for r in readings} == {stay}
 

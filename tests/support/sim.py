@@ -20,7 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from contracts.canonical import COLUMNS
+from contracts.mdc import BY_CODE, parse_code
 from contracts.paths import physionet_archive
+from contracts.units import to_catalogue
 from contracts.vitals import BY_LOINC, VITAL_NAMES
 
 
@@ -123,28 +125,46 @@ class Reading:
     hospital_admit: datetime | None
     birth: str
     sex: str
-    values: dict[str, float | None]
+    values: dict[str, float | None]  # catalogue units (converted from OBX-6)
     status: dict[str, str]
+    codes: dict[str, str] = field(default_factory=dict)  # OBX-3 per vital
+    units: dict[str, str] = field(default_factory=dict)  # OBX-6 per vital
+    name: str = ""  # PID-5
 
 
 def hl7_time(text: str) -> datetime:
     return datetime.strptime(text, "%Y%m%d%H%M%S.%f%z")
 
 
+def _vital(code: str, system: str) -> str | None:
+    if system == "LN":
+        return BY_LOINC[code].name
+    mdc = parse_code(code, system)
+    return BY_CODE[mdc].vital if mdc in BY_CODE else None
+
+
 def parse_with_hl7(frame: bytes | str) -> Reading:
-    """Decode one frame with the third-party parser (raises on anything malformed)."""
+    """Decode one frame (standard PCD-01 layout, or the legacy LOINC one) with the
+    third-party parser (raises on anything malformed). Rows that are not a catalogue
+    vital (the device row of the PCD-01 tree) are skipped."""
     msg = hl7.parse(frame.decode("ascii") if isinstance(frame, bytes) else frame)
     msh, pid, pv1 = msg.segment("MSH"), msg.segment("PID"), msg.segment("PV1")
-    zad = msg.segment("ZAD")
+    zads = [s for s in msg if str(s[0]) == "ZAD"]
     assert str(msh[9]) == "ORU^R01^ORU_R01" and str(msh[12]) == "2.6"
     control = str(msh[10])
     values: dict[str, float | None] = {}
     status: dict[str, str] = {}
+    codes: dict[str, str] = {}
+    units: dict[str, str] = {}
     for obx in msg.segments("OBX"):
-        name = BY_LOINC[str(obx[3][0][0])].name
+        name = _vital(str(obx[3][0][0]), str(obx[3][0][2]) if len(obx[3][0]) > 2 else "")
+        if name is None:
+            continue
         raw = str(obx[5])
         status[name] = str(obx[11])
-        values[name] = float(raw) if raw else None
+        codes[name] = str(obx[3])
+        units[name] = str(obx[6])
+        values[name] = to_catalogue(name, float(raw), str(obx[6])) if raw else None
     admit = str(pv1[44]) if len(pv1) > 44 else ""
     return Reading(
         control_id=control,
@@ -153,11 +173,14 @@ def parse_with_hl7(frame: bytes | str) -> Reading:
         stay_id=str(pid[3][0][0]),
         obs_time=hl7_time(str(msh[7])),
         icu_admit=hl7_time(admit) if admit else None,
-        hospital_admit=hl7_time(str(zad[1])) if str(zad[1]) else None,
+        hospital_admit=hl7_time(str(zads[0][1])) if zads and str(zads[0][1]) else None,
         birth=str(pid[7]),
         sex=str(pid[8]),
         values=values,
         status=status,
+        codes=codes,
+        units=units,
+        name=str(pid[5]),
     )
 
 
