@@ -198,12 +198,29 @@ class Pcd01Message:
 
 
 def _get(seg: hl7.Segment, field: int, comp: int = 1, sub: int = 1, rep: int = 1) -> str:
-    """One (unescaped) value of `seg`, "" where the message has none."""
-    try:
-        value = seg.extract_field(1, field, rep, comp, sub)
-    except (IndexError, TypeError, ValueError):
+    """One (unescaped) value of `seg`, "" where the message has none.
+
+    Walks python-hl7's tree (Field > Repetition > Component > subcomponent) as
+    `Segment.extract_field` does, without its per-call accessor objects (which cost
+    more than the parse); values holding the escape character go through
+    `extract_field` for its unescaping.
+    """
+    if field >= len(seg):
         return ""
-    return str(value).strip()
+    node: object = seg[field]
+    for index, kind in ((rep, hl7.Field), (comp, hl7.Repetition), (sub, hl7.Component)):
+        if not isinstance(node, kind):  # a leaf above the asked depth: its first child only
+            if index != 1:
+                return ""
+            continue
+        node = node[index - 1] if index <= len(node) else ""
+    value = node if isinstance(node, str) else str(node)
+    if seg.esc in value:
+        try:
+            value = str(seg.extract_field(1, field, rep, comp, sub))
+        except (IndexError, TypeError, ValueError):
+            return ""
+    return value.strip()
 
 
 def _raw(seg: hl7.Segment, field: int) -> str:
@@ -288,36 +305,8 @@ def _number(raw: str, value_type: str, seg: hl7.Segment) -> float | None:
 # -- decoding -------------------------------------------------------------------------
 
 
-def _charset(first_segment: str) -> str:
-    """The Python codec MSH-18 names (MSH read as Latin-1, which never fails)."""
-    try:
-        msh = hl7.parse(first_segment).segment("MSH")
-    except Exception:
-        return "utf-8"  # let the full parse say what is wrong
-    name = _get(msh, 18).upper()
-    codec = _CHARSETS.get(name)
-    if codec is None:
-        raise MessageError(
-            "unsupported_charset", f"MSH-18 character set {name[:30]!r}", ack_code="AR"
-        )
-    return codec
-
-
-def _text(body: bytes) -> str:
-    """The message as text with CR segment ends, decoded per MSH-18."""
-    if isinstance(body, str):  # lenient for callers that already decoded
-        body = body.encode("utf-8")
-    if not isinstance(body, bytes | bytearray | memoryview):
-        raise MessageError("not_hl7", f"{type(body).__name__} is not bytes")
-    body = bytes(body).strip(b" \t\r\n\x0b\x1c\x00")
-    if not body.startswith(b"MSH") or len(body) < 8:
-        raise MessageError("not_hl7", "message does not start with MSH")
-    end = min((i for i in (body.find(b"\r"), body.find(b"\n")) if i >= 0), default=len(body))
-    codec = _charset(body[:end].decode("latin-1"))
-    try:
-        text = body.decode(codec)
-    except (UnicodeDecodeError, LookupError):
-        raise MessageError("bad_encoding", f"bytes that are not {codec} (per MSH-18)") from None
+def _lines(text: str) -> str:
+    """CR segment ends (CR, LF or CRLF received), blank lines dropped."""
     text = text.replace("\r\n", "\r").replace("\n", "\r")
     return "\r".join(s for s in text.split("\r") if s.strip())
 
@@ -328,15 +317,43 @@ def _parse(text: str) -> hl7.Message:
         raise MessageError("bad_msh", "MSH-1/MSH-2 are not five distinct separators")
     try:
         return hl7.parse(text)
-    except MessageError:
-        raise
     except Exception as e:
         raise MessageError("not_hl7", f"python-hl7 cannot parse it ({type(e).__name__})") from None
 
 
+def _message(body: bytes) -> hl7.Message:
+    """The message parsed by python-hl7, its bytes decoded per MSH-18.
+
+    Parsed once as Latin-1 (which never fails) to read MSH-18; that parse is the
+    message when the bytes are ASCII or MSH-18 says 8859/1, else the bytes are decoded
+    with MSH-18's character set and parsed again.
+    """
+    if isinstance(body, str):  # lenient for callers that already decoded
+        body = body.encode("utf-8")
+    if not isinstance(body, bytes | bytearray | memoryview):
+        raise MessageError("not_hl7", f"{type(body).__name__} is not bytes")
+    body = bytes(body).strip(b" \t\r\n\x0b\x1c\x00")
+    if not body.startswith(b"MSH") or len(body) < 8:
+        raise MessageError("not_hl7", "message does not start with MSH")
+    msg = _parse(_lines(body.decode("latin-1")))
+    name = _get(msg[0], 18).upper()
+    codec = _CHARSETS.get(name)
+    if codec is None:
+        raise MessageError(
+            "unsupported_charset", f"MSH-18 character set {name[:30]!r}", ack_code="AR"
+        )
+    if codec == "latin-1" or body.isascii():
+        return msg
+    try:
+        text = body.decode(codec)
+    except (UnicodeDecodeError, LookupError):
+        raise MessageError("bad_encoding", f"bytes that are not {codec} (per MSH-18)") from None
+    return _parse(_lines(text))
+
+
 def _header(msg: hl7.Message) -> tuple[hl7.Segment, str, str, str, str]:
     """MSH, its control id, type^trigger, version; MessageError if unusable."""
-    msh = msg.segment("MSH")
+    msh = msg[0]  # _message checked that the first segment is MSH
     mtype, trigger = _get(msh, 9, 1).upper(), _get(msh, 9, 2).upper()
     version = _get(msh, 12)
     control = _get(msh, 10)
@@ -393,7 +410,7 @@ def parse_message(
 def _parse_message(
     body: bytes, vocabulary: SiteVocabulary | None, tz: tzinfo, now: datetime | None
 ) -> Pcd01Message:
-    msg = _parse(_text(body))
+    msg = _message(body)
     msh, control, mtype, version = _header(msg)
     aside: list[SetAside] = []
 
