@@ -56,6 +56,10 @@ def test_bad_arguments_exit_non_zero_naming_the_problem(table, tmp_path) -> None
         (["--tcp", str(busy.getsockname()[1])], "cannot listen on 127.0.0.1"),
         (["--device", "/dev/no-such-tty"], "cannot open serial device /dev/no-such-tty"),
         (["--device", "/dev/null,/dev/null"], "1 bed(s) need 1 device path(s), got 2"),
+        (["--mllp-connect", "nowhere"], "expected HOST:PORT"),
+        (["--mllp-connect", "127.0.0.1:1", "--pty"], "choose one transport"),
+        (["--profile", "acme"], "unknown --profile 'acme'"),
+        (["--mllp-connect", "127.0.0.1:1", "--ack-timeout", "0"], "--ack-timeout must be > 0"),
     ]
     try:
         for args, message in cases:

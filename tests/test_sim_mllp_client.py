@@ -201,8 +201,8 @@ def test_connection_lost_mid_ack_resends_on_the_new_connection(port: int) -> Non
     box: dict[str, Listener] = {}
 
     def drop_first(control: str, n: int) -> bytes:
-        if n == 1:  # read the frame, then die without an ACK
-            threading.Thread(target=box["srv"].close, daemon=True).start()
+        if n == 1:  # read the frame, then die without an ACK (port closed at once)
+            box["srv"].close()
             return b""
         return ack(control)
 
@@ -271,3 +271,25 @@ def test_ack_parsing() -> None:
         parse_ack(b"MSH|^~\\&|x")
     assert control_id_of(frame("MSH|^~\\&|a|b|c|d|e||ORU^R01|C-9|P|2.6")) == "C-9"
     assert control_id_of(b"\x0bMSH|^~\\&|no end") is None
+
+
+def test_vigil_sim_mllp_connect_sends_to_a_listener_and_reports_acks(port: int) -> None:
+    from typer.testing import CliRunner
+
+    from vigil_cli.main import app
+
+    srv = Listener(port, lambda c, n: ack(c))
+    try:
+        args = ["sim", "--mllp-connect", f"127.0.0.1:{port}", "--beds", "2"]
+        args += ["--profile", "standard", "--speed", "60", "--duration", "1.5s"]
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 0, res.output
+        lines = res.stdout.splitlines()
+        assert lines[:2] == [f"bed-1 mllp://127.0.0.1:{port}", f"bed-2 mllp://127.0.0.1:{port}"]
+        assert "bed-1: acked" in res.stderr and "lost 0" in res.stderr
+        assert srv.connections == 2 and {parse_oru(f).bed for f in srv.frames} == {
+            "bed-1",
+            "bed-2",
+        }
+    finally:
+        srv.close()
