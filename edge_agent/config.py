@@ -59,7 +59,8 @@ class BedMatch(_Strict):
 
     `sending_app`/`sending_facility`: MSH-3.1/MSH-4.1; `device_id`: an equipment id in
     OBX-18 or MSH-3 (e.g. the monitor's EUI-64, compared without case); `location`:
-    PV1-3, each component given must equal the message's (`"ICU^^bed-1"`, `"ICU"`);
+    PV1-3, each component given must equal the message's, or its first subcomponent
+    (`"ICU^^bed-1"` fits `ICU^^bed-1&0&0`; `"ICU"` fits the whole unit);
     `bed_label`: PV1-3.3, the bed component. On a single-bed serial/tcp line a rule set
     here drops (and counts as `wrong_bed`) a message that does not fit it.
     """

@@ -1,16 +1,22 @@
-"""MLLP framing and HL7 v2 ORU^R01 decoding of the monitor line (layout: firmware_sim/hl7.py).
+"""One monitor line: MLLP frames -> IHE PCD-01 messages -> typed `Reading`s, with an ACK each.
 
 The line is untrusted: noise between frames, frames cut short, garbled bytes, a
-monitor that reboots mid-frame. `MllpDecoder.feed(bytes)` never raises: it splits
-frames at 0x0B ... 0x1C 0x0D, resynchronises at the next 0x0B after anything that is
-not a whole frame, drops a frame that grows beyond `max_frame` bytes (the buffer is
-bounded), and parses each whole frame into a typed `Reading`. Every frame that is
-not a valid reading is counted under a reason (`stats.bad`) and logged; bytes
-outside any frame are counted as noise.
+monitor that reboots mid-frame. `MllpDecoder.feed(bytes)` never raises: the framing
+(`contracts.mllp.MllpFramer`) splits frames at 0x0B ... 0x1C 0x0D, resynchronises at
+the next 0x0B, drops a frame that grows beyond `max_frame` bytes (the buffer is
+bounded); each whole frame is parsed with `edge_agent.pcd01` (python-hl7) into a
+`Pcd01Message` and its `Reading`s. Counted in `stats`: whole messages used
+(`frames_ok`), frames not used by reason (`bad`: the framing's truncated / oversized /
+bad_end, the parser's `MessageError.reason`, `wrong_bed`), OBX rows set aside by reason
+(`set_aside`: one unusable OBX never costs the rest of the message) and noise bytes.
 
-A frame is valid only if its structure is: any malformed field rejects the whole
-frame (a garbled digit can make a plausible wrong number; a half-checked frame is
-worse than a dropped one, and the next reading comes a second later).
+`feed_frames(bytes)` gives, per frame, the `Decoded` result with its HL7 ACK (`AA`;
+`AE`/`AR` with an ERR naming the problem), for lines that write ACKs back
+(`ack = true`); `feed` keeps the readings only.
+
+A line is its bed: readings carry the line's bed id. Only when the bed's config sets
+`match` rules (e.g. `bed_label = "bed-1"`) is a message that does not fit them dropped
+as `wrong_bed` (ACK `AR`): a monitor cabled to the wrong port.
 
 Log lines and error details never echo patient identification (PID-3 identifier,
 PID-5 name, PID-7 birth date) nor the admission times: they name the field only.
@@ -21,21 +27,40 @@ by its pseudonym before anything is stored or published (edge_agent/privacy.py).
 from __future__ import annotations
 
 import logging
-import math
-import re
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, tzinfo
+from typing import TYPE_CHECKING
 
-from contracts.mllp import CR, EB, SB
-from contracts.vitals import BY_LOINC, VITAL_NAMES
+from contracts.mllp import DEFAULT_MAX_FRAME, MllpFramer
+from contracts.timeutil import utc_now
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from contracts.mdc import SiteVocabulary
+
+    from .config import BedMatch
+    from .pcd01 import MessageError, Pcd01Message
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_FRAME = 16 * 1024  # a reading is ~700 bytes; anything far larger is junk
-_TS = re.compile(r"^(\d{14})(?:\.(\d{1,3}))?\+0000$")
-_NUM = re.compile(r"^-?\d{1,7}(?:\.\d{1,4})?$")
-_ID = re.compile(r"^[\x20-\x7e]{1,64}$")
+
+def quiet_hl7_library() -> None:
+    """python-hl7 logs an escape sequence it cannot read with the field's text (which may
+    be a patient's name or record number) and a traceback, on loggers named by its file
+    paths: silence them (the gateway counts and logs such a message by reason only)."""
+    import hl7.containers
+    import hl7.util
+
+    for module in (hl7.containers, hl7.util):
+        logging.getLogger(module.__file__).disabled = True
+
+
+quiet_hl7_library()
+
+# HL7 table 0357: the ERR code of a message for a bed this line/listener does not serve.
+UNKNOWN_KEY = ("204", "Unknown key identifier")
 
 
 @dataclass(frozen=True)
@@ -47,207 +72,183 @@ class Reading:
     monitor_id: str
     seq: int
     obs_time: datetime  # the monitor's (possibly simulated, accelerated) clock, UTC
-    values: dict[str, float | None]  # every catalogue vital; None: sensor off
+    values: dict[str, float | None]  # the vitals in the message; None: device says n/a
     static: dict[str, float | None]  # Age, Gender, HospAdmTime, ICULOS (hours)
     icu_admit: datetime | None = None
 
 
-class FrameError(ValueError):
-    """A whole frame that is not a valid reading; `reason` is the counter name."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
-
-
 @dataclass
 class DecoderStats:
-    frames_ok: int = 0
+    frames_ok: int = 0  # messages used
     noise_bytes: int = 0
-    bad: Counter = field(default_factory=Counter)  # reason -> frames
+    bad: Counter[str] = field(default_factory=Counter)  # reason -> frames not used
+    set_aside: Counter[str] = field(default_factory=Counter)  # reason -> OBX rows not used
 
     @property
     def frames_bad(self) -> int:
         return sum(self.bad.values())
 
 
-def parse_ts(text: str, what: str = "") -> datetime:
-    """HL7 time -> datetime; `what` (e.g. "PV1-44") names the field and hides the value
-    (a patient's admission time is identifying); without it the value is shown."""
-    shown = what or repr(text[:30])
-    m = _TS.match(text)
-    if not m:
-        raise FrameError("bad_time", f"{shown} is not YYYYMMDDHHMMSS.fff+0000")
-    try:
-        base = datetime.strptime(m.group(1), "%Y%m%d%H%M%S").replace(tzinfo=UTC)
-    except ValueError:
-        raise FrameError("bad_time", f"{shown} is not a calendar time") from None
-    return base + timedelta(milliseconds=int((m.group(2) or "0").ljust(3, "0")))
+@dataclass(frozen=True)
+class Decoded:
+    """One frame of the line: its message (None: not usable), readings and ACK (unframed)."""
+
+    message: Pcd01Message | None
+    readings: list[Reading]
+    ack: bytes
+    reason: str = ""  # why it was not used ("" when it was)
 
 
-def _f(fields: list[str], i: int) -> str:
-    return fields[i] if i < len(fields) else ""
+def set_aside_key(reason: str) -> str:
+    """The counter name of a set-aside reason (`"not_a_model_vital: MDC_..."` -> its key)."""
+    return reason.split(":", 1)[0].strip() or "other"
 
 
-def _age(birth: date, when: datetime) -> int:
-    d = when.date()
-    return d.year - birth.year - ((d.month, d.day) < (birth.month, birth.day))
+def _components(text: str) -> list[str]:
+    return text.split("^")
 
 
-def parse_reading(body: bytes) -> Reading:
-    """One MLLP frame body -> Reading, or FrameError naming what is wrong."""
-    try:
-        text = body.decode("ascii")
-    except UnicodeDecodeError:
-        raise FrameError("not_ascii") from None
-    segs: dict[str, list[list[str]]] = {}
-    for line in text.split("\r"):
-        if line:
-            parts = line.split("|")
-            segs.setdefault(parts[0], []).append(parts)
-    if not text.startswith("MSH|^~\\&|"):
-        raise FrameError("not_hl7", "frame does not start with MSH|^~\\&|")
-    msh = segs["MSH"][0]
-    if len(segs["MSH"]) != 1 or _f(msh, 8) != "ORU^R01^ORU_R01":
-        raise FrameError("bad_msh", f"message type {_f(msh, 8)[:20]!r}")
-    control = _f(msh, 9)
-    monitor_id, _, seq_text = control.rpartition("-")
-    if not monitor_id or not seq_text.isdigit() or len(seq_text) > 12:
-        raise FrameError("bad_msh", f"control id {control[:40]!r}")
-    obs_time = parse_ts(_f(msh, 6))
-    for name in ("PID", "PV1", "OBR", "ZAD"):
-        if len(segs.get(name, ())) != 1:
-            raise FrameError("bad_segments", f"{len(segs.get(name, ()))} {name} segments")
-    pid, pv1, zad = segs["PID"][0], segs["PV1"][0], segs["ZAD"][0]
-    stay = _f(pid, 3).split("^")[0]
-    loc = _f(pv1, 3).split("^")
-    bed = loc[2] if len(loc) > 2 else ""
-    if not _ID.match(stay):  # PID-3 may be a record number: never echoed
-        raise FrameError("bad_ids", f"PID-3 stay id ({len(stay)} chars) is not 1-64 printable")
-    if not _ID.match(bed):
-        raise FrameError("bad_ids", f"bed {bed[:20]!r}")
-    values: dict[str, float | None] = {}
-    for obx in segs.get("OBX", ()):
-        vital = BY_LOINC.get(_f(obx, 3).split("^")[0])
-        if vital is None or vital.name in values:
-            raise FrameError("bad_obx", f"code {_f(obx, 3)[:20]!r} unknown or repeated")
-        raw, status = _f(obx, 5), _f(obx, 11)
-        if status == "X" and raw == "":
-            values[vital.name] = None
-        elif status == "R" and _NUM.match(raw):
-            values[vital.name] = float(raw)
-        else:
-            raise FrameError("bad_value", f"{vital.name} value {raw[:12]!r} status {status[:4]!r}")
-    if len(values) != len(VITAL_NAMES):
-        missing = sorted(set(VITAL_NAMES) - set(values))
-        raise FrameError("bad_obx", f"missing vitals {missing}")
-    static: dict[str, float | None] = {"Age": None, "Gender": None, "HospAdmTime": None}
-    birth = _f(pid, 7)
-    if birth:
-        try:
-            static["Age"] = float(_age(datetime.strptime(birth, "%Y%m%d").date(), obs_time))
-        except ValueError:
-            raise FrameError("bad_pid", "PID-7 birth date is not YYYYMMDD") from None
-    sex = _f(pid, 8)
-    if sex not in ("M", "F", "U", ""):
-        raise FrameError("bad_pid", "PID-8 sex is not M, F, U or empty")
-    static["Gender"] = {"M": 1.0, "F": 0.0}.get(sex)
-    admit = parse_ts(_f(pv1, 44), "PV1-44 ICU admission time") if _f(pv1, 44) else None
-    hosp = parse_ts(_f(zad, 1), "ZAD-1 hospital admission time") if _f(zad, 1) else None
-    if admit is not None and hosp is not None:
-        static["HospAdmTime"] = (hosp - admit) / timedelta(hours=1)
-    static["ICULOS"] = (obs_time - admit) / timedelta(hours=1) if admit else None
-    for k, v in static.items():
-        if v is not None and not math.isfinite(v):
-            raise FrameError("bad_pid", f"{k} is not finite")
-    return Reading(
-        bed=bed,
-        stay=stay,
-        monitor_id=monitor_id,
-        seq=int(seq_text),
-        obs_time=obs_time,
-        values=values,
-        static=static,
-        icu_admit=admit,
-    )
+def match_fits(match: BedMatch | None, msg: Pcd01Message) -> bool:
+    """True when `msg` fits every rule of `match` (no rules: any message)."""
+    if match is None:
+        return True
+    if match.sending_app is not None and msg.sending_app != match.sending_app:
+        return False
+    if match.sending_facility is not None and msg.sending_facility != match.sending_facility:
+        return False
+    if match.device_id is not None:
+        want = match.device_id.strip().lower()
+        if not any(d.strip().lower() == want for d in msg.device_ids):
+            return False
+    if match.bed_label is not None and msg.bed_label != match.bed_label:
+        return False
+    if match.location is not None:
+        have = _components(msg.location)
+        for i, part in enumerate(_components(match.location)):
+            if not part:
+                continue
+            got = have[i] if i < len(have) else ""
+            if got != part and ("&" in part or got.split("&")[0] != part):
+                return False
+    return True
+
+
+def monitor_of(msg: Pcd01Message, fallback: str = "") -> str:
+    """A name for the sending monitor (logs, `Reading.monitor_id`): MSH-3, else its device id."""
+    return msg.sending_app or (msg.device_ids[0] if msg.device_ids else "") or fallback
 
 
 class MllpDecoder:
-    """Byte stream -> Readings; see the module docstring. Not thread-safe (one per line)."""
+    """Byte stream of one line -> Readings (and ACKs); see the module docstring. Not
+    thread-safe (one per line)."""
 
-    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, source: str = "") -> None:
-        self.max_frame = max_frame
+    def __init__(
+        self,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        source: str = "",
+        *,
+        bed: str | None = None,
+        match: BedMatch | None = None,
+        vocabulary: SiteVocabulary | None = None,
+        tz: tzinfo = UTC,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
         self.source = source  # for log lines: which bed/line
+        self.bed = bed or source  # the bed id its readings carry
+        self.match = match
+        self.vocabulary = vocabulary
+        self.tz = tz
+        self.clock = clock
         self.stats = DecoderStats()
-        self._buf = bytearray()
-        self._in_frame = False
-        self._await_cr = False  # saw 0x1C at the end of the last chunk
+        self._framer = MllpFramer(max_frame, on_bad=self._log_bad)
+        self._seq = 0
+
+    @property
+    def max_frame(self) -> int:
+        return self._framer.max_frame
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held for the frame in progress (bounded by `max_frame`)."""
+        return self._framer.buffered
 
     def reset(self) -> None:
         """The line was lost and reopened: a half frame in the buffer is cut short."""
-        if self._in_frame:
-            self._bad("truncated", "line reset mid-frame")
-        self._buf.clear()
-        self._in_frame = self._await_cr = False
+        self._framer.reset()
+        self._sync_framing()
 
-    def _bad(self, reason: str, detail: str = "") -> None:
-        self.stats.bad[reason] += 1
+    def _log_bad(self, reason: str, detail: str) -> None:
         log.info("bad frame on %s: %s %s", self.source or "line", reason, detail)
 
-    def _complete(self, out: list[Reading]) -> None:
-        body = bytes(self._buf)
-        self._buf.clear()
-        self._in_frame = False
+    def _sync_framing(self) -> None:
+        f = self._framer.stats
+        self.stats.noise_bytes = f.noise_bytes
+        for reason in ("truncated", "oversized", "bad_end"):
+            if f.bad[reason]:
+                self.stats.bad[reason] = f.bad[reason]
+
+    def _refuse(self, body: bytes, e: MessageError, now: datetime) -> Decoded:
+        from .pcd01 import build_ack
+
+        self.stats.bad[e.reason] += 1
+        log.info(
+            "bad frame on %s: %s (%s) %s", self.source or "line", e.reason, e.ack_code, e.detail
+        )
         try:
-            out.append(parse_reading(body))
-            self.stats.frames_ok += 1
-        except FrameError as e:
-            self._bad(e.reason, e.detail)
+            ack = build_ack(body, e.ack_code, error=e, now=now)
+        except Exception:
+            ack = b""
+        return Decoded(None, [], ack, e.reason)
+
+    def decode(self, body: bytes) -> Decoded:
+        """One frame body -> its message, readings and ACK; never raises."""
+        from .pcd01 import MessageError, build_ack, parse_message, to_readings
+
+        now = self.clock()
+        try:
+            msg = parse_message(body, vocabulary=self.vocabulary, tz=self.tz, now=now)
+        except MessageError as e:
+            return self._refuse(body, e, now)
         except Exception as e:  # a parser bug must not take the line down: count it
             # the type only: an exception's text may quote frame content (PID fields)
-            self._bad("parser_error", type(e).__name__)
+            err = MessageError("parser_error", type(e).__name__)
+            return self._refuse(body, err, now)
+        if not match_fits(self.match, msg):
+            assert self.match is not None
+            err = MessageError(
+                "wrong_bed",
+                f"message for another bed on the line of {self.bed} ({self.match.describe()})",
+                ack_code="AR",
+                hl7_error=UNKNOWN_KEY,
+            )
+            log.warning(
+                "bed %s: message labelled location %r dropped (check the cabling/config)",
+                self.bed,
+                msg.location[:60],
+            )
+            return self._refuse(body, err, now)
+        for s in msg.set_aside:
+            self.stats.set_aside[set_aside_key(s.reason)] += 1
+            # the segment, code and reason only (a set-aside PID field is named, not shown)
+            log.debug("%s: %s %s set aside: %s", self.source or "line", s.segment, s.code, s.reason)
+        self._seq += 1
+        try:
+            readings = to_readings(msg, self.bed, monitor_of(msg, self.source), self._seq)
+        except Exception as e:
+            return self._refuse(body, MessageError("parser_error", type(e).__name__), now)
+        self.stats.frames_ok += 1
+        try:
+            ack = build_ack(body, "AA", now=now)
+        except Exception:
+            ack = b""
+        return Decoded(msg, readings, ack)
+
+    def feed_frames(self, data: bytes) -> list[Decoded]:
+        """The frames completed by `data` (any bytes, any chunking), decoded."""
+        bodies = self._framer.feed(data)
+        self._sync_framing()
+        return [self.decode(b) for b in bodies]
 
     def feed(self, data: bytes) -> list[Reading]:
         """Readings completed by `data` (any bytes, any chunking)."""
-        out: list[Reading] = []
-        n, pos = len(data), 0
-        while pos < n:
-            if self._await_cr:
-                self._await_cr = False
-                if data[pos] == CR:
-                    pos += 1
-                    self._complete(out)
-                else:  # 0x1C not followed by CR: not a frame end we trust
-                    self._bad("bad_end", "0x1C without 0x0D")
-                    self._buf.clear()
-                    self._in_frame = False
-                continue
-            if not self._in_frame:
-                i = data.find(SB, pos)
-                if i < 0:
-                    self.stats.noise_bytes += n - pos
-                    return out
-                self.stats.noise_bytes += i - pos
-                self._in_frame, pos = True, i + 1
-                self._buf.clear()
-                continue
-            e = data.find(EB, pos)
-            s = data.find(SB, pos)
-            if s >= 0 and (e < 0 or s < e):  # a new frame began before this one ended
-                self._bad("truncated", f"{len(self._buf) + s - pos} bytes, no end block")
-                self._buf.clear()
-                pos = s + 1
-                continue
-            stop = n if e < 0 else e
-            if len(self._buf) + stop - pos > self.max_frame:
-                self._bad("oversized", f"> {self.max_frame} bytes")
-                self._buf.clear()
-                self._in_frame = False
-                pos = stop
-                continue
-            self._buf += data[pos:stop]
-            if e < 0:
-                return out
-            self._await_cr, pos = True, e + 1
-        return out
+        return [r for d in self.feed_frames(data) for r in d.readings]

@@ -1,11 +1,18 @@
 """The gateway core: one worker thread per bed from line bytes to MQTT events.
 
-Per bed: source bytes -> `MllpDecoder` -> `Reading` -> `GatewayState` (latest vitals)
+Per bed: source bytes -> `MllpDecoder` (MLLP frames, IHE PCD-01 messages, an ACK written
+back when the line's `ack` is set) -> `Reading` -> `GatewayState` (latest vitals)
 -> `BedWindows` (steps by observation time) -> on each closed step: store the step,
 publish `vigil.vitals/1`, build the model input with the shared preprocessing, score
 it with the verified bundle (or say "insufficient data"), compute NEWS2, run the
 bed's `AlarmMachine`, publish `vigil.risk/1` (always with the model name and version)
 and a `vigil.alarm/1` for every alarm change. Every publish goes through the outbox.
+
+Beds whose source is `mllp-listen` have no worker of their own: one `MllpListener` per
+distinct host/port (edge_agent/listener.py) takes the monitors' connections, routes each
+message to its bed and hands the readings to `process_reading` on its thread. A message
+whose time (MSH-7) is further than `hl7.clock_skew_seconds` from the gateway's clock is
+flagged (counters `clock_skew`, `clock_skew_last_seconds`, `clock_skew_beds`; an event).
 
 Nurse actions (`acknowledge`, `silence`, `feedback`) come from the terminal UI on its
 own thread: they take the bed's lock, run the alarm machine, and are stored and
@@ -23,6 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from contracts import topics
 from contracts.messages import (
@@ -35,18 +43,23 @@ from contracts.messages import (
     Risk,
     Vitals,
 )
+from contracts.mllp import frame
 from contracts.preprocessing import FeatureSpec, PreprocessSpec, WindowSpec
 from contracts.timeutil import iso_ms, utc_now
 from contracts.vitals import STATIC_FEATURES, VITAL_NAMES
 
 from . import __version__
 from .alarms import ActionRefused, AlarmEvent, AlarmMachine, AlarmParams
-from .config import BedConfig, EdgeSettings
-from .decoder import MllpDecoder, Reading
+from .config import BedConfig, EdgeSettings, MllpListenSource
+from .decoder import Decoded, MllpDecoder, Reading
+from .listener import ListenerBed, MllpListener, bind_error
 from .privacy import load_secret, stay_pseudonym
 from .publisher import Publisher, status_payload
 from .scoring import RiskModel, load_model, news2_of
 from .sources import LineSource, open_line
+
+if TYPE_CHECKING:
+    from .pcd01 import Pcd01Message
 from .state import GatewayState
 from .store import Store
 from .windows import BedWindows, ClosedStep
@@ -72,7 +85,8 @@ class Bed:
     alarm: AlarmMachine
     decoder: MllpDecoder
     lock: threading.Lock = field(default_factory=threading.Lock)
-    line: LineSource | None = None
+    line: LineSource | ListenerBed | None = None
+    ack: bool = False  # write an HL7 ACK back on the line for every message
     last_data: float | None = None  # monotonic time of the last valid reading
     errors: int = 0
     wrong_bed: int = 0
@@ -125,10 +139,46 @@ class Gateway:
             watch_fraction=a.watch_fraction,
             max_silence_seconds=a.max_silence_seconds,
         )
+        hl7 = settings.hl7
+        vocabulary, tz = hl7.vocabulary(), hl7.tzinfo()
         self.beds: dict[str, Bed] = {
-            b.id: Bed(b.id, BedWindows(b.id, spec), AlarmMachine(params), MllpDecoder(source=b.id))
+            b.id: Bed(
+                b.id,
+                BedWindows(b.id, spec),
+                AlarmMachine(params),
+                MllpDecoder(
+                    hl7.max_frame_bytes,
+                    source=b.id,
+                    match=getattr(b.source, "match", None),
+                    vocabulary=vocabulary,
+                    tz=tz,
+                    clock=clock,
+                ),
+                ack=bool(getattr(b.source, "ack", False)),
+            )
             for b in settings.beds
         }
+        # One listener per distinct host/port of the `mllp-listen` beds.
+        self.listeners: list[MllpListener] = []
+        for (host, port), beds in settings.listeners().items():
+            lst = MllpListener(
+                host,
+                port,
+                [(b.id, b.source.match) for b in beds if isinstance(b.source, MllpListenSource)],
+                self._deliver,
+                hl7=hl7,
+                clock=clock,
+            )
+            self.listeners.append(lst)
+            for b in beds:
+                assert isinstance(b.source, MllpListenSource)
+                self.beds[b.id].line = ListenerBed(
+                    lst, b.id, b.source.match, settings.link.down_after_seconds
+                )
+        self._skew_lock = threading.Lock()
+        self._skewed: dict[str, float] = {}  # bed -> skew (s) of its last message, while off
+        self._skew_count = 0
+        self._skew_last = 0.0
         self.release_hooks: list[Callable[[ModelRelease], None]] = []
         self.publisher = Publisher(
             settings,
@@ -153,7 +203,11 @@ class Gateway:
         readings yourself with `process_bytes`/`process_reading`, for tests/benches)."""
         self.publisher.start()
         if sources:
+            for lst in self.listeners:
+                self._start_listener(lst)
             for cfg in self.settings.beds:
+                if isinstance(cfg.source, MllpListenSource):
+                    continue  # served by its listener
                 t = threading.Thread(
                     target=self._bed_loop, args=(cfg,), name=f"bed-{cfg.id}", daemon=True
                 )
@@ -170,6 +224,8 @@ class Gateway:
 
     def stop(self, flush_timeout: float = 5.0) -> None:
         self._stop.set()
+        for lst in self.listeners:
+            lst.stop()
         for t in self._threads:
             t.join(5)
         for b in self.beds.values():
@@ -188,6 +244,18 @@ class Gateway:
             pass
 
     # --- the data path ---------------------------------------------------------
+    def _start_listener(self, lst: MllpListener) -> bool:
+        """Bind `lst`; on failure say why (the health loop tries again)."""
+        try:
+            lst.start()
+        except OSError as e:
+            why = bind_error(e)
+            log.error("MLLP listener %s:%d cannot start: %s", lst.host, lst.port, why)
+            self.state.event("link", f"listener {lst.host}:{lst.port} cannot start: {why}")
+            return False
+        self.state.event("link", f"listening for monitors on {lst.host}:{lst.port}")
+        return True
+
     def _bed_loop(self, cfg: BedConfig) -> None:
         bed = self.beds[cfg.id]
         try:
@@ -206,12 +274,54 @@ class Gateway:
                 self.process_bytes(cfg.id, data)
 
     def process_bytes(self, bed_id: str, data: bytes) -> int:
-        """Decode `data` from bed `bed_id`'s line and process each reading; returns count."""
+        """Decode `data` from bed `bed_id`'s line, process each reading (ACK each message
+        back when the line's `ack` is set); returns the number of readings decoded."""
         bed = self.beds[bed_id]
-        readings = bed.decoder.feed(data)
+        n = 0
+        for d in bed.decoder.feed_frames(data):
+            if d.reason == "wrong_bed":
+                bed.wrong_bed += 1
+            if d.message is not None:
+                self._check_clock(bed_id, d.message)
+            for r in d.readings:
+                self.process_reading(bed_id, r)
+            n += len(d.readings)
+            if bed.ack:
+                self._write_ack(bed, d)
+        return n
+
+    def _write_ack(self, bed: Bed, d: Decoded) -> None:
+        write = getattr(bed.line, "write", None)
+        if write is None or not d.ack:
+            return
+        try:
+            write(frame(d.ack))
+        except OSError as e:  # the line's reader notices a lost line and reopens it
+            log.info("bed %s: ACK not written: %s", bed.id, e)
+
+    def _deliver(self, bed_id: str, msg: Pcd01Message, readings: list[Reading]) -> None:
+        """A listener's message for `bed_id` (the listener's thread)."""
+        self._check_clock(bed_id, msg)
         for r in readings:
             self.process_reading(bed_id, r)
-        return len(readings)
+
+    def _check_clock(self, bed_id: str, msg: Pcd01Message) -> None:
+        """Flag a monitor whose clock (MSH-7) is far off the gateway's."""
+        skew = (msg.msg_time - self.clock()).total_seconds()
+        off = abs(skew) > self.settings.hl7.clock_skew_seconds
+        with self._skew_lock:
+            was = self._skewed.get(bed_id)
+            if off:
+                self._skew_count += 1
+                self._skew_last = skew
+                self._skewed[bed_id] = skew
+            elif was is not None:
+                del self._skewed[bed_id]
+        if off and was is None:
+            log.warning("bed %s: monitor clock %+.0f s off the gateway's", bed_id, skew)
+            self.state.event("clock", f"monitor clock {skew:+.0f} s off the gateway's", bed=bed_id)
+        elif not off and was is not None:
+            self.state.event("clock", "monitor clock agrees with the gateway's again", bed=bed_id)
 
     def stay_pseudonym(self, raw: str, admit: datetime | str | None) -> str:
         """The stay id this gateway publishes for PID-3 `raw` and PV1-44 `admit`."""
@@ -448,8 +558,14 @@ class Gateway:
     # --- health ------------------------------------------------------------------
     def _health_loop(self) -> None:
         link = self.settings.link
+        retry_at = time.monotonic() + 5.0
         while not self._stop.wait(1.0):
             now = time.monotonic()
+            if now >= retry_at:  # a listener whose address was taken: try again
+                retry_at = now + 5.0
+                for lst in self.listeners:
+                    if lst.bind_failed:
+                        self._start_listener(lst)
             for bed in self.beds.values():
                 if bed.line is not None and bed.line.state == "down":
                     self.state.set_link(bed.id, "down")
@@ -477,18 +593,46 @@ class Gateway:
             "reconnects": 0,
             "step_errors": 0,
             "wrong_bed": 0,
+            "unknown_bed": 0,
         }
+
+        def add(key: str, n: int) -> None:
+            tot[key] = tot.get(key, 0) + n
+
         for bed in self.beds.values():
             s = bed.decoder.stats
             tot["frames_ok"] += s.frames_ok
             tot["frames_bad"] += s.frames_bad
             tot["noise_bytes"] += s.noise_bytes
             for reason, n in s.bad.items():
-                tot[f"bad_{reason}"] = tot.get(f"bad_{reason}", 0) + n
+                add(f"bad_{reason}", n)
+            for reason, n in s.set_aside.items():
+                add(f"set_aside_{reason}", n)
             tot["late_readings"] += bed.windows.late
             tot["reconnects"] += bed.line.reconnects if bed.line else 0
             tot["step_errors"] += bed.errors
             tot["wrong_bed"] += bed.wrong_bed
+        for lst in self.listeners:
+            ls = lst.stats
+            tot["frames_ok"] += ls.frames_ok
+            tot["frames_bad"] += ls.frames_bad
+            tot["noise_bytes"] += ls.noise_bytes
+            tot["unknown_bed"] += ls.unknown_bed
+            for reason, n in ls.bad.items():
+                add(f"bad_{reason}", n)
+            for reason, n in ls.set_aside.items():
+                add(f"set_aside_{reason}", n)
+            for code, n in ls.acks.items():
+                add(f"ack_{code}", n)
+            add("listener_connections", ls.connections)
+            add("listener_open", ls.open)
+            add("listener_refused", ls.refused)
+            add("listener_idle_closed", ls.idle_closed)
+            add("listener_dropped_mid_frame", ls.dropped_mid_frame)
+        with self._skew_lock:
+            tot["clock_skew"] = self._skew_count
+            tot["clock_skew_last_seconds"] = round(self._skew_last)
+            tot["clock_skew_beds"] = len(self._skewed)
         for k, v in self.publisher.counters.items():
             tot[f"mqtt_{k}"] = v
         for k, v in tot.items():

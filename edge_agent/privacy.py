@@ -127,7 +127,7 @@ def existing_secret(secret: str | None, secret_file: Path | None, store_folder: 
 
 def _admit_of(text: str) -> datetime | None:
     """ICU admission as ISO-8601 (naive = UTC) or as the monitor's HL7 time."""
-    from .decoder import FrameError, parse_ts
+    from .pcd01 import parse_hl7_time
 
     text = text.strip()
     if not text:
@@ -137,8 +137,8 @@ def _admit_of(text: str) -> datetime | None:
     except ValueError:
         pass
     try:
-        return parse_ts(text, "icu_admit")
-    except FrameError:
+        return parse_hl7_time(text)
+    except ValueError:
         raise ValueError(
             "icu_admit is neither ISO-8601 (2026-03-01T08:00:00Z) nor an HL7 time "
             "(20260301080000.000+0000)"

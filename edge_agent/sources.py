@@ -1,8 +1,11 @@
 """Where a bed's bytes come from: a serial line, a TCP export port, or a registered line kind.
 
+(Monitors that connect to the gateway instead are served by edge_agent/listener.py.)
+
 Every source has `read() -> bytes | None`: bytes (possibly empty after a short timeout,
 so the bed's worker can check for shutdown), or None when the line was lost and
-reopened (the decoder then drops its half frame). A lost line (device unplugged,
+reopened (the decoder then drops its half frame); `write(bytes)` sends an ACK back
+(serial and TCP lines; OSError when the line is down). A lost line (device unplugged,
 connection refused or closed) is reopened with exponential backoff; `state` says
 `up` or `down` and `reconnects` counts reopenings. The gateway carries no simulator: a
 `sim` source is served by the factory that `vigil_cli.sim_line` registers with
@@ -63,6 +66,15 @@ class LineSource:
 
     def _close(self) -> None:
         raise NotImplementedError
+
+    def _write(self, data: bytes) -> None:
+        raise OSError(f"a {self.kind} line takes no writes")
+
+    def write(self, data: bytes) -> None:
+        """Send `data` to the monitor (an HL7 ACK); OSError when the line is not up."""
+        if self.state != "up":
+            raise OSError(f"line {self.describe()} is down")
+        self._write(data)
 
     def read(self) -> bytes | None:
         if self.state == "down":
@@ -143,6 +155,14 @@ class SerialLine(LineSource):
         except serial.SerialException as e:
             raise OSError(str(e)) from None
 
+    def _write(self, data: bytes) -> None:
+        import serial
+
+        try:
+            self._port.write(data)
+        except serial.SerialException as e:
+            raise OSError(str(e)) from None
+
     def _close(self) -> None:
         self._port.close()
 
@@ -171,6 +191,10 @@ class TcpLine(LineSource):
         if not data:
             raise ConnectionResetError("monitor closed the connection")
         return data
+
+    def _write(self, data: bytes) -> None:
+        assert self._sock is not None
+        self._sock.sendall(data)
 
     def _close(self) -> None:
         if self._sock is not None:

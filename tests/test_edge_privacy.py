@@ -116,15 +116,21 @@ def test_bad_frames_are_logged_without_pid_contents(caplog):
     caplog.set_level(logging.DEBUG)
     dec = MllpDecoder(source="bed-1")
     data = (
-        hospital_frame(1, 0, mrn=MRN + "X" * 70)  # PID-3 too long: bad_ids
-        + hospital_frame(2, 1, birth="19A00227")  # a garbled birth date: bad_pid
-        + hospital_frame(3, 2).replace(b"MR|", b"MR\xff|")  # not ASCII
+        hospital_frame(1, 0, mrn=MRN + "X" * 70)  # a long PID-3: used (pseudonymised)
+        + hospital_frame(2, 1, birth="19A00227")  # a garbled birth date: set aside
+        + hospital_frame(3, 2).replace(b"MR|", b"MR\xff|")  # not UTF-8: refused (AE)
         + hospital_frame(4, 3).replace(hl7_ts(ADMIT).encode(), b"20260399060000.000+0000")
     )
-    assert dec.feed(data) == []
-    assert dict(dec.stats.bad) == {"bad_ids": 1, "bad_pid": 1, "not_ascii": 1, "bad_time": 1}
+    got = dec.feed_frames(data)
+    assert [d.reason for d in got] == ["", "", "bad_encoding", ""]
+    assert b"MSA|AE|" in got[2].ack and all(b"MSA|AA|" in d.ack for d in got[:2] + got[3:])
+    assert got[1].readings[0].static["Age"] is None  # unknown, not guessed
+    assert got[3].readings[0].icu_admit is None
+    assert dict(dec.stats.bad) == {"bad_encoding": 1}
+    assert dict(dec.stats.set_aside) == {"bad_birth_date": 1, "bad_time": 1}
     text = "\n".join(r.getMessage() for r in caplog.records)
-    assert "PID-3" in text and "PID-7" in text and "PV1-44" in text  # says which field
+    text += "\n".join(d.ack.decode() for d in got)  # the ACKs' ERR texts too
+    assert "PID-7" in text and "PV1-44" in text  # says which field
     for secret in (MRN, "19A00227", "1950", "20260399", *NAME_PARTS):
         assert secret not in text
 
@@ -165,8 +171,9 @@ def test_mrn_and_name_never_leave_the_gateway_and_the_pseudonym_survives_restart
     sub = Subscriber(broker.port, f"vigil/v1/gw/{GW}/#")
     conf = toml(tmp_path / "gw", broker.port)
     try:
-        # a bad frame among the good ones: its log line must not echo PID either
-        bad = hospital_frame(99, 5, birth="19500231")
+        # a bad frame among the good ones (a byte that is not UTF-8, a birth date that is
+        # no date): its log lines must not echo PID either
+        bad = hospital_frame(99, 5, birth="19500231").replace(b"MR|", b"MR\xff|")
         first = run_gateway(conf, bad + frames(1, 3), sub, 3)
         secret_file = tmp_path / "gw" / "store" / SECRET_FILE_NAME
         assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600

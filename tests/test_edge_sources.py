@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from edge_agent.config import BedConfig, LinkConfig, TcpSource
+from edge_agent.config import BedConfig, BedMatch, LinkConfig, TcpSource
 from edge_agent.gateway import Gateway
 from tests.support.edge import edge_settings, valid_frame
 from tests.support.net import free_port
@@ -60,14 +60,30 @@ def test_tcp_monitor_restart_mid_frame_is_survived_and_reconnected(broker, tmp_p
 
 
 def test_readings_labelled_with_another_bed_are_dropped_and_counted(broker, tmp_path):
+    # A line is its bed; the PV1-3 bed label is checked only where the config says so.
+    checked = BedConfig(
+        id="bed-1",
+        source=TcpSource(type="tcp", host="127.0.0.1", port=1, match=BedMatch(bed_label="bed-1")),
+    )
     s = edge_settings(
-        tmp_path, port=broker.port, gateway_id="gw-x", beds=["bed-1"], store="x.sqlite"
+        tmp_path,
+        port=broker.port,
+        gateway_id="gw-x",
+        beds=[checked, "bed-2"],
+        store="x.sqlite",
     )
     gw = Gateway(s)
     try:
-        assert gw.process_bytes("bed-1", valid_frame(1, bed="bed-9")) == 1
+        assert gw.process_bytes("bed-1", valid_frame(1, bed="bed-9")) == 0
         assert gw.beds["bed-1"].wrong_bed == 1
+        assert gw.beds["bed-1"].decoder.stats.bad["wrong_bed"] == 1
         assert gw.state.snapshot().bed("bed-1").readings == 0
+        assert gw.process_bytes("bed-1", valid_frame(2, bed="bed-1")) == 1
+        assert gw.state.snapshot().bed("bed-1").readings == 1
+        # bed-2 sets no match rule: whatever its line carries is bed-2's
+        assert gw.process_bytes("bed-2", valid_frame(1, bed="bed-9")) == 1
+        assert gw.beds["bed-2"].wrong_bed == 0
+        assert gw.state.snapshot().bed("bed-2").readings == 1
     finally:
         gw.stop(flush_timeout=0.1)
 

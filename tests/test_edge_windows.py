@@ -85,8 +85,13 @@ def test_gateway_windows_equal_the_trainers_for_the_same_stay(spec, stem):
     np.testing.assert_array_equal(np.array(got_obs), want_obs)
     np.testing.assert_allclose(np.array(got_w), want_w, rtol=0, atol=1e-5)
     got_s = np.array(got_s)
-    s_cols = [spec.static_names.index(n) for n in ("Gender", "HospAdmTime", "ICULOS")]
+    s_cols = [spec.static_names.index(n) for n in ("Gender", "ICULOS")]
     np.testing.assert_allclose(got_s[:, s_cols], want_s[:, s_cols], rtol=0, atol=1e-5)
+    # A monitor does not know the hospital admission (PCD-01 carries none): the model
+    # gets the bundle's fill value for HospAdmTime, as for any missing static feature.
+    h = spec.static_names.index("HospAdmTime")
+    f = spec.static_features[h]
+    np.testing.assert_allclose(got_s[:, h], (f.fill - f.mean) / f.std, rtol=0, atol=1e-6)
     # Age: HL7 PID-7 is a birth date, so the monitor conveys whole years; the training
     # table has fractional years. The skew is below one year (documented, measured here).
     a = spec.static_names.index("Age")

@@ -1,4 +1,5 @@
-"""The status line: broker connected or buffering (outbox size), model, serial link, operator."""
+"""The status line: broker connected or buffering (outbox size), model, serial link, operator,
+and a monitor clock far off the gateway's (the gateway's `clock_skew_*` counters)."""
 
 from __future__ import annotations
 
@@ -18,10 +19,22 @@ def status_text(gw: GatewayView | None, operator: str | None) -> str:
     else:
         broker = f"○ MQTT DOWN, buffering {gw.outbox}"
     # Short enough for 80 columns: the model version must never be cut off.
-    return (
+    text = (
         f"{broker} │ {gw.model_name} {gw.model_version} │ serial {gw.serial_link}"
         f" │ {operator or 'not signed in'} │ {gw.now.strftime('%H:%M:%SZ')}"
     )
+    if gw.counters.get("clock_skew_beds"):  # a monitor's clock far off the gateway's
+        text += f" │ ⚠ clock {format_skew(gw.counters.get('clock_skew_last_seconds', 0))}"
+    return text
+
+
+def format_skew(seconds: int) -> str:
+    """A clock offset in the largest whole unit: +45s, -7m, +3h, -420d."""
+    sign, s = ("+" if seconds >= 0 else "-"), abs(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{sign}{s // size}{unit}"
+    return f"{sign}{s}s"
 
 
 class StatusLine(Static):
