@@ -349,3 +349,62 @@ def test_a_listener_whose_port_is_taken_says_so_and_the_gateway_stays_up(broker,
     finally:
         gw.stop(flush_timeout=0.5)
         blocker.close()
+
+
+# --- configuration ------------------------------------------------------------------------------
+def test_listener_config_errors_name_the_key_the_value_and_what_was_expected(tmp_path):
+    import pytest
+
+    from edge_agent.config import ConfigError, load_config
+
+    def conf(text: str) -> Path:
+        p = tmp_path / "gw.toml"
+        p.write_text('gateway_id = "gw"\n' + text)
+        return p
+
+    two = (
+        '[[beds]]\nid = "a"\nsource = { type = "mllp-listen", match = { bed_label = "1" } }\n'
+        '[[beds]]\nid = "b"\nsource = { type = "mllp-listen" }\n'
+    )
+    with pytest.raises(ConfigError, match=r"share the listener 127.0.0.1:2575.*none on \['b'\]"):
+        load_config(conf(two))
+    same = two.replace(
+        'type = "mllp-listen" }', 'type = "mllp-listen", match = { bed_label = "1" } }'
+    )
+    with pytest.raises(ConfigError, match="same match rules"):
+        load_config(conf(same))
+    bad = (
+        '[[beds]]\nid = "a"\nsource = { type = "mllp-listen", port = 70000 }\n'
+        '[hl7]\ntimezone = "Mars/Olympus"\nclock_skew_seconds = -1\n'
+        '[[hl7.private_codes]]\ncode = "364"\nvital = "Temperature"\n'
+    )
+    with pytest.raises(ConfigError) as e:
+        load_config(conf(bad))
+    text = str(e.value)
+    assert (
+        "beds.0.source.mllp-listen.port = 70000: Input should be less than or equal to 65535"
+        in text
+    )
+    assert "hl7.timezone = 'Mars/Olympus': Value error, expected an IANA time zone name" in text
+    assert "hl7.clock_skew_seconds = -1" in text
+    assert (
+        "hl7.private_codes.0.vital = 'Temperature': Value error, expected a catalogue vital" in text
+    )
+    ok = load_config(conf(same.replace('bed_label = "1" } }\n', 'bed_label = "2" } }\n', 1)))
+    assert list(ok.listeners()) == [("127.0.0.1", 2575)]  # loopback unless the site says
+
+
+def test_the_example_configs_listener_beds_are_valid():
+    import re
+    import tomllib
+
+    from edge_agent.config import EdgeSettings
+
+    text = (ROOT / "deploy" / "edge" / "gateway.example.toml").read_text()
+    # the commented-out listener beds, switched on
+    text = re.sub(
+        r'^# (\[\[beds\]\]|id = "bed-\d"|source = \{ type = "mllp-listen")', r"\1", text, flags=re.M
+    )
+    s = EdgeSettings(**tomllib.loads(text))
+    ((addr, beds),) = s.listeners().items()
+    assert addr == ("10.20.0.5", 2575) and [b.id for b in beds] == ["bed-4", "bed-5", "bed-6"]
