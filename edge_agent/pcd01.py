@@ -559,8 +559,14 @@ def _parse_message(
         bed_label=bed_label,
         device_ids=tuple(dict.fromkeys(device_ids)),
         observations=tuple(observations),
-        set_aside=tuple(aside),
+        set_aside=tuple(sorted(aside, key=_segment_order)),
     )
+
+
+def _segment_order(a: SetAside) -> int:
+    """Set-aside rows in message order: OBX n by n, the others (PID, PV1, OBR) first."""
+    head, _, n = a.segment.partition(" ")
+    return int(n) if head == "OBX" and n.isdigit() else -1
 
 
 def _raw_unit(seg: hl7.Segment) -> str:

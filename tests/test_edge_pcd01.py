@@ -586,3 +586,27 @@ def test_mllp_framed_body_is_tolerated() -> None:
         "DBP": 80.0,
         "MAP": 100.0,
     }
+
+
+def test_set_aside_rows_come_in_message_order() -> None:
+    segs = [a.segment for a in _parse("07").set_aside]
+    assert segs == sorted(segs, key=lambda s: int(s.split()[1]))
+    assert segs[:4] == ["OBX 1", "OBX 2", "OBX 4", "OBX 5"]
+
+
+def test_split_messages_raw_and_framed() -> None:
+    from edge_agent.pcd01 import split_messages
+
+    a, b = samples.load("02"), samples.load("b04")
+    raw = split_messages(a.replace(b"\r", b"\r\n") + b"\n\n" + b)
+    assert [parse_message(x).control_id for x in raw] == ["MSGID1234", "HP0301080000000B02WIN001"]
+    framed = split_messages(b"junk" + frame(a) + b"\r\n" + frame(b) + b"\x0bMSH|cut short")
+    assert len(framed) == 3 and framed[0] == a.rstrip(b"\r") + b"\r"
+    assert split_messages(b"") == []
+
+
+def test_no_time_anywhere_uses_now() -> None:
+    now = datetime(2026, 5, 1, 12, tzinfo=UTC)
+    body = b"MSH|^~\\&|||||||ORU^R01|9|P|2.3\rOBX||NM|0002-4bb8^SpO2^MDIL|0|97|%|||||F\r"
+    m = parse_message(body, now=now)
+    assert m.msg_time == now and m.observations[0].obs_time == now
