@@ -124,7 +124,7 @@ def parse_unit(field: str) -> Unit | None:
     for c in candidates:
         if not c:
             continue
-        if c.isdigit() and system in ("", "MDC"):
+        if c.isascii() and c.isdigit() and system in ("", "MDC"):
             u = MDC_DIM.get(int(c))
             if u is not None:
                 return u
