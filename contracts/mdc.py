@@ -136,7 +136,12 @@ def parse_code(identifier: str, system: str = "") -> int | None:
     m = _MDIL.match(identifier)
     if m and sys_u in ("", "MDIL", "MDC"):
         return int(m.group(1), 16) << 16 | int(m.group(2), 16)
-    if identifier.isascii() and identifier.isdigit() and sys_u in ("", "MDC") and len(identifier) <= 9:
+    if (
+        identifier.isascii()
+        and identifier.isdigit()
+        and sys_u in ("", "MDC")
+        and len(identifier) <= 9
+    ):
         return int(identifier)
     return None
 
