@@ -86,7 +86,7 @@ def sim(
     ] = None,
     profile: Annotated[
         str,
-        typer.Option(help=f"HL7 dialect: {', '.join(p for p in PROFILES if p != 'legacy')}."),
+        typer.Option(help=f"HL7 dialect: {', '.join(PROFILES)}."),
     ] = DEFAULT_PROFILE,
     ack_timeout: Annotated[
         float, typer.Option(help="--mllp-connect: seconds to wait for an ACK before resending.")

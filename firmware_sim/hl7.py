@@ -54,8 +54,8 @@ the HL7 delimiters ``|^~\\&``: the builder refuses anything else instead of esca
 Dialect profiles
 ----------------
 ``ge`` / ``ge-degf``, ``mindray``, ``philips``: see `GeProfile`, `MindrayProfile`,
-`PhilipsProfile`. ``legacy`` is this simulator's pre-PCD-01 layout (LOINC codes, a
-private ``ZAD`` segment), kept only while the gateway's decoder still reads it.
+`PhilipsProfile`. (Before PCD-01 the simulator wrote LOINC codes and a private ``ZAD``
+segment with the hospital admission; both are gone.)
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ class Observation:
     birth_date: date | None = None
     sex: str = "U"
     icu_admit: datetime | None = None
-    hospital_admit: datetime | None = None  # known to the simulator; only `legacy` sends it
+    hospital_admit: datetime | None = None  # known to the simulator, never sent
     nbp_time: datetime | None = None  # when the cuff measured (profiles with aperiodic NBP)
 
     @property
@@ -632,35 +632,6 @@ class PhilipsProfile(Profile):
         return _seg("OBX", {1: "", **row})
 
 
-class LegacyProfile(Profile):
-    """This simulator's layout before PCD-01 (LOINC codes, all seven OBX, `ZAD`)."""
-
-    name = "legacy"
-
-    def build(self, obs: Observation) -> str:
-        _checked(obs)
-        ts = format_ts(obs.obs_time)
-        admit = format_ts(obs.icu_admit) if obs.icu_admit else ""
-        hosp = format_ts(obs.hospital_admit) if obs.hospital_admit else ""
-        pv1 = ["PV1", "1", "I", f"ICU^^{obs.bed}"] + [""] * 40 + [admit]
-        segments = [
-            f"MSH|^~\\&|{SENDING_APP}|{obs.monitor_id}|VIGIL|GATEWAY|{ts}||ORU^R01^ORU_R01"
-            f"|{obs.control_id}|P|2.6",
-            f"PID|1||{obs.stay_id}^^^VIGIL^PI||||{_birth(obs)}|{obs.sex}",
-            "|".join(pv1),
-            f"OBR|1|||VITALS^Vital signs^L|||{ts}",
-        ]
-        for i, v in enumerate(VITALS, 1):
-            text = format_value(v.name, obs.values.get(v.name))
-            status = "R" if text else "X"
-            segments.append(
-                f"OBX|{i}|NM|{v.loinc}^{v.label}^LN||{text}|{v.unit}^{v.unit}^UCUM"
-                f"|||||{status}|||{ts}"
-            )
-        segments.append(f"ZAD|{hosp}")
-        return SEGMENT_SEP.join(segments)
-
-
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
@@ -669,10 +640,9 @@ PROFILES: dict[str, Profile] = {
         GeFahrenheitProfile(),
         MindrayProfile(),
         PhilipsProfile(),
-        LegacyProfile(),
     )
 }
-DEFAULT_PROFILE = "legacy"  # "standard" once the gateway reads PCD-01
+DEFAULT_PROFILE = "standard"
 
 
 def profile(name: str | Profile) -> Profile:

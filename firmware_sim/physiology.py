@@ -31,7 +31,8 @@ at worst. A value missing in an hour (NaN) is a sensor off for that whole
 hour: no ramp into or out of it, the last value is held to the end of its own hour.
 Hours beyond the last row end the replay. Static data: Age -> PID-7 birth date,
 Gender -> PID-8, ICULOS of the first row -> ICU admission time (PV1-44) such that the
-first message is at the first row's hour, HospAdmTime -> hospital admission (ZAD-1).
+first message is at the first row's hour, HospAdmTime -> hospital admission (known to the
+monitor's patient, not sent: IHE PCD-01 has no field for it).
 
 Generated patients
 ------------------

@@ -245,7 +245,7 @@ def test_one_bad_obx_is_set_aside_and_the_rest_of_the_message_used():
     d = MllpDecoder()
     # the SpO2 row garbled: not a number; the other vitals still count
     rows = good.split("\r")
-    i = next(k for k, row in enumerate(rows) if row.startswith("OBX|") and "59408-5" in row)
+    i = next(k for k, row in enumerate(rows) if row.startswith("OBX|") and "|150456^" in row)
     cells = rows[i].split("|")
     cells[5] = "9?.1"
     rows[i] = "|".join(cells)

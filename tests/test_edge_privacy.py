@@ -127,7 +127,8 @@ def test_bad_frames_are_logged_without_pid_contents(caplog):
     assert got[1].readings[0].static["Age"] is None  # unknown, not guessed
     assert got[3].readings[0].icu_admit is None
     assert dict(dec.stats.bad) == {"bad_encoding": 1}
-    assert dict(dec.stats.set_aside) == {"bad_birth_date": 1, "bad_time": 1}
+    # (besides the device row, a PCD-01 `container` OBX, of each message read)
+    assert dict(dec.stats.set_aside) == {"bad_birth_date": 1, "bad_time": 1, "container": 3}
     text = "\n".join(r.getMessage() for r in caplog.records)
     text += "\n".join(d.ack.decode() for d in got)  # the ACKs' ERR texts too
     assert "PID-7" in text and "PV1-44" in text  # says which field

@@ -36,7 +36,6 @@ from tests.support.sim import parse_with_hl7, split_mllp
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, 250000, tzinfo=UTC)
 SAMPLES = Path(__file__).parent / "samples" / "hl7"
-VENDOR = [p for p in PROFILES if p not in ("standard", "legacy")]
 ALL_VALUES = {
     "HR": 88.0,
     "O2Sat": 97.0,
@@ -183,10 +182,6 @@ def test_philips_profile_is_strict_v2_3_up_to_the_piic_quirks_of_the_real_captur
     text = text.replace("OBR|||||||", "OBR||||VITALS|||")  # OBR-4
     text = text.replace("\rOBX", "|" * 20 + "1\rOBX", 1)  # OBR-27, quantity/timing
     assert strict_errors(text) == []
-
-
-def test_legacy_layout_is_what_strict_validators_reject() -> None:
-    assert "Error: Missing required child PID.PID_5" in strict_errors(build_oru(_obs(), "legacy"))
 
 
 # --- what each vendor-style profile looks like --------------------------------------
