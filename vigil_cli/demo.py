@@ -7,10 +7,13 @@ end of `--duration`:
    gateway and the one hub worker then speak (vigil_cli/broker.py);
 2. the hub: `vigil hub serve` as a child process, ingesting into a SQLite file in the
    demo folder, with a local MLflow store (`MLFLOW_TRACKING_URI`) beside it;
-3. one gateway (in this process) with the committed default bundle, whose beds each
-   read an in-process simulated monitor replaying a real ICU stay of the canonical
+3. one gateway (in this process) with the committed default bundle, whose beds are
+   `mllp-listen` sources on one loopback MLLP listener (told apart by the bed in PV1-3);
+4. one simulated monitor per bed (firmware_sim, in this process) connecting to that
+   listener as an MLLP client, as real monitors do, sending standard IHE PCD-01
+   ORU^R01 and waiting for each ACK; each replays a real ICU stay of the canonical
    PhysioNet table at an accelerated clock (`--speed`, default 1800: an hour in 2 s);
-4. the ward terminal in the foreground, or with `--headless` one line per bed every
+5. the ward terminal in the foreground, or with `--headless` one line per bed every
    `--every` seconds (risk with the model version, NEWS2, alarm).
 
 Stays: by default half the beds replay septic stays that the bundle flags early and
@@ -50,8 +53,7 @@ from contracts.paths import (
     work_dir,
 )
 
-from . import sim_line
-from .procs import spawn, stop, vigil_argv
+from .procs import free_port, spawn, stop, vigil_argv
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
     from edge_agent.config import EdgeSettings
     from edge_agent.gateway import Gateway
     from edge_agent.state import BedSnapshot
+    from firmware_sim.monitor import MonitorRunner
 
 log = logging.getLogger("vigil.demo")
 
@@ -151,18 +154,36 @@ def gateway_settings(
     folder: Path,
     speed: float,
     protocol: str = "5",
+    listen_port: int = 2575,
 ) -> EdgeSettings:
-    from edge_agent.config import BedConfig, EdgeSettings, MqttConfig, SimSource
+    """The gateway's settings: every bed an `mllp-listen` source on 127.0.0.1:`listen_port`,
+    matched by its bed label (PV1-3.3); the monitors come from `start_monitors`."""
+    from edge_agent.config import (
+        BedConfig,
+        BedMatch,
+        EdgeSettings,
+        Hl7Config,
+        MllpListenSource,
+        MqttConfig,
+    )
 
-    beds = []
-    for i, p in enumerate(plans):
-        src = (
-            SimSource(type="sim", replay=table, stay=p.stay, speed=speed, seed=i)
-            if p.stay is not None
-            else SimSource(type="sim", scenario=p.scenario, speed=speed, seed=i)  # type: ignore[arg-type]
+    beds = [
+        BedConfig(
+            id=p.bed,
+            source=MllpListenSource(
+                type="mllp-listen",
+                host="127.0.0.1",
+                port=listen_port,
+                match=BedMatch(bed_label=p.bed),
+            ),
         )
-        beds.append(BedConfig(id=p.bed, source=src))
+        for p in plans
+    ]
+    # The simulated clock runs `speed` times faster than the gateway's: its message
+    # times are meant to drift away from the wall clock, so no skew is flagged.
+    hl7 = Hl7Config(clock_skew_seconds=100 * 365 * 86400.0)
     return EdgeSettings(
+        hl7=hl7,
         gateway_id=GATEWAY_ID,
         operator=OPERATOR,
         beds=beds,
@@ -171,6 +192,39 @@ def gateway_settings(
         bundle_dirs=[default_bundle_dir()],
         trusted_keys=[default_trusted_keys_dir()],
     )
+
+
+def start_monitors(
+    plans: list[BedPlan], table: Path | None, listen_port: int, speed: float
+) -> MonitorRunner:
+    """One simulated monitor per bed, an MLLP client of the gateway's listener (standard
+    PCD-01, waiting for each ACK), started in a background thread once connected."""
+    from firmware_sim.monitor import MonitorRunner, make_monitor
+    from firmware_sim.transports import MllpClientTransport
+
+    monitors = []
+    for i, p in enumerate(plans):
+        line = MllpClientTransport("127.0.0.1", listen_port, ack_timeout=2.0, retries=3)
+        replay = p.stay is not None
+        monitors.append(
+            make_monitor(
+                p.bed,
+                line,
+                scenario=p.scenario if not replay else "stable",
+                replay=table if replay else None,
+                stay=p.stay,
+                seed=i,
+                speed=speed,
+                bed_number=i + 1,
+                profile="standard",
+            )
+        )
+    for m in monitors:
+        if not m.transport.wait_connected(10):  # type: ignore[attr-defined]
+            log.warning("%s: monitor not connected to the listener yet", m.bed)
+    runner = MonitorRunner(monitors)
+    runner.start()
+    return runner
 
 
 def wait_hub_ready(proc: subprocess.Popen, log_path: Path, timeout: float) -> bool:
@@ -330,7 +384,7 @@ def demo(
         raise fail(f"--broker {broker_kind!r}: expected auto, mosquitto or amqtt")
 
     hub_db = folder / "hub.db"
-    broker = hub = gw = None
+    broker = hub = gw = monitors = None
     code = 0
     try:
         broker = embedded_broker(folder / "broker", prefer=broker_kind)
@@ -369,15 +423,20 @@ def demo(
 
         from edge_agent.gateway import Gateway
 
-        sim_line.install()
-        gw = Gateway(gateway_settings(plans, table, broker.port, folder, speed, protocol))
+        listen_port = free_port()
+        gw = Gateway(
+            gateway_settings(plans, table, broker.port, folder, speed, protocol, listen_port)
+        )
         m = gw.model
         echo(
             f"gateway: {GATEWAY_ID}, model {m.name} v{m.version} (threshold {m.threshold:.2f})"
             if m
             else f"gateway: {GATEWAY_ID}, NO verified model (vitals and NEWS2 only)"
         )
-        echo(f"monitors at x{speed:g} (1 simulated hour = {3600 / speed:.1f} s):")
+        echo(
+            f"monitors at x{speed:g} (1 simulated hour = {3600 / speed:.1f} s), MLLP clients "
+            f"of the gateway's listener 127.0.0.1:{listen_port} (IHE PCD-01, ACKed):"
+        )
         for p in plans:
             echo(f"  {p.bed:<6} {p.label}")
         known = [p.hours for p in plans if p.hours]
@@ -388,6 +447,7 @@ def demo(
             )
         echo(f"logs   : {folder}/demo.log, hub.log; stop with Ctrl-C")
         gw.start()
+        monitors = start_monitors(plans, table, listen_port, speed)
         if duration:
             threading.Timer(duration, stop_event.set).start()
         if headless:
@@ -411,8 +471,10 @@ def demo(
         code = 1
     finally:
         stop_event.set()
-        # Order: the gateway flushes its outbox into the broker, the hub drains and
-        # commits what it received, then the broker goes.
+        # Order: the monitors stop, the gateway flushes its outbox into the broker, the
+        # hub drains and commits what it received, then the broker goes.
+        if monitors is not None:
+            monitors.close()
         if gw is not None:
             gw.stop(flush_timeout=5)
         rc = stop(hub, 20)
