@@ -120,10 +120,15 @@ def match_fits(match: BedMatch | None, msg: Pcd01Message) -> bool:
         want = match.device_id.strip().lower()
         if not any(d.strip().lower() == want for d in msg.device_ids):
             return False
-    if match.bed_label is not None and msg.bed_label != match.bed_label:
+    return _place_fits(match, msg.location, msg.bed_label)
+
+
+def _place_fits(match: BedMatch, location: str, bed_label: str) -> bool:
+    """The PV1-3 rules (location, bed_label) of `match` against a location."""
+    if match.bed_label is not None and bed_label != match.bed_label:
         return False
     if match.location is not None:
-        have = _components(msg.location)
+        have = _components(location)
         for i, part in enumerate(_components(match.location)):
             if not part:
                 continue
@@ -131,6 +136,18 @@ def match_fits(match: BedMatch | None, msg: Pcd01Message) -> bool:
             if got != part and ("&" in part or got.split("&")[0] != part):
                 return False
     return True
+
+
+def location_fits(match: BedMatch | None, location: str, bed_label: str) -> bool:
+    """True when a PV1-3 location (of an ADT message) is this bed's: `match` must set a
+    `location` or `bed_label` rule, and every such rule must fit. The monitor rules
+    (sending application/facility, device id) do not apply: ADT comes from the
+    hospital's ADT system, not from the monitor."""
+    if match is None or (match.location is None and match.bed_label is None):
+        return False
+    if not location and not bed_label:
+        return False
+    return _place_fits(match, location, bed_label)
 
 
 def monitor_of(msg: Pcd01Message, fallback: str = "") -> str:

@@ -18,6 +18,14 @@ readings)`), then ACKed on the same connection:
   sending application, facility and location only (never patient fields), counted
   `unknown_bed`, never scored against another bed.
 
+ADT from the hospital's ADT feed on the same listener (when the gateway passes
+`deliver_adt`): an `ADT^A01/A02/A03/A04/A08/A11/A12/A13` is routed by the beds' PV1-3
+rules (`match.location` / `match.bed_label`, `decoder.location_fits`) on its PV1-3
+location and, for a transfer (A02, and A12 which undoes one), its PV1-6 prior location,
+then handed to `deliver_adt(bed, prior_bed, event)`; ACK `AA`. An ADT for no bed of
+this gateway (the feed covers the whole hospital) is ACKed `AA` too, counted
+`adt_other_location` and ignored.
+
 Limits, so no peer can take the gateway down: at most `hl7.max_connections` open
 connections (more are accepted and closed at once, counted `refused`), a connection
 silent for `hl7.idle_timeout_seconds` is closed, a peer that does not read its ACKs
@@ -45,7 +53,14 @@ from contracts.timeutil import utc_now
 
 from . import pcd01
 from .config import BedMatch, Hl7Config
-from .decoder import UNKNOWN_KEY, Reading, match_fits, monitor_of, set_aside_key
+from .decoder import (
+    UNKNOWN_KEY,
+    Reading,
+    location_fits,
+    match_fits,
+    monitor_of,
+    set_aside_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +70,9 @@ LOG_EVERY = 10.0  # seconds between two warnings of the same kind (the counters 
 TICK = 0.25  # selector timeout: how often idle connections and shutdown are checked
 
 Deliver = Callable[[str, "pcd01.Pcd01Message", list[Reading]], None]
+# (bed at PV1-3 or None, bed at PV1-6 for a transfer or None, the event)
+DeliverAdt = Callable[[str | None, str | None, "pcd01.AdtEvent"], None]
+MOVES = frozenset({"A02", "A12"})  # PV1-6 names the bed the patient leaves
 
 
 @dataclass
@@ -72,6 +90,8 @@ class ListenerStats:
     bad: Counter[str] = field(default_factory=Counter)  # framing and message reasons
     set_aside: Counter[str] = field(default_factory=Counter)  # OBX rows not used, by reason
     unknown_bed: int = 0
+    adt: Counter[str] = field(default_factory=Counter)  # ADT event -> messages for our beds
+    adt_other_location: int = 0  # ADT for no bed of this gateway: ACKed AA, ignored
     acks: Counter[str] = field(default_factory=Counter)  # AA / AE / AR sent
     last_message: dict[str, float] = field(default_factory=dict)  # bed -> monotonic time
 
@@ -149,10 +169,12 @@ class MllpListener:
         *,
         hl7: Hl7Config | None = None,
         clock: Callable[[], datetime] = utc_now,
+        deliver_adt: DeliverAdt | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.beds = list(beds)
         self.deliver = deliver
+        self.deliver_adt = deliver_adt  # None: ADT messages are refused (AR), as before
         self.hl7 = hl7 or Hl7Config()
         self.clock = clock
         self.vocabulary = self.hl7.vocabulary()
@@ -338,8 +360,9 @@ class MllpListener:
         """Parse, route and deliver one frame body; returns the ACK (unframed)."""
         now = self.clock()
         peer = c.peer if c is not None else "-"
+        parse = pcd01.parse_message if self.deliver_adt is None else pcd01.parse_any
         try:
-            msg = pcd01.parse_message(body, vocabulary=self.vocabulary, tz=self.tz, now=now)
+            msg = parse(body, vocabulary=self.vocabulary, tz=self.tz, now=now)
         except pcd01.MessageError as e:
             self.stats.bad[e.reason] += 1
             log.info("listener: message from %s refused (%s): %s", peer, e.ack_code, e.reason)
@@ -348,6 +371,8 @@ class MllpListener:
             self.stats.bad["parser_error"] += 1
             log.warning("listener: parser error on a message from %s: %s", peer, type(e).__name__)
             return self._ack(body, "AE", now, text="the gateway could not parse the message")
+        if isinstance(msg, pcd01.AdtEvent):
+            return self._handle_adt(body, msg, now, peer)
         bed = self.route(msg)
         if bed is None:
             self.stats.unknown_bed += 1
@@ -390,6 +415,40 @@ class MllpListener:
             return self._ack(body, "AE", now, text="the gateway could not process the message")
         self.stats.frames_ok += 1
         self.stats.last_message[bed] = time.monotonic()
+        return self._ack(body, "AA", now)
+
+    def route_location(self, location: str, bed_label: str) -> str | None:
+        """The first configured bed whose PV1-3 rules fit this location, or None."""
+        for bed, match in self.beds:
+            if location_fits(match, location, bed_label):
+                return bed
+        return None
+
+    def _handle_adt(self, body: bytes, ev: pcd01.AdtEvent, now: datetime, peer: str) -> bytes:
+        """Route an ADT message to its bed(s) and hand it to the gateway; ACK AA."""
+        assert self.deliver_adt is not None
+        bed = self.route_location(ev.location, ev.bed_label)
+        prior = None
+        if ev.event in MOVES:
+            prior = self.route_location(ev.prior_location, ev.prior_bed_label)
+        if bed is None and prior is None:
+            # The hospital's feed covers every ward: not an error, nothing to do here.
+            self.stats.adt_other_location += 1
+            log.debug(
+                "listener: ADT %s %s from %s for location %r: no bed here",
+                ev.event,
+                ev.control_id[:40],
+                peer,
+                ev.location[:60],
+            )
+            return self._ack(body, "AA", now)
+        self.stats.adt[ev.event] += 1
+        try:
+            self.deliver_adt(bed, prior, ev)
+        except Exception:
+            self.stats.bad["gateway_error"] += 1
+            log.exception("listener: ADT %s for bed %s could not be processed", ev.event, bed)
+            return self._ack(body, "AE", now, text="the gateway could not process the message")
         return self._ack(body, "AA", now)
 
     def _ack(

@@ -18,6 +18,14 @@ One unusable OBX is set aside with its reason (`SetAside`); the rest of the mess
 used. Only a message that cannot be used at all raises `MessageError`, which says which
 ACK to send (`AE` error, `AR` reject) and names the problem for the ERR segment.
 
+ADT (`parse_any`, used by the MLLP listener): a hospital's ADT feed on the same
+listener gives the admission of a bed: `ADT^A01` (admit), `A02` (transfer), `A03`
+(discharge), `A04` (register), `A08` (update), `A11`/`A12`/`A13` (cancel admit,
+transfer, discharge), v2.3 to 2.6, with or without the structure id, read into an
+`AdtEvent` (patient id PID-3, age PID-7 at the event time, sex PID-8, PV1-3 location
+and its bed, PV1-6 prior location, PV1-44/PV1-45 admit/discharge times, EVN-6 else
+EVN-2 event time). Same error rules and ACKs as ORU; another ADT event is `AR`.
+
 Privacy: patient identification (PID-3, PID-5, PID-7) is never put into exception
 text, set-aside reasons or logs; `Pcd01Message.patient_id` is kept in memory only and
 the gateway pseudonymises it (edge_agent/privacy.py).
@@ -42,12 +50,16 @@ if TYPE_CHECKING:
     from edge_agent.decoder import Reading
 
 __all__ = [
+    "ADT_EVENTS",
     "SENTINELS",
+    "AdtEvent",
     "MessageError",
     "Observation",
     "Pcd01Message",
     "SetAside",
     "build_ack",
+    "parse_adt",
+    "parse_any",
     "parse_hl7_time",
     "parse_message",
     "split_messages",
@@ -55,6 +67,17 @@ __all__ = [
 ]
 
 SUPPORTED_TYPES: frozenset[tuple[str, str]] = frozenset({("ORU", "R01"), ("ORF", "R04")})
+# ADT trigger events the gateway reads (admission context of a bed), and what they mean.
+ADT_EVENTS: dict[str, str] = {
+    "A01": "admit",
+    "A02": "transfer",
+    "A03": "discharge",
+    "A04": "register",
+    "A08": "update",
+    "A11": "cancel admit",
+    "A12": "cancel transfer",
+    "A13": "cancel discharge",
+}
 _VERSION = re.compile(r"^2\.[3-6](?:\.\d+)?$")
 
 # Numbers monitors send for "no value" (Mindray -100 and 32767, Nihon Kohden -999 and
@@ -95,6 +118,8 @@ _ERR_CODES: dict[str, tuple[str, str]] = {
     "unsupported_type": ("200", "Unsupported message type"),
     "unsupported_version": ("203", "Unsupported version id"),
     "unsupported_charset": ("203", "Unsupported version id"),
+    "missing_segment": ("100", "Segment sequence error"),
+    "missing_field": ("101", "Required field missing"),
 }
 _INTERNAL = ("207", "Application internal error")
 
@@ -184,7 +209,7 @@ class Pcd01Message:
     sending_facility: str  # MSH-4.1
     msg_time: datetime  # MSH-7 (else the first OBR-7, else `now`), UTC
     patient_id: str  # PID-3.1 raw (never logged; the gateway pseudonymises it) or ""
-    age: float | None  # PID-7 (date or date-time) in whole years at msg_time
+    age: float | None  # PID-7 (date or date-time): whole years at the first OBR-7, else MSH-7
     sex: float | None  # PID-8: M=1, F=0, else None
     icu_admit: datetime | None  # PV1-44
     location: str  # PV1-3 as received (e.g. "ICU^^bed-1"), "" if none
@@ -192,6 +217,35 @@ class Pcd01Message:
     device_ids: tuple[str, ...]  # MSH-3.2 and OBX-18 equipment ids (EUI-64 etc.)
     observations: tuple[Observation, ...]
     set_aside: tuple[SetAside, ...]
+
+
+@dataclass(frozen=True)
+class AdtEvent:
+    """What one ADT message says about a patient's admission (see `ADT_EVENTS`)."""
+
+    control_id: str
+    message_type: str  # e.g. "ADT^A01"
+    version: str
+    event: str  # trigger event, e.g. "A01" (MSH-9.2)
+    sending_app: str  # MSH-3.1
+    sending_facility: str  # MSH-4.1
+    msg_time: datetime  # MSH-7 (else `now`), UTC
+    event_time: datetime  # EVN-6 (event occurred), else EVN-2 (recorded), else msg_time
+    patient_id: str  # PID-3.1 of the first repetition that has one, raw (never logged)
+    age: float | None  # PID-7 (date or date-time) in whole years at event_time
+    sex: float | None  # PID-8: M=1, F=0, else None
+    location: str  # PV1-3 as received, "" if none
+    bed_label: str  # PV1-3.3 (bed component, first subcomponent) or ""
+    prior_location: str  # PV1-6 as received (A02/A12: where the patient was), or ""
+    prior_bed_label: str  # PV1-6.3 or ""
+    admit_time: datetime | None  # PV1-44
+    discharge_time: datetime | None  # PV1-45
+    set_aside: tuple[SetAside, ...] = ()  # fields not used (bad times, birth date)
+
+    @property
+    def meaning(self) -> str:
+        """The event in words ("admit", "transfer", ...)."""
+        return ADT_EVENTS.get(self.event, self.event)
 
 
 # -- small readers --------------------------------------------------------------------
@@ -351,15 +405,25 @@ def _message(body: bytes) -> hl7.Message:
     return _parse(_lines(text))
 
 
-def _header(msg: hl7.Message) -> tuple[hl7.Segment, str, str, str, str]:
-    """MSH, its control id, type^trigger, version; MessageError if unusable."""
+def _header(msg: hl7.Message, adt: bool = False) -> tuple[hl7.Segment, str, str, str, str]:
+    """MSH, its control id, type^trigger, version; MessageError if unusable.
+
+    `adt`: ADT messages of `ADT_EVENTS` are read too (another ADT event: `AR`).
+    """
     msh = msg[0]  # _message checked that the first segment is MSH
     mtype, trigger = _get(msh, 9, 1).upper(), _get(msh, 9, 2).upper()
     version = _get(msh, 12)
     control = _get(msh, 10)
     if not mtype:
         raise MessageError("bad_msh", "MSH-9 message type is empty")
-    if (mtype, trigger) not in SUPPORTED_TYPES:
+    if adt and mtype == "ADT" and trigger not in ADT_EVENTS:
+        raise MessageError(
+            "unsupported_type",
+            f"ADT event {trigger[:6] or '(none)'} (only {', '.join(ADT_EVENTS)} are read)",
+            ack_code="AR",
+            hl7_error=("201", "Unsupported event code"),
+        )
+    if (mtype, trigger) not in SUPPORTED_TYPES and not (adt and mtype == "ADT"):
         shown = f"{mtype}^{trigger}" if trigger else mtype
         raise MessageError(
             "unsupported_type",
@@ -400,7 +464,27 @@ def parse_message(
     (naming the exception type only: its text could quote the message).
     """
     try:
-        return _parse_message(body, vocabulary, tz, now)
+        return _parse_message(_message(body), vocabulary, tz, now)
+    except MessageError:
+        raise
+    except Exception as e:
+        raise MessageError("parser_error", type(e).__name__) from None
+
+
+def parse_any(
+    body: bytes,
+    *,
+    vocabulary: SiteVocabulary | None = None,
+    tz: tzinfo = UTC,
+    now: datetime | None = None,
+) -> Pcd01Message | AdtEvent:
+    """A result message (as `parse_message`) or an ADT message (as `parse_adt`), by MSH-9;
+    `MessageError` for anything else or anything unusable. Never raises anything else."""
+    try:
+        msg = _message(body)
+        if _get(msg[0], 9, 1).upper() == "ADT":
+            return _parse_adt(msg, tz, now)
+        return _parse_message(msg, vocabulary, tz, now)
     except MessageError:
         raise
     except Exception as e:
@@ -408,9 +492,8 @@ def parse_message(
 
 
 def _parse_message(
-    body: bytes, vocabulary: SiteVocabulary | None, tz: tzinfo, now: datetime | None
+    msg: hl7.Message, vocabulary: SiteVocabulary | None, tz: tzinfo, now: datetime | None
 ) -> Pcd01Message:
-    msg = _message(body)
     msh, control, mtype, version = _header(msg)
     aside: list[SetAside] = []
 
@@ -528,7 +611,7 @@ def _parse_message(
         birth = _null(_get(pid, 7))
         if birth:
             try:
-                age = _age(parse_hl7_time(birth, tz), msg_time)
+                age = _age(parse_hl7_time(birth, tz), first_obr_time or msg_time)
             except ValueError:
                 aside.append(SetAside("PID-7", "", "bad_birth_date"))
         sex = {"M": 1.0, "F": 0.0}.get(_get(pid, 8).upper())
@@ -560,6 +643,103 @@ def _parse_message(
         device_ids=tuple(dict.fromkeys(device_ids)),
         observations=tuple(observations),
         set_aside=tuple(sorted(aside, key=_segment_order)),
+    )
+
+
+def parse_adt(body: bytes, *, tz: tzinfo = UTC, now: datetime | None = None) -> AdtEvent:
+    """One ADT message (unframed) -> `AdtEvent`, or `MessageError` (as `parse_message`)."""
+    try:
+        return _parse_adt(_message(body), tz, now)
+    except MessageError:
+        raise
+    except Exception as e:
+        raise MessageError("parser_error", type(e).__name__) from None
+
+
+def _patient_id(pid: hl7.Segment) -> str:
+    """PID-3.1 of the first repetition that has one (a first repetition may be `""`)."""
+    for r in range(1, min(_reps(pid, 3), 8) + 1):
+        value = _null(_get(pid, 3, 1, rep=r))
+        if value:
+            return value[:64]
+    return ""
+
+
+def _location(seg: hl7.Segment, field: int) -> str:
+    """A PL field as received, "" when none of its components has a value (`""^""^...`)."""
+    if not any(_null(_get(seg, field, c)) for c in range(1, 12)):
+        return ""
+    return _raw(seg, field)[:200]
+
+
+def _time_field(
+    seg: hl7.Segment, field: int, name: str, tz: tzinfo, aside: list[SetAside]
+) -> datetime | None:
+    """An HL7 time field, None when empty; an unreadable one is set aside as bad_time."""
+    raw = _null(_get(seg, field))
+    if not raw:
+        return None
+    try:
+        return parse_hl7_time(raw, tz)
+    except ValueError:
+        aside.append(SetAside(name, "", "bad_time"))
+        return None
+
+
+def _parse_adt(msg: hl7.Message, tz: tzinfo, now: datetime | None) -> AdtEvent:
+    msh, control, mtype, version = _header(msg, adt=True)
+    event = mtype.split("^", 1)[1]
+    aside: list[SetAside] = []
+    raw_msh7 = _get(msh, 7)
+    msg_time: datetime | None = None
+    if raw_msh7:
+        try:
+            msg_time = parse_hl7_time(raw_msh7, tz)
+        except ValueError:
+            raise MessageError("bad_time", "MSH-7 is not an HL7 time") from None
+    msg_time = msg_time or (now or datetime.now(UTC)).astimezone(UTC)
+    segs: dict[str, hl7.Segment] = {}
+    for seg in msg:
+        segs.setdefault(str(seg[0]).strip().upper(), seg)
+    for need in ("PID", "PV1"):
+        if need not in segs:
+            raise MessageError("missing_segment", f"{mtype} without a {need} segment")
+    pid, pv1, evn = segs["PID"], segs["PV1"], segs.get("EVN")
+    patient_id = _patient_id(pid)
+    if not patient_id:
+        raise MessageError("missing_field", "PID-3 patient identifier is empty")
+    event_time = None
+    if evn is not None:
+        event_time = _time_field(evn, 6, "EVN-6", tz, aside) or _time_field(
+            evn, 2, "EVN-2", tz, aside
+        )
+    event_time = event_time or msg_time
+    age = None
+    birth = _null(_get(pid, 7))
+    if birth:
+        try:
+            age = _age(parse_hl7_time(birth, tz), event_time)
+        except ValueError:
+            aside.append(SetAside("PID-7", "", "bad_birth_date"))
+    return AdtEvent(
+        control_id=control,
+        message_type=mtype,
+        version=version,
+        event=event,
+        sending_app=_get(msh, 3, 1)[:64],
+        sending_facility=_get(msh, 4, 1)[:64],
+        msg_time=msg_time,
+        event_time=event_time,
+        patient_id=patient_id,
+        age=age,
+        sex={"M": 1.0, "F": 0.0}.get(_get(pid, 8).upper()),
+        location=_location(pv1, 3),
+        bed_label=_null(_get(pv1, 3, 3, 1))[:64],
+        prior_location=_location(pv1, 6),
+        prior_bed_label=_null(_get(pv1, 6, 3, 1))[:64],
+        admit_time=_time_field(pv1, 44, "PV1-44", tz, aside),
+        discharge_time=_time_field(pv1, 45, "PV1-45", tz, aside),
+        set_aside=tuple(aside),
     )
 
 
