@@ -29,8 +29,10 @@ Segments are *separated* by CR (no CR after the last one); ``{...}`` is filled i
 - The first OBX is the device (MDS) row of the PCD-01 containment tree: no value,
   OBX-11 ``X``; the metric rows follow with OBX-4 ``MDS.VMD.CHAN.METRIC`` sub-ids.
 - Times (MSH-7, OBR-7, OBX-14, PV1-44): ``YYYYMMDDHHMMSS.fff+0000``, UTC.
-  ``obs_time`` is the *simulated* clock (a replay at ``--speed 3600`` advances it an
-  hour per wall second).
+  OBR-7 and OBX-14 carry ``obs_time``, the *simulated* clock (a replay at
+  ``--speed 3600`` advances it an hour per wall second); MSH-7 is the monitor's own
+  clock when it sends (``Observation.sent_at``: the wall clock), as on a real monitor,
+  so a gateway's clock-skew check holds even for an accelerated replay.
 - MSH-4 is the monitor id; MSH-10 (control id) ``{monitor_id}-{seq}``: seq is the
   decimal after the last ``-``, 1 for the first message, +1 per reading cycle (also for
   cycles lost on the line, so a gap is a lost message); a reboot restarts it at 1. The
@@ -106,6 +108,14 @@ class Observation:
     icu_admit: datetime | None = None
     hospital_admit: datetime | None = None  # known to the simulator, never sent
     nbp_time: datetime | None = None  # when the cuff measured (profiles with aperiodic NBP)
+    # The monitor's own clock when it sends (MSH-7); the observation time goes in OBR-7
+    # and OBX-14. A replay at --speed N runs its observation times ahead of this clock,
+    # as a real monitor's MSH-7 is its wall clock. None: the observation time.
+    sent_at: datetime | None = None
+
+    @property
+    def msh_time(self) -> datetime:
+        return self.sent_at or self.obs_time
 
     @property
     def control_id(self) -> str:
@@ -279,7 +289,7 @@ class Profile:
                 4: obs.monitor_id,
                 5: "VIGIL",
                 6: "GATEWAY",
-                7: format_ts(obs.obs_time),
+                7: format_ts(obs.msh_time),
                 9: "ORU^R01^ORU_R01",
                 10: obs.control_id,
                 11: "P",
@@ -407,7 +417,7 @@ class GeProfile(Profile):
                 2: "^~\\&",
                 3: f"VSP^{eui}^EUI-64",
                 4: "GE Healthcare",
-                7: _ts_seconds(obs.obs_time, offset=False),
+                7: _ts_seconds(obs.msh_time, offset=False),
                 9: "ORU^R01^ORU_R01",
                 10: obs.control_id,
                 11: "P",
@@ -496,7 +506,7 @@ class MindrayProfile(Profile):
         return format_value(metric.vital, value) or self.sentinel
 
     def msh(self, obs: Observation, eui: str) -> str:
-        u = _utc(obs.obs_time)
+        u = _utc(obs.msh_time)
         ts = u.strftime("%Y%m%d%H%M%S") + f"{u.microsecond // 1000:03d}+0000"
         return _seg(
             "MSH",
@@ -760,9 +770,9 @@ def parse_oru(message: bytes | str) -> DecodedMessage:
     pv1 = segs.get("PV1", [[]])[0]
     obr = segs.get("OBR", [[]])[0]
     birth = _field(pid, 7)[:8]
-    when = _field(msh, 6) or _field(obr, 7)
+    when = _field(obr, 7) or _field(msh, 6)  # the observation time, else the message's
     if not when:
-        raise ValueError("no message time (MSH-7 or OBR-7)")
+        raise ValueError("no observation time (OBR-7 or MSH-7)")
     values: dict[str, float | None] = dict.fromkeys(VITAL_NAMES)
     best: dict[str, int] = {}
     sentinels = SENTINELS if _field(msh, 2).upper().startswith("MINDRAY") else frozenset()

@@ -208,6 +208,7 @@ class Monitor:
             icu_admit=self.icu_admit,
             hospital_admit=self.hospital_admit,
             nbp_time=nbp_time,
+            sent_at=datetime.now(UTC),
         )
         if self.on_observation is not None:
             self.on_observation(obs)

@@ -162,7 +162,6 @@ def gateway_settings(
         BedConfig,
         BedMatch,
         EdgeSettings,
-        Hl7Config,
         MllpListenSource,
         MqttConfig,
     )
@@ -179,11 +178,7 @@ def gateway_settings(
         )
         for p in plans
     ]
-    # The simulated clock runs `speed` times faster than the gateway's: its message
-    # times are meant to drift away from the wall clock, so no skew is flagged.
-    hl7 = Hl7Config(clock_skew_seconds=100 * 365 * 86400.0)
     return EdgeSettings(
-        hl7=hl7,
         gateway_id=GATEWAY_ID,
         operator=OPERATOR,
         beds=beds,

@@ -171,7 +171,7 @@ def parse_with_hl7(frame: bytes | str) -> Reading:
         seq=int(control.rsplit("-", 1)[1]),
         bed=str(pv1[3][0][2]),
         stay_id=str(pid[3][0][0]),
-        obs_time=hl7_time(str(msh[7])),
+        obs_time=hl7_time(str(msg.segment("OBR")[7])),  # MSH-7 is the send time
         icu_admit=hl7_time(admit) if admit else None,
         hospital_admit=hl7_time(str(zads[0][1])) if zads and str(zads[0][1]) else None,
         birth=str(pid[7]),
