@@ -14,6 +14,12 @@ message to its bed and hands the readings to `process_reading` on its thread. A 
 whose time (MSH-7) is further than `hl7.clock_skew_seconds` from the gateway's clock is
 flagged (counters `clock_skew`, `clock_skew_last_seconds`, `clock_skew_beds`; an event).
 
+ADT messages from the hospital on a listener (`_deliver_adt`) set each bed's admission
+context (edge_agent/admission.py), kept in memory and in the store (a restart keeps
+it): readings of the admitted patient take the ICU admission time, age and sex from it
+when the monitor sends none; a reading for another patient is used as sent and counted
+(`patient_mismatch`, an event); a discharge ends the context.
+
 Nurse actions (`acknowledge`, `silence`, `feedback`) come from the terminal UI on its
 own thread: they take the bed's lock, run the alarm machine, and are stored and
 published with the operator's name and time like every other alarm change.
@@ -49,6 +55,7 @@ from contracts.timeutil import iso_ms, utc_now
 from contracts.vitals import STATIC_FEATURES, VITAL_NAMES
 
 from . import __version__
+from .admission import ADMITS, ENDS, MOVES, Admission, fill_reading
 from .alarms import ActionRefused, AlarmEvent, AlarmMachine, AlarmParams
 from .config import BedConfig, EdgeSettings, MllpListenSource
 from .decoder import Decoded, MllpDecoder, Reading
@@ -59,7 +66,7 @@ from .scoring import RiskModel, load_model, news2_of
 from .sources import LineSource, open_line
 
 if TYPE_CHECKING:
-    from .pcd01 import Pcd01Message
+    from .pcd01 import AdtEvent, Pcd01Message
 from .state import GatewayState
 from .store import Store
 from .windows import BedWindows, ClosedStep
@@ -168,6 +175,7 @@ class Gateway:
                 self._deliver,
                 hl7=hl7,
                 clock=clock,
+                deliver_adt=self._deliver_adt,
             )
             self.listeners.append(lst)
             for b in beds:
@@ -175,6 +183,13 @@ class Gateway:
                 self.beds[b.id].line = ListenerBed(
                     lst, b.id, b.source.match, settings.link.down_after_seconds
                 )
+        # Per bed, who is admitted there (from ADT), kept across restarts in the store.
+        self._adm_lock = threading.Lock()
+        self._admissions: dict[str, Admission] = {}
+        for row in self.store.rows("admissions"):
+            if row["bed"] in self.beds:
+                self._admissions[row["bed"]] = Admission.from_row(row)
+        self._mismatched: dict[str, str] = {}  # bed -> patient of its last mismatching reading
         self._skew_lock = threading.Lock()
         self._skewed: dict[str, float] = {}  # bed -> skew (s) of its last message, while off
         self._skew_count = 0
@@ -327,11 +342,134 @@ class Gateway:
         """The stay id this gateway publishes for PID-3 `raw` and PV1-44 `admit`."""
         return stay_pseudonym(self._stay_secret, raw, admit)
 
+    # --- admission from ADT (listener thread) ------------------------------------
+    def admission(self, bed_id: str) -> Admission | None:
+        """Who is admitted in `bed_id` from the hospital's ADT messages, if anyone."""
+        with self._adm_lock:
+            return self._admissions.get(bed_id)
+
+    def _deliver_adt(self, bed_id: str | None, prior_id: str | None, ev: AdtEvent) -> None:
+        """An ADT message for `bed_id` (PV1-3) and, for a transfer, `prior_id` (PV1-6)."""
+        patient = self.stay_pseudonym(ev.patient_id, None)
+        with self._adm_lock:
+            if ev.event in ENDS:
+                if bed_id is not None:
+                    self._end_admission(bed_id, patient, ev, ev.meaning)
+            elif ev.event in MOVES:
+                moved = None
+                if prior_id is not None:
+                    moved = self._end_admission(
+                        prior_id, patient, ev, f"{ev.meaning} to {bed_id or 'another unit'}"
+                    )
+                if bed_id is not None:
+                    # Within the unit the ICU stay goes on; from elsewhere it starts now.
+                    icu_admit = moved.icu_admit if moved else ev.event_time
+                    hosp = (moved.hosp_admit if moved else None) or ev.admit_time
+                    self._admit(bed_id, patient, ev, icu_admit, hosp)
+            elif bed_id is not None:
+                cur = self._admissions.get(bed_id)
+                if ev.event == "A08" and cur is not None and cur.patient == patient:
+                    age = ev.age if ev.age is not None else cur.age
+                    sex = ev.sex if ev.sex is not None else cur.sex
+                    if (age, sex) != (cur.age, cur.sex):
+                        self._put_admission(dataclasses.replace(cur, age=age, sex=sex), ev)
+                else:
+                    assert ev.event in ADMITS
+                    icu_admit = ev.admit_time or ev.event_time
+                    self._admit(bed_id, patient, ev, icu_admit, ev.admit_time)
+
+    def _admit(
+        self,
+        bed_id: str,
+        patient: str,
+        ev: AdtEvent,
+        icu_admit: datetime | None,
+        hosp_admit: datetime | None,
+    ) -> None:
+        cur = self._admissions.get(bed_id)
+        adm = Admission(
+            bed=bed_id,
+            patient=patient,
+            stay=self.stay_pseudonym(ev.patient_id, icu_admit),
+            icu_admit=icu_admit,
+            hosp_admit=hosp_admit,
+            age=ev.age,
+            sex=ev.sex,
+            since=ev.event_time,
+            event=ev.event,
+        )
+        if cur is not None and cur.patient != patient:
+            self.state.event(
+                "admission", f"{cur.stay} leaves (another patient admitted)", bed=bed_id
+            )
+        self._put_admission(adm, ev)
+
+    def _put_admission(self, adm: Admission, ev: AdtEvent) -> None:
+        self._admissions[adm.bed] = adm
+        self._mismatched.pop(adm.bed, None)
+        self.store.put_admission(adm.row())
+        text = f"ADT {ev.event} ({ev.meaning}) at {ev.event_time:%Y-%m-%d %H:%M}Z: {adm.describe()}"
+        log.info("bed %s: %s", adm.bed, text)
+        self.state.event("admission", text, bed=adm.bed)
+
+    def _end_admission(self, bed_id: str, patient: str, ev: AdtEvent, why: str) -> Admission | None:
+        """End the bed's admission if it is this patient's; returns the ended one."""
+        cur = self._admissions.get(bed_id)
+        if cur is None or cur.patient != patient:
+            if cur is not None:
+                self.state.count("adt_not_admitted")
+                self.state.event(
+                    "admission",
+                    f"ADT {ev.event} ({ev.meaning}) for a patient not admitted here: ignored",
+                    bed=bed_id,
+                )
+            return None
+        del self._admissions[bed_id]
+        self._mismatched.pop(bed_id, None)
+        self.store.drop_admission(bed_id)
+        text = f"ADT {ev.event} ({why}) at {ev.event_time:%Y-%m-%d %H:%M}Z: stay {cur.stay} ends"
+        log.info("bed %s: %s", bed_id, text)
+        self.state.event("admission", text, bed=bed_id)
+        return cur
+
+    def _admitted(self, bed_id: str, r: Reading) -> Reading:
+        """`r` (raw PID-3) with its stay pseudonym, completed from the bed's admission
+        when it is the admitted patient's (or names no patient)."""
+        with self._adm_lock:
+            adm = self._admissions.get(bed_id)
+            if adm is not None and r.stay:
+                patient = self.stay_pseudonym(r.stay, None)
+                if patient != adm.patient:
+                    first = self._mismatched.get(bed_id) != patient
+                    self._mismatched[bed_id] = patient
+                    self.state.count("patient_mismatch")
+                    if first:
+                        log.warning(
+                            "bed %s: monitor's patient differs from the admitted one", bed_id
+                        )
+                        self.state.event(
+                            "admission",
+                            f"monitor's patient differs from the admitted one ({adm.stay}): "
+                            "its readings are used as sent",
+                            bed=bed_id,
+                        )
+                    adm = None
+                else:
+                    self._mismatched.pop(bed_id, None)
+        if adm is None:
+            return dataclasses.replace(r, stay=self.stay_pseudonym(r.stay, r.icu_admit))
+        if r.icu_admit is None or not r.stay:
+            stay = adm.stay  # the admission's stay: PID-3 with the ADT's ICU admission
+        else:
+            stay = self.stay_pseudonym(r.stay, r.icu_admit)  # the monitor's own PV1-44
+        return dataclasses.replace(fill_reading(adm, r), stay=stay)
+
     def process_reading(self, bed_id: str, r: Reading) -> list[ClosedStep]:
         """Process one decoded reading. Its raw PID-3 stops here: from now on (state,
-        windows, store, outbox, MQTT) the stay is its pseudonym (edge_agent/privacy.py)."""
+        windows, store, outbox, MQTT) the stay is its pseudonym (edge_agent/privacy.py).
+        The bed's admission from ADT completes it (`_admitted`)."""
         bed = self.beds[bed_id]
-        r = dataclasses.replace(r, stay=self.stay_pseudonym(r.stay, r.icu_admit))
+        r = self._admitted(bed_id, r)
         if r.bed != bed_id:
             bed.wrong_bed += 1
             log.warning(
@@ -339,7 +477,7 @@ class Gateway:
             )
             return []
         bed.last_data = time.monotonic()
-        self.state.record_reading(bed_id, r.stay, r.obs_time, r.values)
+        self.state.record_reading(bed_id, r.stay, r.obs_time, r.values, static=r.static)
         with bed.lock:
             closed = bed.windows.add(r)
             for step in closed:
@@ -629,6 +767,9 @@ class Gateway:
             add("listener_refused", ls.refused)
             add("listener_idle_closed", ls.idle_closed)
             add("listener_dropped_mid_frame", ls.dropped_mid_frame)
+            add("adt_other_location", ls.adt_other_location)
+            for event, n in ls.adt.items():
+                add(f"adt_{event}", n)
         with self._skew_lock:
             tot["clock_skew"] = self._skew_count
             tot["clock_skew_last_seconds"] = round(self._skew_last)

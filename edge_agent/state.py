@@ -81,6 +81,8 @@ class BedSnapshot:
     link: str  # ok / stale / down: the monitor line of this bed
     readings: int  # decoded readings for this bed since start
     last_obs_time: datetime | None
+    age: float | None = None  # the patient's age (static feature) of the last reading
+    age_unknown: bool = False  # readings arrive but neither monitor nor ADT gave the age
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,8 @@ class _Bed:
     link: str = "down"
     readings: int = 0
     last_obs_time: datetime | None = None
+    age: float | None = None
+    static_seen: bool = False  # a reading said what it knows of the static features
 
 
 class GatewayState:
@@ -214,12 +218,20 @@ class GatewayState:
 
     # --- writers (the data path) -----------------------------------------------
     def record_reading(
-        self, bed: str, stay: str, obs_time: datetime, values: Mapping[str, float | None]
+        self,
+        bed: str,
+        stay: str,
+        obs_time: datetime,
+        values: Mapping[str, float | None],
+        *,
+        static: Mapping[str, float | None] | None = None,
     ) -> None:
         now = self._clock()
         with self._lock:
             b = self._bed(bed)
             b.stay = stay
+            if static is not None:
+                b.age, b.static_seen = static.get("Age"), True
             b.readings += 1
             b.last_obs_time = obs_time
             b.link = "ok"
@@ -366,4 +378,6 @@ class GatewayState:
             link=b.link,
             readings=b.readings,
             last_obs_time=b.last_obs_time,
+            age=b.age,
+            age_unknown=b.static_seen and b.age is None,
         )

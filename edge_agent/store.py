@@ -14,6 +14,9 @@
   with the reason, never retried forever, never silently dropped.
 - `inbox`: messages received on `cmd` and `models/{channel}` (valid or not, with the
   reason), for the model-update logic and for audit.
+- `admissions`: per bed, who is admitted there from the hospital's ADT feed
+  (edge_agent/admission.py: pseudonyms, ICU admission time, age, sex, since when; never
+  a raw patient id), so a restart keeps it; a discharge deletes the bed's row.
 
 One connection shared by the gateway's threads behind a lock: writes are tiny and
 SQLite serialises them anyway.
@@ -135,6 +138,21 @@ class Store:
             pk="id",
             if_not_exists=True,
         )
+        t("admissions").create(
+            {
+                "bed": str,
+                "patient": str,
+                "stay": str,
+                "icu_admit": str,
+                "hosp_admit": str,
+                "age": float,
+                "sex": float,
+                "since": str,
+                "event": str,
+            },
+            pk="bed",
+            if_not_exists=True,
+        )
 
     def close(self) -> None:
         with self._lock:
@@ -165,6 +183,15 @@ class Store:
                     "at": iso_ms_offset(utc_now()),
                 }
             )
+
+    def put_admission(self, row: dict[str, Any]) -> None:
+        """The bed's admission (edge_agent/admission.py `Admission.row()`), replacing any."""
+        with self._lock:
+            self.db["admissions"].insert(row, replace=True)
+
+    def drop_admission(self, bed: str) -> None:
+        with self._lock:
+            self.db.conn.execute("DELETE FROM admissions WHERE bed = ?", (bed,))
 
     def rows(self, table: str, where: str | None = None, params: Any = None) -> list[dict]:
         with self._lock:

@@ -40,6 +40,7 @@ def bed_view(b: BedSnapshot) -> BedView:
         acknowledged_by=b.acknowledged_by,
         link=b.link,
         insufficient_data=b.insufficient_data,
+        age_unknown=b.age_unknown,
     )
 
 

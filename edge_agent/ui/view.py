@@ -75,6 +75,9 @@ class BedView:
     acknowledged_by: str | None = None
     link: str = "ok"  # ok / stale / down (the monitor line of this bed)
     insufficient_data: bool = False
+    # Neither the monitor (PID-7) nor the hospital's ADT gave the patient's age: the
+    # model uses the bundle's fill value, and the bedside title says "age unknown".
+    age_unknown: bool = False
 
     @property
     def alarming(self) -> bool:

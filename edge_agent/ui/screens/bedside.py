@@ -10,9 +10,19 @@ from textual.widgets import Footer
 from edge_agent.ui.messages import NurseAction
 from edge_agent.ui.screens.base import WardViewScreen
 from edge_agent.ui.screens.dialogs import NoteScreen, SilenceScreen
-from edge_agent.ui.view import TILES, WardView
+from edge_agent.ui.view import TILES, BedView, WardView
 from edge_agent.ui.widgets import AlarmBanner, News2Panel, RiskPanel, StatusLine, TitleBar
 from edge_agent.ui.widgets.vital_tile import VitalTile
+
+
+def bedside_title(bed: BedView) -> str:
+    """The bedside title: bed, stay, monitor link, model (and "age unknown" when the
+    model scores with the bundle's fill value for the age)."""
+    age = "  │ age unknown" if bed.age_unknown else ""
+    return (
+        f"BED {bed.bed}  stay {bed.stay}{age}  │ monitor {bed.link}"
+        f"  │ {bed.model_name} {bed.model_version}"
+    )
 
 
 class BedsideScreen(WardViewScreen):
@@ -55,10 +65,7 @@ class BedsideScreen(WardViewScreen):
         if bed is None:
             self.query_one(TitleBar).update(f"BED {self.bed}  (not on this gateway)")
             return
-        self.query_one(TitleBar).update(
-            f"BED {bed.bed}  stay {bed.stay}  │ monitor {bed.link}"
-            f"  │ {bed.model_name} {bed.model_version}"
-        )
+        self.query_one(TitleBar).update(bedside_title(bed))
         for tile in self.query(VitalTile):
             tile.bed = bed
         self.query_one(RiskPanel).bed = bed
