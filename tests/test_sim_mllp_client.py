@@ -213,7 +213,9 @@ def test_connection_lost_mid_ack_resends_on_the_new_connection(port: int) -> Non
         wait_until(lambda: not t.connected or t.stats.resent, 5, "the drop")
         srv2 = Listener(port, lambda c, n: ack(c))
         assert t.flush(10)
-        assert t.stats.acked == 1 and t.stats.resent == 1 and srv2.copies == {"MON01-1": 1}
+        # Resent at least once (a reconnect that races the first listener's close may
+        # resend twice); the new listener gets it exactly once and it is acked once.
+        assert t.stats.acked == 1 and t.stats.resent >= 1 and srv2.copies == {"MON01-1": 1}
         srv2.close()
     finally:
         t.close()
