@@ -35,7 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from contracts import topics
@@ -190,6 +190,8 @@ class Gateway:
             if row["bed"] in self.beds:
                 self._admissions[row["bed"]] = Admission.from_row(row)
         self._mismatched: dict[str, str] = {}  # bed -> patient of its last mismatching reading
+        # Neither ADT nor PV1-44: the stay's first reading on the bed is its ICU admission.
+        self._first_seen: dict[str, tuple[str, datetime]] = {}  # bed -> (stay, first obs time)
         self._skew_lock = threading.Lock()
         self._skewed: dict[str, float] = {}  # bed -> skew (s) of its last message, while off
         self._skew_count = 0
@@ -457,12 +459,23 @@ class Gateway:
                 else:
                     self._mismatched.pop(bed_id, None)
         if adm is None:
-            return dataclasses.replace(r, stay=self.stay_pseudonym(r.stay, r.icu_admit))
+            r = dataclasses.replace(r, stay=self.stay_pseudonym(r.stay, r.icu_admit))
+            return r if r.icu_admit is not None else self._from_first_reading(bed_id, r)
         if r.icu_admit is None or not r.stay:
             stay = adm.stay  # the admission's stay: PID-3 with the ADT's ICU admission
         else:
             stay = self.stay_pseudonym(r.stay, r.icu_admit)  # the monitor's own PV1-44
         return dataclasses.replace(fill_reading(adm, r), stay=stay)
+
+    def _from_first_reading(self, bed_id: str, r: Reading) -> Reading:
+        """No admission time from ADT or PV1-44: the stay's first reading on this bed is
+        taken as its ICU admission (ICULOS counts from it; steps are anchored on it)."""
+        with self._adm_lock:
+            first = self._first_seen.get(bed_id)
+            if first is None or first[0] != r.stay:
+                first = self._first_seen[bed_id] = (r.stay, r.obs_time)
+        static = dict(r.static, ICULOS=(r.obs_time - first[1]) / timedelta(hours=1))
+        return dataclasses.replace(r, icu_admit=first[1], static=static)
 
     def process_reading(self, bed_id: str, r: Reading) -> list[ClosedStep]:
         """Process one decoded reading. Its raw PID-3 stops here: from now on (state,

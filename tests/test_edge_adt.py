@@ -325,3 +325,15 @@ def test_admission_row_round_trip() -> None:
     adm = Admission("b", "st-1", "st-2", ADMIT, None, 69.0, None, T0, "A01")
     assert Admission.from_row(adm.row()) == adm
     assert "age 69" in adm.describe() and "sex unknown" in adm.describe()
+
+
+def test_without_adt_or_pv1_44_the_first_reading_is_the_icu_admission(broker, tmp_path):
+    port = free_port()
+    with running(tmp_path, broker, icu_beds(port)) as gw:
+        hours = [T0 + timedelta(minutes=10), T0 + timedelta(hours=1, minutes=10)]
+        send(port, *(oru(BED1, t) for t in [*hours, T0 + timedelta(hours=2, minutes=10)]))
+        step = gw.beds["bed-1"].windows.last_step
+        assert step.stay == gw.stay_pseudonym(PATIENT, None)  # the stay id as before
+        assert step.start == hours[1] and step.iculos_hours == 1.0  # not hours since 1970
+        assert step.static["Age"] is None  # unknown: the bundle's fill value is used
+        assert gw.state.snapshot().bed("bed-1").age_unknown
