@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from types import FrameType
 
     from edge_agent.config import EdgeSettings
+    from edge_agent.pcd01 import AdtEvent
 
 app = typer.Typer(no_args_is_help=True, help="Bedside gateway: monitor line -> risk -> MQTT.")
 
@@ -157,7 +158,7 @@ def decode(
 
     from contracts.timeutil import iso_ms
     from contracts.vitals import BY_NAME
-    from edge_agent.pcd01 import MessageError, build_ack, parse_message, split_messages
+    from edge_agent.pcd01 import AdtEvent, MessageError, build_ack, parse_any, split_messages
 
     try:
         zone = ZoneInfo(tz)
@@ -173,7 +174,7 @@ def decode(
             continue
         for n, body in enumerate(split_messages(data), 1):
             try:
-                m = parse_message(body, tz=zone)
+                m = parse_any(body, tz=zone)
             except MessageError as e:
                 ack = build_ack(body, e.ack_code, error=e).decode("ascii")
                 row = {
@@ -195,6 +196,9 @@ def decode(
                     typer.echo(f"  ACK: {ack.strip().replace(chr(13), '  ')}\n")
                 continue
             ack = build_ack(body, "AA").decode("ascii")
+            if isinstance(m, AdtEvent):  # an admission message: what the gateway reads of it
+                _echo_adt(path, n, m, ack, as_json)
+                continue
             vitals = {
                 o.vital: None if o.value is None else round(o.value, 3) for o in m.observations
             }
@@ -234,6 +238,48 @@ def decode(
             typer.echo(f"  ACK: {ack.strip().replace(chr(13), '  ')}\n")
     if unreadable:
         raise fail(f"{unreadable} file(s) could not be read", 1)
+
+
+def _echo_adt(path: Path, n: int, m: AdtEvent, ack: str, as_json: bool) -> None:
+    """One ADT message as `decode` shows it: event, location, admission (never PID-3)."""
+    import json
+
+    from contracts.timeutil import iso_ms
+
+    adt = {
+        "event": m.event,
+        "location": m.location,
+        "bed_label": m.bed_label,
+        "prior_location": m.prior_location,
+        "event_time": iso_ms(m.event_time),
+        "admit_time": iso_ms(m.admit_time) if m.admit_time else None,
+        "discharge_time": iso_ms(m.discharge_time) if m.discharge_time else None,
+        "age": m.age,
+        "sex": m.sex,
+    }
+    ignored = [{"segment": a.segment, "code": a.code, "reason": a.reason} for a in m.set_aside]
+    if as_json:
+        row = {
+            "file": str(path),
+            "control_id": m.control_id,
+            "accepted": True,
+            "vitals": {},
+            "times": {},
+            "adt": adt,
+            "ignored": ignored,
+            "ack": ack,
+        }
+        typer.echo(json.dumps(row, ensure_ascii=False))
+        return
+    typer.echo(
+        f"{path} message {n}: {m.message_type} v{m.version} control id {m.control_id}:"
+        f" {m.event} at {adt['event_time']}, location {m.location or '-'}"
+        + (f" (from {m.prior_location})" if m.prior_location else "")
+        + (f", admitted {adt['admit_time']}" if m.admit_time else "")
+    )
+    for a in m.set_aside:
+        typer.echo(f"  set aside {a.segment:<7} {a.code or '-'}: {a.reason}")
+    typer.echo(f"  ACK: {ack.strip().replace(chr(13), '  ')}\n")
 
 
 def _control_id(body: bytes) -> str:

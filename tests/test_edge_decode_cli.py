@@ -94,3 +94,26 @@ def test_unreadable_file_exits_1_after_the_others(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "cannot read" in proc.stderr and "missing.hl7" in proc.stderr
     assert [r["vitals"] for r in _rows(proc)] == [{"Temp": 37.0}]
+
+
+def test_adt_messages_show_the_admission_without_the_patient_id() -> None:
+    folder = Path(samples.__file__).parent / "hl7" / "adt"
+    files = sorted(str(p) for p in folder.glob("*.hl7"))
+    proc = _run("--json", *files)
+    assert proc.returncode == 0, proc.stderr
+    rows = {Path(r["file"]).name[:2]: r for r in _rows(proc)}
+    assert all(r["accepted"] and r["vitals"] == {} for r in rows.values())
+    assert rows["a1"]["adt"]["event"] == "A01" and rows["a1"]["adt"]["bed_label"] == "28cb"
+    assert rows["a2"]["adt"]["event"] == "A02"
+    assert rows["a2"]["adt"]["prior_location"].startswith("RNJ RLH 6F")
+    assert rows["a3"]["adt"]["event"] == "A03"
+    table = _run(*files)
+    assert table.returncode == 0 and "A02 at 2024-11-04T15:50:00.000Z" in table.stdout
+    for path in files:  # no PID-3 identifier (record numbers) is printed, in JSON or a table
+        text = Path(path).read_bytes().decode("latin-1").replace("\n", "\r")
+        pid = next(s for s in text.split("\r") if s.startswith("PID|"))
+        ids = [rep.split("^")[0] for rep in pid.split("|")[3].split("~")]
+        ids = [i for i in ids if i not in ("", '""')]
+        assert ids
+        for i in ids:
+            assert i not in proc.stdout and i not in table.stdout
