@@ -607,14 +607,7 @@ def _parse_message(
 
     patient_id, age, sex = "", None, None
     if pid is not None:
-        patient_id = _null(_get(pid, 3, 1))[:64]
-        birth = _null(_get(pid, 7))
-        if birth:
-            try:
-                age = _age(parse_hl7_time(birth, tz), first_obr_time or msg_time)
-            except ValueError:
-                aside.append(SetAside("PID-7", "", "bad_birth_date"))
-        sex = {"M": 1.0, "F": 0.0}.get(_get(pid, 8).upper())
+        patient_id, age, sex = _demographics(pid, first_obr_time or msg_time, tz, aside)
     location = bed_label = ""
     icu_admit: datetime | None = None
     if pv1 is not None:
@@ -665,6 +658,22 @@ def _patient_id(pid: hl7.Segment) -> str:
     return ""
 
 
+def _demographics(
+    pid: hl7.Segment, when: datetime, tz: tzinfo, aside: list[SetAside]
+) -> tuple[str, float | None, float | None]:
+    """(PID-3 patient id, age in years at `when` from PID-7, sex from PID-8: M=1, F=0).
+
+    An unreadable birth date is set aside (named, never shown) and the age is unknown."""
+    age = None
+    birth = _null(_get(pid, 7))
+    if birth:
+        try:
+            age = _age(parse_hl7_time(birth, tz), when)
+        except ValueError:
+            aside.append(SetAside("PID-7", "", "bad_birth_date"))
+    return _patient_id(pid), age, {"M": 1.0, "F": 0.0}.get(_get(pid, 8).upper())
+
+
 def _location(seg: hl7.Segment, field: int) -> str:
     """A PL field as received, "" when none of its components has a value (`""^""^...`)."""
     if not any(_null(_get(seg, field, c)) for c in range(1, 12)):
@@ -705,22 +714,15 @@ def _parse_adt(msg: hl7.Message, tz: tzinfo, now: datetime | None) -> AdtEvent:
         if need not in segs:
             raise MessageError("missing_segment", f"{mtype} without a {need} segment")
     pid, pv1, evn = segs["PID"], segs["PV1"], segs.get("EVN")
-    patient_id = _patient_id(pid)
-    if not patient_id:
-        raise MessageError("missing_field", "PID-3 patient identifier is empty")
     event_time = None
     if evn is not None:
         event_time = _time_field(evn, 6, "EVN-6", tz, aside) or _time_field(
             evn, 2, "EVN-2", tz, aside
         )
     event_time = event_time or msg_time
-    age = None
-    birth = _null(_get(pid, 7))
-    if birth:
-        try:
-            age = _age(parse_hl7_time(birth, tz), event_time)
-        except ValueError:
-            aside.append(SetAside("PID-7", "", "bad_birth_date"))
+    patient_id, age, sex = _demographics(pid, event_time, tz, aside)
+    if not patient_id:
+        raise MessageError("missing_field", "PID-3 patient identifier is empty")
     return AdtEvent(
         control_id=control,
         message_type=mtype,
@@ -732,7 +734,7 @@ def _parse_adt(msg: hl7.Message, tz: tzinfo, now: datetime | None) -> AdtEvent:
         event_time=event_time,
         patient_id=patient_id,
         age=age,
-        sex={"M": 1.0, "F": 0.0}.get(_get(pid, 8).upper()),
+        sex=sex,
         location=_location(pv1, 3),
         bed_label=_null(_get(pv1, 3, 3, 1))[:64],
         prior_location=_location(pv1, 6),
