@@ -42,6 +42,8 @@ BENCHES: dict[str, list[str]] = {
     ],
     "rollout": ["benches.bench_rollout"],
     "ui": ["benches.bench_ui", "--beds", "64", "--seconds", "10", "--rounds", "3"],
+    "parser": ["benches.bench_parser", "--messages", "4000", "--repeats", "7"],
+    "model": ["benches.bench_model", "--bootstrap", "200", "--json", "/tmp/model.json"],
 }
 
 
