@@ -5,7 +5,10 @@ from __future__ import annotations
 import re
 
 PREFIX = "vigil/v1"
-_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# One id class for topics and payloads (contracts/messages.py ID_PATTERN): a topic
+# level that is not one (too long, a NUL, an override character) is no Vigil topic.
+_ID_LEVEL = r"[A-Za-z0-9_.-]{1,64}"
+_ID = re.compile(rf"^{_ID_LEVEL}\Z")  # \Z: "$" would take a trailing newline
 
 
 def check_id(kind: str, value: str) -> str:
@@ -57,7 +60,7 @@ GATEWAY_FILTERS = (
 # Model releases, read by the hub too (plain subscription: retained messages are not
 # sent on shared subscriptions), so the fleet view knows each channel's target.
 MODELS_FILTER = f"{PREFIX}/models/+"
-_MODELS_TOPIC = re.compile(rf"^{re.escape(PREFIX)}/models/(?P<channel>[^/]+)$")
+_MODELS_TOPIC = re.compile(rf"^{re.escape(PREFIX)}/models/(?P<channel>{_ID_LEVEL})\Z")
 
 
 def parse_models(topic: str) -> str | None:
@@ -71,7 +74,8 @@ def shared(filter_: str, group: str = HUB_SHARE_GROUP) -> str:
 
 
 _GW_TOPIC = re.compile(
-    rf"^{re.escape(PREFIX)}/gw/(?P<gw>[^/]+)/(?:(?P<kind>status|model|cmd)|bed/(?P<bed>[^/]+)/(?P<bkind>vitals|risk|alarm))$"
+    rf"^{re.escape(PREFIX)}/gw/(?P<gw>{_ID_LEVEL})/(?:(?P<kind>status|model|cmd)"
+    rf"|bed/(?P<bed>{_ID_LEVEL})/(?P<bkind>vitals|risk|alarm))\Z"
 )
 
 
