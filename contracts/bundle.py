@@ -8,6 +8,15 @@ Layout of a bundle folder:
 The signature covers `canonical_bytes(manifest)`: JSON with sorted keys and no
 spaces. A key's id is the first 16 hex digits of sha256 of its raw public key.
 Verification needs only `cryptography` and NumPy-free code: the gateway runs it.
+
+Every file is untrusted input: whatever `manifest.json` and `manifest.sig.json`
+hold (`null`, a list, a string, a number, wrong-typed fields, nesting deeper than
+`MAX_JSON_DEPTH`, more than `MAX_MANIFEST_BYTES`, not UTF-8) and however large
+`model.tflite` is (more than `MAX_MODEL_BYTES`, the one limit the gateway and
+`vigil convert verify` share), the reader raises `BundleError` with a reason
+(`incomplete`, `unreadable`, `bad_manifest`, `bad_signature`, `too_large`) and a
+detail naming the file and what is wrong: never TypeError, AttributeError or
+RecursionError.
 """
 
 from __future__ import annotations
@@ -32,6 +41,13 @@ MANIFEST = "manifest.json"
 MODEL = "model.tflite"
 SIGNATURE = "manifest.sig.json"
 BUNDLE_SCHEMA = "vigil.manifest/1"
+
+MAX_MODEL_BYTES = 8 * 1024 * 1024  # a Vigil int8 model is ~100 KB; refuse anything absurd
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # the default manifest (16 golden windows) is ~30 KB
+MAX_JSON_DEPTH = 16  # a manifest nests 5 deep (golden -> window -> step -> value)
+# A release stamp (`release.seq`, ms since the epoch, and `release.issued_at`) further
+# ahead of the receiving gateway's clock than this is refused as `from_the_future`.
+RELEASE_FUTURE_MARGIN_SECONDS = 24 * 3600
 
 
 class BundleError(ValueError):
@@ -161,27 +177,102 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _kind(value: object) -> str:
+    """A JSON value's kind in words, for an error detail (never the value itself)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def json_depth_over(value: object, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when `value` nests lists/objects deeper than `limit` (iterative: no recursion)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, dict):
+            items: Any = v.values()
+        elif isinstance(v, list):
+            items = v
+        else:
+            continue
+        if d > limit:
+            return True
+        stack.extend((x, d + 1) for x in items)
+    return False
+
+
+def check_manifest_shape(manifest: object, where: str = MANIFEST) -> dict[str, Any]:
+    """The manifest as a JSON object of bounded depth, else BundleError('bad_manifest')."""
+    if not isinstance(manifest, dict):
+        raise BundleError("bad_manifest", f"{where} is {_kind(manifest)}, not a JSON object")
+    if json_depth_over(manifest):
+        raise BundleError("bad_manifest", f"{where} nests deeper than {MAX_JSON_DEPTH} levels")
+    return manifest
+
+
+def check_signature_shape(signature: object, where: str = SIGNATURE) -> dict[str, str]:
+    """`{"algorithm", "key_id", "signature"}`, all strings, else BundleError('bad_signature')."""
+    if not isinstance(signature, dict):
+        raise BundleError("bad_signature", f"{where} is {_kind(signature)}, not a JSON object")
+    for name in ("algorithm", "key_id", "signature"):
+        if name not in signature:
+            raise BundleError("bad_signature", f"{where} has no field {name!r}")
+        if not isinstance(signature[name], str):
+            raise BundleError(
+                "bad_signature",
+                f"{where}: field {name!r} is {_kind(signature[name])}, not a string",
+            )
+        if len(signature[name]) > 1024:
+            raise BundleError("bad_signature", f"{where}: field {name!r} is over 1024 characters")
+    return signature
+
+
 def verify_parts(
     manifest: dict[str, Any],
     signature: dict[str, str],
     model_bytes: bytes,
     trusted: dict[str, Ed25519PublicKey],
 ) -> Manifest:
-    """Check signature, then sha256 and size, then the manifest schema. Raises BundleError."""
-    if signature.get("algorithm") != "ed25519":
-        raise BundleError("bad_signature", f"algorithm {signature.get('algorithm')!r}")
-    kid = signature.get("key_id", "")
+    """Check the JSON shapes and size, the signature, then the manifest schema, then sha256
+    and size. Raises BundleError whatever `manifest` and `signature` hold."""
+    signature = check_signature_shape(signature)
+    manifest = check_manifest_shape(manifest)
+    if not isinstance(model_bytes, (bytes, bytearray)):
+        raise BundleError("incomplete", f"{MODEL} is {_kind(model_bytes)}, not bytes")
+    if len(model_bytes) > MAX_MODEL_BYTES:
+        raise BundleError(
+            "too_large", f"{MODEL} is {len(model_bytes)} bytes, over the {MAX_MODEL_BYTES} limit"
+        )
+    if signature["algorithm"] != "ed25519":
+        raise BundleError("bad_signature", f"algorithm {signature['algorithm'][:32]!r}")
+    kid = signature["key_id"]
     if kid not in trusted:
-        raise BundleError("unknown_key", f"key id {kid!r} is not among the trusted keys")
+        raise BundleError("unknown_key", f"key id {kid[:32]!r} is not among the trusted keys")
     try:
-        sig = base64.b64decode(signature.get("signature", ""), validate=True)
-        trusted[kid].verify(sig, canonical_bytes(manifest))
+        signed = canonical_bytes(manifest)
+    except (ValueError, TypeError, RecursionError) as e:
+        raise BundleError("bad_manifest", f"{MANIFEST} cannot be canonicalised: {e}") from None
+    try:
+        sig = base64.b64decode(signature["signature"], validate=True)
+        trusted[kid].verify(sig, signed)
     except (InvalidSignature, ValueError):
         raise BundleError("bad_signature", f"signature does not match (key {kid})") from None
     try:
         m = Manifest.model_validate(manifest)
     except ValidationError as e:
         raise BundleError("bad_manifest", str(e).splitlines()[0]) from None
+    except (ValueError, TypeError, RecursionError) as e:  # a validator tripped on odd input
+        raise BundleError("bad_manifest", f"{MANIFEST}: {type(e).__name__}") from None
     digest = sha256_hex(model_bytes)
     if len(model_bytes) != m.size_bytes:
         raise BundleError(
@@ -192,16 +283,49 @@ def verify_parts(
     return m
 
 
-def read_bundle(folder: Path) -> tuple[dict[str, Any], dict[str, str], bytes]:
-    folder = Path(folder)
+def _read_file(folder: Path, name: str, limit: int) -> bytes:
+    path = folder / name
     try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-        signature = json.loads((folder / SIGNATURE).read_text())
-        model = (folder / MODEL).read_bytes()
-    except FileNotFoundError as e:
-        raise BundleError("incomplete", f"{folder}: missing {Path(e.filename).name}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BundleError("bad_manifest", f"{folder}: not JSON ({e})") from None
+        size = path.stat().st_size
+        if size > limit:
+            raise BundleError("too_large", f"{folder}: {name} is {size} bytes, over {limit}")
+        with open(path, "rb") as fh:
+            data = fh.read(limit + 1)
+    except FileNotFoundError:
+        raise BundleError("incomplete", f"{folder}: missing {name}") from None
+    except OSError as e:  # a folder where a file should be, no permission, I/O error
+        raise BundleError("unreadable", f"{folder}: cannot read {name}: {e.strerror}") from None
+    if len(data) > limit:  # grew while being read
+        raise BundleError("too_large", f"{folder}: {name} is over {limit} bytes")
+    return data
+
+
+def _read_json(folder: Path, name: str, reason: str) -> object:
+    data = _read_file(folder, name, MAX_MANIFEST_BYTES)
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise BundleError(reason, f"{folder}: {name} is not UTF-8 text") from None
+    except json.JSONDecodeError as e:
+        detail = "empty" if not data.strip() else f"not JSON ({e.msg} at line {e.lineno})"
+        raise BundleError(reason, f"{folder}: {name} is {detail}") from None
+    except RecursionError:
+        raise BundleError(reason, f"{folder}: {name} nests too deeply to read") from None
+
+
+def read_bundle(folder: Path) -> tuple[dict[str, Any], dict[str, str], bytes]:
+    """The three files of a bundle folder, their JSON shapes checked; BundleError else."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        what = "does not exist" if not folder.exists() else "is a file, not a bundle folder"
+        raise BundleError("incomplete", f"{folder} {what}")
+    manifest = check_manifest_shape(
+        _read_json(folder, MANIFEST, "bad_manifest"), f"{folder.name}/{MANIFEST}"
+    )
+    signature = check_signature_shape(
+        _read_json(folder, SIGNATURE, "bad_signature"), f"{folder.name}/{SIGNATURE}"
+    )
+    model = _read_file(folder, MODEL, MAX_MODEL_BYTES)
     return manifest, signature, model
 
 

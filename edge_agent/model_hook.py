@@ -82,6 +82,11 @@ def attach_updater(gateway: Gateway, bundle_root: Path | None = None) -> ModelUp
         log.error("model updates disabled: %s", e)
         gateway.state.event("model", f"model updates disabled: {e}")
         return None
+
+    def mirror() -> None:  # the updater's counters in the status: model_refused, ...
+        for k, v in updater.counters.items():
+            gateway.state.set_counter(f"model_{k}", v)
+
     if updater.channel != s.channel:  # joined another channel before a restart
         _switch(gateway, s.channel, updater.channel)
     try:
@@ -91,6 +96,10 @@ def attach_updater(gateway: Gateway, bundle_root: Path | None = None) -> ModelUp
         # that is no model) and a good release can still install one.
         log.error("no verified bundle at boot: %s", e)
         gateway.state.event("model", f"no verified bundle: {e.reason}")
+    except Exception as e:  # whatever the bundle files hold, the gateway runs
+        log.exception("model bundle boot failed")
+        gateway.state.event("model", f"no verified bundle: internal: {type(e).__name__}")
+    mirror()
 
     jobs: queue.Queue[ModelRelease | None] = queue.Queue(maxsize=8)
 
@@ -101,15 +110,22 @@ def attach_updater(gateway: Gateway, bundle_root: Path | None = None) -> ModelUp
                 return
             if release.channel != updater.channel:
                 log.warning(
-                    "release for channel %s ignored (on %s)", release.channel, updater.channel
+                    "release for channel %s ignored (on %s)",
+                    release.channel[:64],
+                    updater.channel,
                 )
                 continue
             try:
                 updater.handle_release(release)
             except Exception:  # never let one release end model updates for good
                 log.exception("model update failed")
+            mirror()
 
-    threading.Thread(target=work, name="vigil-model-update", daemon=True).start()
+    spawn = getattr(getattr(gateway, "supervisor", None), "spawn", None)
+    if spawn is not None:  # restarted (and reported) if it dies anyway
+        spawn("vigil-model-update", work)
+    else:
+        threading.Thread(target=work, name="vigil-model-update", daemon=True).start()
 
     def on_release(release: ModelRelease) -> None:
         try:
@@ -123,12 +139,21 @@ def attach_updater(gateway: Gateway, bundle_root: Path | None = None) -> ModelUp
 
     def on_command(cmd: Command) -> None:
         if previous is not None:
-            previous(cmd)
+            try:
+                previous(cmd)
+            except Exception as e:  # its failure must not stop join_channel
+                log.error("command %s failed: %s", cmd.command, type(e).__name__, exc_info=True)
+                gateway.state.count("commands_refused")
         old = updater.channel
         try:
             new = updater.handle_command(cmd)
         except ValueError as e:
             log.warning("command %s refused: %s", cmd.command, e)
+            gateway.state.count("commands_refused")
+            return
+        except Exception as e:  # e.g. the bundle folder unwritable: refused, counted
+            log.error("command %s failed: %s", cmd.command, type(e).__name__, exc_info=True)
+            gateway.state.count("commands_refused")
             return
         if new and new != old:
             _switch(gateway, old, new)

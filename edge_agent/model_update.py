@@ -36,26 +36,40 @@ The release stamp is a signed `release` object in the manifest, written by the h
 rollout (cloud_hub/rollout/release.py): `{"seq": int, "issued_at": str, "rollback": bool}`.
 `seq` grows with every publication (milliseconds since the epoch), so a rollback to
 an older model is a NEW release and is accepted, while a captured old message
-replayed later is not.
+replayed later is not. `seq` (as milliseconds) and `issued_at` must not be beyond
+this gateway's clock plus `RELEASE_FUTURE_MARGIN_SECONDS` (`from_the_future`): a
+signed release stamped by a hub whose clock is far ahead, or with an absurd `seq`,
+would otherwise refuse every later release as `replayed`. A gateway that accepted
+such a release before this check finds its highest accepted `seq` beyond the
+ceiling and lowers it to its own clock (`seq_reset`, logged and counted), so the
+next release the hub stamps is accepted while older ones are still replays.
+
+Nothing a release or a bundle file holds escapes as an exception: `handle_release`
+refuses anything unexpected as `internal` (logged with its traceback, counted), and
+`boot` falls back from `active` to `previous` to the default whatever their files hold.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import json
 import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from contracts.bundle import (
+    MAX_MODEL_BYTES,
     MODEL,
+    RELEASE_FUTURE_MARGIN_SECONDS,
     BundleError,
     Manifest,
     canonical_bytes,
@@ -65,6 +79,7 @@ from contracts.bundle import (
 )
 from contracts.messages import Command, ModelRef, ModelRelease, ModelState
 from contracts.paths import default_bundle_dir
+from contracts.timeutil import parse_iso_utc, utc_now
 from contracts.topics import check_id
 from model_runtime.litert import LiteRTError, RiskModel
 from model_runtime.verify import check_model
@@ -74,7 +89,7 @@ from .bundle_store import ACTIVE, PREVIOUS, BundleStore
 log = logging.getLogger(__name__)
 
 RELEASE_KEY = "release"  # the hub's signed stamp inside the manifest (see module doc)
-MAX_MODEL_BYTES = 8 * 1024 * 1024  # a Vigil int8 model is ~100 KB; refuse anything absurd
+__all__ = ["MAX_MODEL_BYTES", "LoadedBundle", "ModelUpdater", "Requirements", "load_verified"]
 
 
 @dataclass(frozen=True)
@@ -143,6 +158,20 @@ def release_seq(manifest: dict[str, Any]) -> int:
     return 0
 
 
+def _state_seq(state: dict[str, Any]) -> int:
+    seq = state.get("highest_seq", 0)
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
+
+
+def _ms(ts: datetime) -> int:
+    return int(ts.timestamp() * 1000)
+
+
+def _text(value: object, limit: int) -> str:
+    """A manifest field for a report: strings as sent (cut), anything else as '?'."""
+    return value[:limit] if isinstance(value, str) else "?"
+
+
 def is_rollback(manifest: dict[str, Any]) -> bool:
     stamp = manifest.get(RELEASE_KEY)
     return isinstance(stamp, dict) and stamp.get("rollback") is True
@@ -173,7 +202,12 @@ def load_verified(folder: Path, trusted: dict[str, Ed25519PublicKey], source: st
     manifest_raw, signature, model_bytes = read_bundle(folder)
     manifest = verify_parts(manifest_raw, signature, model_bytes, trusted)
     model = _interpreter(model_bytes, manifest, folder)
-    check_model(manifest, model)
+    try:
+        check_model(manifest, model)
+    except BundleError:
+        raise
+    except Exception as e:  # an interpreter failing on the golden windows: not this model
+        raise BundleError("model_load", f"golden windows cannot run: {type(e).__name__}") from None
     return LoadedBundle(
         folder, manifest, model, _key_id(signature), release_seq(manifest_raw), source
     )
@@ -184,6 +218,8 @@ def _interpreter(model_bytes: bytes, manifest: Manifest, folder: Path) -> RiskMo
         return RiskModel(model_bytes, manifest=manifest, folder=folder)
     except (LiteRTError, ValueError, RuntimeError) as e:
         raise BundleError("model_load", f"LiteRT cannot load {MODEL}: {e}") from None
+    except Exception as e:  # whatever else a hostile flatbuffer makes LiteRT raise
+        raise BundleError("model_load", f"LiteRT cannot load {MODEL}: {type(e).__name__}") from None
 
 
 class ModelUpdater:
@@ -200,7 +236,9 @@ class ModelUpdater:
         default_bundle: Path | None = None,
         requirements: Requirements | None = None,
         channel: str = "stable",
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
+        self.clock = clock
         self.store = BundleStore(bundle_root)
         self.trusted = (
             dict(trusted_keys)
@@ -217,8 +255,19 @@ class ModelUpdater:
         self._lock = threading.RLock()
         self._current: LoadedBundle | None = None
         state = self.store.read_state()
-        self.channel = str(state.get("channel") or channel)
-        self.counters = {"received": 0, "activated": 0, "refused": 0, "ignored": 0}
+        channel_state = state.get("channel")
+        self.channel = (
+            channel_state if isinstance(channel_state, str) and channel_state else channel
+        )
+        self.counters = {
+            "received": 0,
+            "activated": 0,
+            "refused": 0,
+            "ignored": 0,
+            "from_the_future": 0,
+            "seq_reset": 0,
+            "errors": 0,
+        }
 
     # --- queries --------------------------------------------------------------------
     def current(self) -> LoadedBundle | None:
@@ -233,9 +282,36 @@ class ModelUpdater:
 
     def highest_seq(self) -> int:
         state = self.store.read_state()
-        seq = state.get("highest_seq", 0)
         cur = self._current
-        return max(seq if isinstance(seq, int) else 0, cur.seq if cur else 0)
+        return max(_state_seq(state), cur.seq if cur else 0)
+
+    def seq_ceiling(self) -> int:
+        """The highest release `seq` (ms since the epoch) this gateway's clock accepts."""
+        return _ms(self.clock()) + RELEASE_FUTURE_MARGIN_SECONDS * 1000
+
+    def _sane_highest(self, state: dict[str, Any]) -> int:
+        """The highest accepted `seq`; one beyond the ceiling (a release accepted before
+        `from_the_future` existed, or a clock far ahead) is lowered to this gateway's
+        clock, durably, so later releases are accepted and older ones are still replays."""
+        cur = self._current
+        highest = max(_state_seq(state), cur.seq if cur else 0)
+        if highest <= self.seq_ceiling():
+            return highest
+        now = _ms(self.clock())
+        self.counters["seq_reset"] += 1
+        log.error(
+            "highest accepted release seq %d is beyond this gateway's clock + %d s: "
+            "lowered to %d (recovery from a release from the future)",
+            highest,
+            RELEASE_FUTURE_MARGIN_SECONDS,
+            now,
+        )
+        state["highest_seq"] = now
+        state["seq_reset_from"] = highest
+        self.store.write_state(state)
+        if cur is not None and cur.seq > now:
+            self._current = dataclasses.replace(cur, seq=now)
+        return now
 
     # --- boot -----------------------------------------------------------------------
     def boot(self) -> LoadedBundle:
@@ -259,11 +335,16 @@ class ModelUpdater:
                 except BundleError as e:
                     problems.append(f"{name}: {e}")
                     log.error("bundle %s (%s) does not verify: %s", name, folder.name, e)
+                except Exception as e:  # a reader bug must not stop the gateway booting
+                    self.counters["errors"] += 1
+                    problems.append(f"{name}: internal: {type(e).__name__}")
+                    log.exception("bundle %s (%s) could not be checked", name, folder.name)
             if loaded is None:
                 try:
                     loaded = load_verified(self.default_bundle, self.trusted, "default")
-                except BundleError as e:
-                    problems.append(f"default: {e}")
+                except Exception as e:
+                    why = str(e) if isinstance(e, BundleError) else f"internal: {type(e).__name__}"
+                    problems.append(f"default: {why}")
                     raise BundleError(
                         "no_bundle", "no verified bundle to run: " + "; ".join(problems)
                     ) from None
@@ -275,7 +356,9 @@ class ModelUpdater:
             self.store.gc()
             self._current = loaded
             state = self.store.read_state()
-            if loaded.seq > state.get("highest_seq", 0):
+            self._sane_highest(state)  # may lower a seq from the future (module doc)
+            loaded = self._current
+            if loaded.seq > _state_seq(state):
                 state["highest_seq"] = loaded.seq
                 self.store.write_state(state)
             if self.on_activate is not None:
@@ -316,16 +399,30 @@ class ModelUpdater:
 
     # --- releases ---------------------------------------------------------------------
     def handle_release(self, release: ModelRelease) -> ModelState | None:
-        """Process one release; returns the final state reported (None: ignored)."""
+        """Process one release; returns the final state reported (None: ignored).
+
+        Never raises for what the release holds: an unexpected error refuses it as
+        `internal` (traceback logged, `errors` counted); the running model stays."""
         with self._lock:
-            return self._handle(release)
+            try:
+                return self._handle(release)
+            except Exception as e:
+                self.counters["errors"] += 1
+                log.exception("release could not be processed")
+                return self._report(
+                    "refused",
+                    "?",
+                    "?",
+                    channel=release.channel,
+                    reason=f"internal: {type(e).__name__}",
+                )
 
     def _handle(self, release: ModelRelease) -> ModelState | None:
         raw = release.manifest
-        name = str(raw.get("name", "?"))[:128]
-        version = str(raw.get("version", "?"))[:64]
+        name = _text(raw.get("name"), 128)
+        version = _text(raw.get("version"), 64)
         seq = release_seq(raw)
-        sha = str(raw.get("sha256", ""))
+        sha = _text(raw.get("sha256"), 64)
         cur = self._current
         state = self.store.read_state()
         # A retained release comes again on every reconnect: the active one, or the
@@ -349,7 +446,7 @@ class ModelUpdater:
                 name, version, release.channel, digest, BundleError("storage", str(e))
             )
         if loaded is None:  # the same model, stamped again (e.g. stable after canary)
-            state["highest_seq"] = max(seq, state.get("highest_seq", 0))
+            state["highest_seq"] = max(seq, _state_seq(state))
             self.store.write_state(state)
             assert cur is not None
             self._current = LoadedBundle(
@@ -369,7 +466,7 @@ class ModelUpdater:
         # The swap: pointer first (durable), then the in-memory reference. The
         # interpreter already exists, so scoring never waits for a load.
         self.store.activate(slot)
-        state["highest_seq"] = max(seq, state.get("highest_seq", 0))
+        state["highest_seq"] = max(seq, _state_seq(state))
         state.pop("last_refused", None)
         self.store.write_state(state)
         self._current = loaded
@@ -402,7 +499,9 @@ class ModelUpdater:
             raise BundleError(
                 "unreleased", "manifest carries no signed release stamp (release.seq)"
             )
-        highest = max(int(state.get("highest_seq", 0) or 0), cur.seq if cur else 0)
+        self._check_not_future(release.manifest, seq)
+        highest = self._sane_highest(state)
+        cur = self._current  # its seq may have been lowered just now
         if seq <= highest:
             raise BundleError(
                 "replayed",
@@ -441,6 +540,31 @@ class ModelUpdater:
             self.store.gc()
             raise
         return loaded, staged
+
+    def _check_not_future(self, manifest: dict[str, Any], seq: int) -> None:
+        """`from_the_future`: the stamp's seq or issued_at beyond the clock + the margin."""
+        ceiling = self.seq_ceiling()
+        if seq > ceiling:
+            self.counters["from_the_future"] += 1
+            raise BundleError(
+                "from_the_future",
+                f"release seq {seq} is beyond this gateway's clock + "
+                f"{RELEASE_FUTURE_MARGIN_SECONDS} s ({ceiling}): check the hub's clock",
+            )
+        stamp = manifest.get(RELEASE_KEY)
+        issued = stamp.get("issued_at") if isinstance(stamp, dict) else None
+        if isinstance(issued, str):
+            try:
+                at = parse_iso_utc(issued[:64])
+            except (ValueError, OverflowError):
+                raise BundleError("unreleased", "release.issued_at is not a timestamp") from None
+            if at > self.clock() + timedelta(seconds=RELEASE_FUTURE_MARGIN_SECONDS):
+                self.counters["from_the_future"] += 1
+                raise BundleError(
+                    "from_the_future",
+                    f"release issued_at {at:%Y-%m-%dT%H:%M:%SZ} is beyond this gateway's clock "
+                    f"+ {RELEASE_FUTURE_MARGIN_SECONDS} s: check the hub's clock",
+                )
 
     def _refuse(
         self, name: str, version: str, channel: str, digest: str, e: BundleError

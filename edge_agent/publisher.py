@@ -23,6 +23,14 @@ bounded batches) and `resend(since)` (the hub's `resend` command) queues them ag
 Incoming payloads are untrusted: parsed with `contracts.messages.parse_message`,
 stored in the inbox either way, counted, and valid ones handed to the hooks
 `on_command(Command)` / `on_release(ModelRelease)` (model updates: edge_agent/model_hook.py).
+Nothing a payload holds (deep nesting, wrong types, NaN, non-UTF-8, a valid schema
+with a bad signature) or a hook does can end paho's network thread: every error is
+caught in `_on_message`, counted (`invalid` with the refusal kind, `handler_errors`,
+`inbox_errors`), logged in one line without the payload, and the loop goes on acking
+the outbox. A retained poison message is refused once per delivery, so it cannot
+stall the gateway on every start. paho's `suppress_exceptions` is on as a second
+net, and the gateway's supervisor (edge_agent/supervisor.py) restarts the network
+thread (`restart_network`) and the sender/status threads (`spawn`) if one dies anyway.
 """
 
 from __future__ import annotations
@@ -87,7 +95,11 @@ class Publisher:
         c.on_publish = self._on_publish
         c.on_message = self._on_message
         c.on_subscribe = self._on_subscribe
+        c.suppress_exceptions = True  # a callback's error is logged, never ends the loop
         self.client = c
+        # How the sender/status threads are started; the gateway's supervisor
+        # replaces it with one that restarts a thread that dies.
+        self.spawn: Callable[[str, Callable[[], None]], threading.Thread] = _plain_thread
         self._connected = threading.Event()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -106,7 +118,10 @@ class Publisher:
             "invalid": 0,
             "resent": 0,
             "pruned": 0,
+            "handler_errors": 0,
+            "inbox_errors": 0,
         }
+        self.refusals: dict[str, int] = {}  # refusal kind -> count (invalid, by why)
 
     # --- lifecycle -------------------------------------------------------------
     def start(self) -> None:
@@ -118,13 +133,24 @@ class Publisher:
         # 3.1.1: a clean session is the client's default
         connect_async(self.client, m, clean_start=True, properties=props)
         self.client.loop_start()
-        self._sender = threading.Thread(target=self._send_loop, name="vigil-outbox", daemon=True)
-        self._sender.start()
-        self._status_thread = threading.Thread(
-            target=self._status_loop, name="vigil-status", daemon=True
-        )
-        self._status_thread.start()
+        self._sender = self.spawn("vigil-outbox", self._send_loop)
+        self._status_thread = self.spawn("vigil-status", self._status_loop)
         self.state.set_outbox(self.store.outbox_size())
+
+    def network_alive(self) -> bool:
+        """paho's network thread is running (or the publisher is stopping)."""
+        t = getattr(self.client, "_thread", None)
+        return self._stop.is_set() or (t is not None and t.is_alive())
+
+    def restart_network(self) -> None:
+        """Start paho's network thread again after it died (the supervisor calls it)."""
+        if self._stop.is_set():
+            return
+        t = getattr(self.client, "_thread", None)
+        if t is not None and not t.is_alive():
+            self.client._thread = None  # paho refuses loop_start while it holds a dead thread
+        self.client.loop_start()
+        self.state.event("connection", "MQTT network thread restarted")
 
     def stop(self, timeout: float = 5.0) -> None:
         """Flush what the broker can take within `timeout`, publish `offline`, disconnect."""
@@ -239,27 +265,59 @@ class Publisher:
             log.warning("subscription refused by the broker: %s", bad)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        """paho's network thread: whatever the payload, count it, never raise."""
         self.counters["received"] += 1
         try:
+            topic = msg.topic
+        except Exception:  # a topic that is not UTF-8
+            topic = "<undecodable topic>"
+        try:
             parsed = parse_message(msg.payload, gateway_only=False)
-            if msg.topic == self.topic_cmd and not isinstance(parsed, Command):
+            if topic == self.topic_cmd and not isinstance(parsed, Command):
                 raise MessageError("topic_mismatch", f"{parsed.schema_} is not a command")
-            if msg.topic == self.topic_models and not isinstance(parsed, ModelRelease):
+            if topic == self.topic_models and not isinstance(parsed, ModelRelease):
                 raise MessageError("topic_mismatch", f"{parsed.schema_} is not a model release")
+            if not isinstance(parsed, (Command, ModelRelease)):
+                raise MessageError("topic_mismatch", f"{parsed.schema_} is not for a gateway")
         except MessageError as e:
-            self.counters["invalid"] += 1
-            self.state.count("mqtt_invalid")
-            log.warning("invalid message on %s: %s", msg.topic, e.reason)
-            self.store.add_inbox(msg.topic, msg.payload, False, e.reason)
+            self._refuse(topic, msg.payload, e.kind, e.reason)
             return
-        self.store.add_inbox(msg.topic, msg.payload, True)
+        except Exception as e:  # RecursionError, MemoryError, a validator bug: still refused
+            self._refuse(topic, msg.payload, "malformed", f"unparseable: {type(e).__name__}")
+            return
+        self._inbox(topic, msg.payload, True)
         hook = self.on_command if isinstance(parsed, Command) else self.on_release
-        log.info("received %s on %s", parsed.schema_, msg.topic)
+        log.info("received %s on %s", parsed.schema_, topic)
         if hook is not None:
             try:
                 hook(parsed)
-            except Exception:  # a handler bug must not kill the network thread
-                log.exception("handler for %s failed", msg.topic)
+            except Exception as e:  # a handler bug must not kill the network thread
+                self.counters["handler_errors"] += 1
+                self.state.count("mqtt_handler_errors")
+                log.error(
+                    "handler for %s on %s failed: %s",
+                    parsed.schema_,
+                    topic,
+                    type(e).__name__,
+                    exc_info=True,
+                )
+
+    def _refuse(self, topic: str, payload: bytes, kind: str, reason: str) -> None:
+        """Count, log one line (the reason, never the payload) and set the payload aside."""
+        self.counters["invalid"] += 1
+        self.refusals[kind] = self.refusals.get(kind, 0) + 1
+        self.state.count("mqtt_invalid")
+        self.state.count(f"mqtt_invalid_{kind}")
+        log.warning("invalid message on %s (%d bytes): %s", topic, len(payload), reason[:200])
+        self._inbox(topic, payload, False, reason[:500])
+
+    def _inbox(self, topic: str, payload: bytes, valid: bool, reason: str = "") -> None:
+        try:
+            self.store.add_inbox(topic, payload, valid, reason)
+        except Exception as e:  # a full disk must not end the network loop
+            self.counters["inbox_errors"] += 1
+            self.state.count("mqtt_inbox_errors")
+            log.error("inbox write failed for %s: %s", topic, type(e).__name__)
 
     # --- sender thread -----------------------------------------------------------
     def _take_acks(self) -> None:
@@ -327,6 +385,12 @@ class Publisher:
                 )
 
 
+def _plain_thread(name: str, target: Callable[[], None]) -> threading.Thread:
+    t = threading.Thread(target=target, name=name, daemon=True)
+    t.start()
+    return t
+
+
 def status_payload(
     settings: EdgeSettings, state: GatewayState, **extra: Any
 ) -> Callable[[str], Status]:
@@ -345,6 +409,9 @@ def status_payload(
             channel=settings.channel,
             beds=[BedSummary(bed=b.bed, stay=b.stay or "-", link=b.link) for b in snap.beds],  # type: ignore[arg-type]
             outbox=snap.outbox,
+            storage=snap.storage,  # type: ignore[arg-type]
+            storage_kept=snap.counters.get("storage_kept_now", 0),
+            storage_dropped=snap.counters.get("storage_dropped", 0),
             **extra,
         )
 

@@ -55,6 +55,9 @@ def load_model(dirs: list[Path], trusted_keys: list[Path]) -> tuple[RiskModel | 
         except BundleError as e:
             log.error("bundle %s refused: %s", d, e)
             refused.append(f"{d}: {e}")
+        except Exception as e:  # whatever a bundle's files hold: the next one is tried
+            log.exception("bundle %s could not be checked", d)
+            refused.append(f"{d}: internal: {type(e).__name__}")
     return None, refused
 
 

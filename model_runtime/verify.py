@@ -3,8 +3,9 @@
 TensorFlow-free (contracts + LiteRT + NumPy), so it runs on a gateway-like install.
 Raises `contracts.bundle.BundleError` with a short `reason`:
 
-- from `contracts.bundle.verify_bundle`: `incomplete`, `bad_manifest`, `bad_signature`,
-  `unknown_key`, `wrong_size`, `wrong_hash`;
+- from `contracts.bundle.read_bundle`/`verify_parts`: `incomplete`, `unreadable`,
+  `bad_manifest`, `bad_signature`, `unknown_key`, `too_large` (over
+  `contracts.bundle.MAX_MODEL_BYTES`, the gateway's own limit), `wrong_size`, `wrong_hash`;
 - from here: `model_load` (LiteRT refuses the model), `io_mismatch` (the model's
   tensors are not what the manifest and its preprocessing say), `no_golden` (nothing
   to prove the model with), `golden_mismatch` (an output off by more than its tolerance).
@@ -19,10 +20,10 @@ import numpy as np
 
 from contracts.bundle import (
     MODEL,
-    SIGNATURE,
     BundleError,
     Manifest,
-    verify_bundle,
+    read_bundle,
+    verify_parts,
 )
 
 from .litert import RiskModel
@@ -54,6 +55,8 @@ def check_model(manifest: Manifest, model: RiskModel) -> tuple[float, int]:
     }
     declared = {t.name: tuple(t.shape) for t in manifest.inputs}
     for name, shape in want.items():
+        if name not in model.inputs:
+            raise BundleError("io_mismatch", f"model has no input named {name!r}")
         got = model.inputs[name].shape
         if got != shape:
             raise BundleError(
@@ -71,7 +74,7 @@ def check_model(manifest: Manifest, model: RiskModel) -> tuple[float, int]:
     for i, g in enumerate(manifest.golden):
         try:
             got = model.score(np.asarray(g.window), np.asarray(g.static))
-        except ValueError as e:
+        except Exception as e:  # any shape/type the interpreter refuses: not this model
             raise BundleError("golden_mismatch", f"golden window {i} cannot be fed: {e}") from None
         err = abs(got - g.expected)
         worst = max(worst, err)
@@ -86,13 +89,12 @@ def check_model(manifest: Manifest, model: RiskModel) -> tuple[float, int]:
 
 def verify_full(folder: Path, trusted: dict) -> Verified:
     """Every check a gateway makes before activating the bundle in `folder`."""
-    import json
-
     folder = Path(folder)
-    manifest = verify_bundle(folder, trusted)
-    kid = json.loads((folder / SIGNATURE).read_text()).get("key_id", "")
+    raw, signature, model_bytes = read_bundle(folder)  # each file read once
+    manifest = verify_parts(raw, signature, model_bytes, trusted)
+    kid = signature["key_id"]
     try:
-        model = RiskModel((folder / MODEL).read_bytes(), manifest=manifest, folder=folder)
+        model = RiskModel(model_bytes, manifest=manifest, folder=folder)
     except Exception as e:
         raise BundleError("model_load", f"LiteRT cannot load {MODEL}: {e}") from None
     worst, n = check_model(manifest, model)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import threading
 import time
@@ -25,6 +26,7 @@ from contracts.broker import BrokerSettings, make_client
 from contracts.bundle import (
     MANIFEST,
     MODEL,
+    RELEASE_FUTURE_MARGIN_SECONDS,
     BundleError,
     Manifest,
     key_id,
@@ -40,6 +42,8 @@ if TYPE_CHECKING:
     from paho.mqtt.reasoncodes import ReasonCode
 
     from .ledger import Ledger, LedgerEntry, StoreLedger
+
+log = logging.getLogger(__name__)
 
 HUB_ID = "hub"
 RELEASE_KEY = "release"  # read by edge_agent.model_update (same name, kept in step)
@@ -58,8 +62,17 @@ def read_bundle_folder(folder: Path) -> tuple[dict[str, Any], bytes]:
 
 
 def next_seq(after: int = 0) -> int:
-    """Milliseconds since the epoch, strictly above `after` (the ledger's last)."""
-    return max(int(time.time() * 1000), after + 1)
+    """Milliseconds since the epoch, strictly above `after` (the ledger's last).
+
+    A ledger's last seq beyond this clock + `RELEASE_FUTURE_MARGIN_SECONDS` (a release
+    stamped while the hub's clock was far ahead) is not followed: gateways refuse such
+    a seq as `from_the_future`, and they lower one they accepted before to their clock
+    (edge_agent/model_update.py), so the clock's own value is what they take next."""
+    now = int(time.time() * 1000)
+    if after > now + RELEASE_FUTURE_MARGIN_SECONDS * 1000:
+        log.warning("ledger's last release seq %d is in the future: stamping %d", after, now)
+        return now
+    return max(now, after + 1)
 
 
 def make_release(
