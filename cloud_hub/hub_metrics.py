@@ -58,6 +58,35 @@ class IngestMetrics:
         self.store_errors = Counter(
             "vigil_hub_store_errors", "Batches that failed to commit (retried)", registry=r
         )
+        # Health (issue 18): a hub that looks alive must be writing, or say why not.
+        self.store_ok = Gauge(
+            "vigil_hub_store_ok",
+            "1 while the last commit worked; 0 while the store fails (nothing is acked)",
+            registry=r,
+        )
+        self.store_retry_seconds = Gauge(
+            "vigil_hub_store_retry_delay_seconds",
+            "Backoff before the next retry of a batch the store refused (0: none)",
+            registry=r,
+        )
+        self.store_lost = Counter(
+            "vigil_hub_store_lost",
+            "Times the SQLite store file vanished or was replaced under the hub (reopened)",
+            registry=r,
+        )
+        self.writer_alive = Gauge(
+            "vigil_hub_writer_alive", "1 while the writer thread runs", registry=r
+        )
+        self.writer_restarts = Counter(
+            "vigil_hub_writer_restarts",
+            "Times the supervisor restarted a writer thread that had died",
+            registry=r,
+        )
+        self.internal_errors = Counter(
+            "vigil_hub_internal_errors",
+            "Batches whose processing raised outside the store (retried one by one)",
+            registry=r,
+        )
         self.connected = Gauge(
             "vigil_hub_connected", "1 while connected to the broker", list(w), registry=r
         ).labels(**w)

@@ -6,6 +6,23 @@ only then) acknowledges its messages to the broker. Rows are inserted with
 SQLite and PostgreSQL, so a redelivered message is recognised as a duplicate and
 the registry side effects (gateway state, stays, labels from feedback) are applied
 only for messages stored for the first time.
+
+Errors are told apart by exception TYPE (`is_transient`):
+- transient, the store's or the network's fault: sqlalchemy `OperationalError`
+  (connection refused or lost, database locked, disk full, read-only file),
+  `InterfaceError`, `DisconnectionError`, a pool `TimeoutError`, any DBAPI error that
+  invalidated its connection. `write_batch` raises them; the ingest keeps the batch,
+  acknowledges nothing and retries with backoff (`vigil_hub_store_errors_total`).
+- permanent, the data's fault: everything else (`IntegrityError`, `DataError`,
+  `ProgrammingError`, an `OverflowError` or `ValueError` from binding a value, a
+  `StatementError`...). The batch is then written again one message per transaction;
+  a message still refused is dead-lettered (`store_error`) and the rest are stored.
+Dead letters are cleaned (`dead_letter_row`: NUL and control characters escaped,
+lengths bounded, a gateway id kept only if it is one) and written one per transaction
+when their batch is refused, so the store cannot refuse one for its content; if it
+refuses one anyway, the store is faulty (`StoreFault`, retried as transient).
+Dead letters never create or touch a gateway in the registry: junk on a made-up
+gateway's topic is set aside, not taken as a sign of that gateway (no resend to it).
 """
 
 from __future__ import annotations
@@ -20,10 +37,17 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, or_
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+)
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from contracts.messages import Alarm, ModelRef, ModelState, Risk, Status, Vitals
+from contracts.messages import Alarm, ModelRef, ModelState, Risk, Status, Vitals, clean_text
 from contracts.timeutil import as_utc  # store UTC only: SQLite keeps wall time, no offset
+from contracts.topics import check_id
 
 from .models import (
     AlarmEvent,
@@ -43,6 +67,15 @@ log = logging.getLogger(__name__)
 # Dead letters keep the raw bytes up to this size (plus the full size and sha256), so
 # a flood of oversized junk cannot fill the store.
 DEAD_LETTER_KEEP_BYTES = 64 * 1024
+DEAD_LETTER_REASON_CHARS = 2000
+DEAD_LETTER_TOPIC_CHARS = 1024
+
+
+class StoreFault(RuntimeError):
+    """The store refused a row that cannot be the data's fault (a cleaned dead letter,
+    a bounded release): the store is broken, so the batch is retried like a transient
+    error and nothing is acknowledged."""
+
 
 KIND_TABLE: dict[type, Table] = {
     Status: GatewayStatus.__table__,
@@ -198,17 +231,28 @@ def message_row(m: GatewayMessage, received_at: datetime, retained: bool = False
     raise TypeError(f"not a gateway message: {type(m).__name__}")
 
 
+def _gateway_id(gw: str | None) -> str | None:
+    try:
+        return check_id("gateway", gw) if gw else None
+    except (TypeError, ValueError):
+        return None
+
+
 def dead_letter_row(r: Rejected) -> dict:
+    """The dead letter of `r`, cleaned so no store refuses it: text without NUL or
+    control characters and within its column, the gateway id only if it is one, the raw
+    bytes (binary column) cut at DEAD_LETTER_KEEP_BYTES."""
+    payload = bytes(r.payload)
     return {
-        "topic": r.topic,
-        "gw": r.gw,
-        "reason_kind": r.reason_kind,
-        "reason": r.reason,
-        "payload": r.payload[:DEAD_LETTER_KEEP_BYTES],
-        "size": len(r.payload),
-        "truncated": len(r.payload) > DEAD_LETTER_KEEP_BYTES,
-        "sha256": hashlib.sha256(r.payload).hexdigest(),
-        "received_at": r.received_at,
+        "topic": clean_text(r.topic or "", DEAD_LETTER_TOPIC_CHARS),
+        "gw": _gateway_id(r.gw),
+        "reason_kind": clean_text(r.reason_kind, 32),
+        "reason": clean_text(r.reason, DEAD_LETTER_REASON_CHARS),
+        "payload": payload[:DEAD_LETTER_KEEP_BYTES],
+        "size": len(payload),
+        "truncated": len(payload) > DEAD_LETTER_KEEP_BYTES,
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "received_at": as_utc(r.received_at),
     }
 
 
@@ -381,12 +425,7 @@ def _write(
             continue
         seen.add(eid)
         by_kind.setdefault(type(a.message), []).append(a)
-    for r in rejected:
-        if r.gw:
-            gw_t = res.last_seen.get(r.gw)
-            if gw_t is None or r.received_at > gw_t:
-                res.last_seen[r.gw] = r.received_at
-
+    # Dead letters (`rejected`) never touch the registry: see the module docstring.
     _touch_gateways(conn, res.last_seen)
     for kind, items in by_kind.items():
         rows = [message_row(a.message, a.received_at, a.retained) for a in items]
@@ -413,10 +452,17 @@ def _write(
 
 
 def is_transient(e: BaseException) -> bool:
-    """Connection trouble (retry the batch later) rather than a row the store refuses."""
-    return isinstance(e, OperationalError | InterfaceError) or (
-        isinstance(e, DBAPIError) and e.connection_invalidated
-    )
+    """The store's or network's trouble (retry the batch later, acknowledge nothing),
+    rather than a row the store refuses (per-row fallback, dead letter). By type only:
+    see the module docstring for the two lists."""
+    return isinstance(
+        e, OperationalError | InterfaceError | DisconnectionError | PoolTimeoutError | StoreFault
+    ) or (isinstance(e, DBAPIError) and e.connection_invalidated)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(getattr(e, "orig", None) or e).strip()
+    return clean_text(f"{type(e).__name__}: {text.splitlines()[0] if text else ''}", 300)
 
 
 def write_batch(
@@ -427,48 +473,97 @@ def write_batch(
 ) -> BatchResult:
     """Store a batch in one transaction.
 
-    If the store refuses the batch because of one row (e.g. PostgreSQL refuses a NUL
-    character in text), every message is retried in its own transaction and the ones
-    still refused become dead letters (reason_kind 'store_error'), so one bad row can
-    never block the stream. Connection errors propagate: the caller retries the batch
-    later and acknowledges nothing meanwhile.
+    If the store refuses the batch permanently (`is_transient` False: e.g. PostgreSQL
+    refuses a NUL character in text, SQLite an integer over 2^63), every message is
+    written again in its own transaction and the ones still refused become dead
+    letters (reason_kind 'store_error'), so one bad row can never block the stream.
+    Transient errors propagate: the caller retries the batch later and acknowledges
+    nothing meanwhile.
     """
     try:
         with engine.begin() as conn:
             return _write(conn, accepted, rejected, releases)
-    except DBAPIError as e:
+    except Exception as e:
         if is_transient(e):
             raise
         log.warning(
             "event=batch_refused size=%d error=%s; storing one by one",
-            len(accepted) + len(rejected),
-            str(e.orig).strip().splitlines()[0],
+            len(accepted) + len(rejected) + len(releases),
+            _first_line(e),
         )
     total = BatchResult()
-    if releases:  # small, hub-made rows: a refusal here is a store fault, not the data's
-        with engine.begin() as conn:
-            total.merge(_write(conn, [], [], releases))
+    refused: list[Rejected] = []
+    for rel in releases:
+        try:
+            with engine.begin() as conn:
+                total.merge(_write(conn, [], [], [rel]))
+        except Exception as e:
+            if is_transient(e):
+                raise
+            refused.append(
+                Rejected(
+                    topic=f"vigil/v1/models/{rel.channel}",
+                    payload=rel.payload or b"",
+                    reason_kind="store_error",
+                    reason=f"store refused release: {_first_line(e)}",
+                    received_at=rel.received_at,
+                )
+            )
     for a in accepted:
         try:
             with engine.begin() as conn:
                 total.merge(_write(conn, [a], []))
-        except DBAPIError as e:
+        except Exception as e:
             if is_transient(e):
                 raise
-            reason = (
-                f"store refused {KIND_NAME[type(a.message)]}: {str(e.orig).strip().splitlines()[0]}"
+            refused.append(
+                Rejected(
+                    topic=a.topic,
+                    payload=a.payload or a.message.to_json(),
+                    reason_kind="store_error",
+                    reason=f"store refused {KIND_NAME[type(a.message)]}: {_first_line(e)}",
+                    received_at=a.received_at,
+                    gw=a.message.gw,
+                )
             )
-            rej = Rejected(
-                topic=a.topic,
-                payload=a.payload or a.message.to_json(),
-                reason_kind="store_error",
-                reason=reason,
-                received_at=a.received_at,
-                gw=a.message.gw,
-            )
-            with engine.begin() as conn:
-                total.merge(_write(conn, [], [rej]))
-    if rejected:
-        with engine.begin() as conn:
-            total.merge(_write(conn, [], rejected))
+    total.merge(write_dead_letters(engine, [*rejected, *refused]))
     return total
+
+
+def write_dead_letters(engine: Engine, rejected: Sequence[Rejected]) -> BatchResult:
+    """Dead letters in one transaction, or one by one if the store refuses that; one it
+    still refuses is written again with its reason and topic replaced by plain text; a
+    refusal of that is a store fault (`StoreFault`, transient): nothing is lost."""
+    res = BatchResult()
+    if not rejected:
+        return res
+    try:
+        with engine.begin() as conn:
+            return _write(conn, [], rejected)
+    except Exception as e:
+        if is_transient(e):
+            raise
+        log.warning("event=dead_letters_refused size=%d error=%s", len(rejected), _first_line(e))
+    for r in rejected:
+        try:
+            with engine.begin() as conn:
+                res.merge(_write(conn, [], [r]))
+            continue
+        except Exception as e:
+            if is_transient(e):
+                raise
+            plain = Rejected(
+                topic="(refused by the store)",
+                payload=r.payload,
+                reason_kind=r.reason_kind,
+                reason=f"{r.reason_kind}: the store refused this dead letter ({type(e).__name__})",
+                received_at=r.received_at,
+            )
+        try:
+            with engine.begin() as conn:
+                res.merge(_write(conn, [], [plain]))
+        except Exception as e:
+            if is_transient(e):
+                raise
+            raise StoreFault(f"the store refuses a plain dead letter: {_first_line(e)}") from e
+    return res
