@@ -40,6 +40,10 @@ class HubSettings(BaseSettings):
     keepalive: int = Field(30, ge=5)
     # resend `since` = last stored message of the gateway minus this (skew, in flight).
     resend_margin_seconds: float = Field(60.0, ge=0)
+    # A message's `ts` may lie this far behind / ahead of the hub's clock; outside it is
+    # dead-lettered `stale_or_future` (contracts/messages.py TimeWindow).
+    max_message_age_seconds: float = Field(365 * 86400.0, gt=0)
+    max_message_ahead_seconds: float = Field(86400.0, gt=0)
     metrics_port: int = Field(0, ge=0, le=65535)  # 0: no HTTP endpoint
     metrics_addr: str = "0.0.0.0"
     tls_ca: Path | None = None
