@@ -79,14 +79,13 @@ def _gateway(world, gw: str) -> GatewayClient:
     return GatewayClient(u, "127.0.0.1", world["broker"].port).start()
 
 
-def test_retrain_promote_canary_then_stable_and_a_canary_refusal_halts(world):
-    root, port = world["root"], str(world["broker"].port)
+@pytest.fixture(scope="module")
+def first_retrain(world):
+    """The first retrain into the module's MLflow store (no champion yet): its CLI result.
+    Every test that needs a champion asks for it, so each test also runs alone."""
+    root = world["root"]
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    common = ["--key", str(world["key"]), "--host", "127.0.0.1", "--port", port]
-    ledger = ["--ledger", str(root / "ledger")]
-
-    # 1. Retrain on the base dataset + the fleet's labelled hours: promoted and signed.
-    r = _cli(
+    return _cli(
         [
             "retrain", "--data", str(world["data"]), "--db", world["db"], "--tracking-uri", uri,
             "--model-name", NAME, "--units", "8", "--epochs", "2", "--batch-size", "256",
@@ -94,14 +93,26 @@ def test_retrain_promote_canary_then_stable_and_a_canary_refusal_halts(world):
             "--key", str(world["key"]),
         ]
     )  # fmt: skip
+
+
+def test_retrain_promote_canary_then_stable_and_a_canary_refusal_halts(world, first_retrain):
+    root, port = world["root"], str(world["broker"].port)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    common = ["--key", str(world["key"]), "--host", "127.0.0.1", "--port", port]
+    ledger = ["--ledger", str(root / "ledger")]
+
+    # 1. Retrain on the base dataset + the fleet's labelled hours: promoted and signed.
+    r = first_retrain
     assert r.exit_code == 0, r.output
     assert "PROMOTED" in r.output, r.output
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=uri)
     assert str(client.get_model_version_by_alias(NAME, "champion").version) == "1"
-    run = client.search_runs(
-        [client.get_experiment_by_name(NAME).experiment_id], "tags.kind = 'retrain'"
+    run = client.search_runs(  # the first retrain run (another test may have added more)
+        [client.get_experiment_by_name(NAME).experiment_id],
+        "tags.kind = 'retrain'",
+        order_by=["attributes.start_time ASC"],
     )[0]
     es = json.loads((root / "eval_set.json").read_text())
     assert run.data.params["eval_set_sha256"] == es["sha256"]
@@ -112,7 +123,7 @@ def test_retrain_promote_canary_then_stable_and_a_canary_refusal_halts(world):
     r = _cli(
         ["retrain", "--data", str(world["data"]), "--db", world["db"], "--tracking-uri", uri,
          "--model-name", NAME, "--key", str(world["key"]), "--min-new-labels", "10",
-         "--eval-set", str(root / "eval_set.json")]
+         "--eval-set", str(root / "eval_set.json"), "--bundles", str(root / "bundles-check")]
     )  # fmt: skip
     assert r.exit_code == 0 and "0 new labelled fleet hours (< 10): not retraining" in r.output
 
@@ -184,16 +195,17 @@ def test_retrain_promote_canary_then_stable_and_a_canary_refusal_halts(world):
         gw_b.stop()
 
 
-def test_a_second_retrain_is_judged_against_the_champion_on_the_same_eval_set(world):
-    """Runs after the test above (same MLflow store): a gate no model can pass (AUROC must
+def test_a_second_retrain_is_judged_against_the_champion_on_the_same_eval_set(world, first_retrain):
+    """After the first retrain (same MLflow store): a gate no model can pass (AUROC must
     rise by 1) rejects the candidate; the champion alias stays; everything is logged."""
+    assert first_retrain.exit_code == 0, first_retrain.output
     import mlflow
 
     root = world["root"]
     uri = f"sqlite:///{root / 'mlflow.db'}"
     r = _cli(
         [
-            "retrain", "--data", str(world["data"]), "--no-fleet", "--tracking-uri", uri,
+            "retrain", "--data", str(world["data"]), "--db", world["db"], "--tracking-uri", uri,
             "--model-name", NAME, "--units", "8", "--epochs", "1", "--batch-size", "256",
             "--eval-set", str(root / "eval_set.json"), "--bundles", str(root / "bundles2"),
             "--key", str(world["key"]), "--max-auroc-drop", "-1",
