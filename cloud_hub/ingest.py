@@ -17,6 +17,25 @@ A store outage stops the acks (the broker holds the messages) and the batch is
 retried with backoff; a broker outage is retried by paho with backoff, and the
 subscriptions are made again on every connect.
 
+Poison never stalls the stream (issue 18): `classify` never raises (every refusal is a
+dead letter with its reason); `write_batch` tells transient store errors (retried,
+nothing acked, `vigil_hub_store_ok` 0 and the backoff in
+`vigil_hub_store_retry_delay_seconds`) from permanent ones (one row's fault: stored one
+by one, the bad row dead-lettered) by exception type; anything else a batch raises is
+counted (`vigil_hub_internal_errors_total`) and the batch is handled one message at a
+time, a message that still fails being dead-lettered (`internal_error`). The writer
+thread catches everything; a supervisor thread restarts it if it dies anyway, puts
+back the batch it held, and counts it (`vigil_hub_writer_restarts_total`,
+`vigil_hub_writer_alive`).
+
+A SQLite store file deleted or replaced while the hub runs (`StoreWatch`: its inode,
+checked before each batch and after each commit, before the acks) is never written
+into blindly: the batch in hand is not acknowledged, the store is reopened at its path
+(a stale -wal set aside, migrated), and every gateway the worker knows is asked to
+`resend`: since its last message in the reopened store minus the margin, or since
+2000 (all it still keeps) if the reopened store does not know it. The batch is then
+written into the reopened store and acknowledged (`vigil_hub_store_lost_total`).
+
 Replay after a connection loss: a broker that dies (SIGKILL: no final save) or that
 restores a session without its `$share` subscriptions (Mosquitto 2.0.11 does that)
 has acknowledged gateway messages that then reach no hub. The gateways keep what the
@@ -63,18 +82,21 @@ from cloud_hub.store import (
     Accepted,
     Rejected,
     ReleaseSeen,
+    StoreLost,
+    StoreWatch,
     migrate,
     open_engine,
     write_batch,
 )
 from cloud_hub.store.models import Gateway
-from cloud_hub.store.writer import is_transient
+from cloud_hub.store.writer import BatchResult, error_line, is_transient, write_dead_letters
 from contracts import topics
 from contracts.broker import connect_async, make_client
-from contracts.messages import Command
+from contracts.messages import EARLIEST, Command, TimeWindow, clean_text
 from contracts.timeutil import utc_now
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import FrameType
 
     from paho.mqtt.reasoncodes import ReasonCode
@@ -108,6 +130,13 @@ class HubWorker:
         self._stop = threading.Event()
         self._busy = threading.Event()  # the writer holds a batch not yet acked
         self._writer: threading.Thread | None = None
+        self._supervisor: threading.Thread | None = None
+        self._inflight: list[Incoming] | None = None  # the writer's batch, until acked
+        self._watch: StoreWatch | None = None
+        self._window = TimeWindow(
+            max_age=timedelta(seconds=settings.max_message_age_seconds),
+            max_ahead=timedelta(seconds=settings.max_message_ahead_seconds),
+        )
         self._client: mqtt.Client | None = None
         self._http = None
         self._stopped = False
@@ -126,11 +155,16 @@ class HubWorker:
         s = self.settings
         if migrate_store:
             migrate(self.engine)
+        self._watch = StoreWatch(self.engine)
         self._load_last_seen()
         if s.metrics_port:
             self._http = self.metrics.serve(s.metrics_port, s.metrics_addr)
-        self._writer = threading.Thread(target=self._write_loop, name="hub-writer", daemon=True)
-        self._writer.start()
+        self.metrics.store_ok.set(1)
+        self._start_writer()
+        self._supervisor = threading.Thread(
+            target=self._supervise, name="hub-supervisor", daemon=True
+        )
+        self._supervisor.start()
         v5 = s.mqtt_protocol == "5"
         broker = s.broker()
         # 3.1.1: a persistent session (clean_session False)
@@ -223,7 +257,10 @@ class HubWorker:
         )
         try:
             with self.engine.begin() as c:
-                return c.execute(stmt).rowcount == 1
+                if c.execute(stmt).rowcount == 1:
+                    return True
+                # No row at all (a store reopened after it was lost): nobody has asked.
+                return c.execute(select(g.c.gw).where(g.c.gw == gw)).first() is None
         except Exception as e:  # noqa: BLE001 - any store error: send anyway
             log_event(log, "resend_claim_failed", logging.WARNING, gw=gw, error=str(e)[:200])
             return True
@@ -412,14 +449,167 @@ class HubWorker:
                 break
         return batch
 
+    def _start_writer(self) -> None:
+        self._writer = threading.Thread(target=self._write_loop, name="hub-writer", daemon=True)
+        self._writer.start()
+        self.metrics.writer_alive.set(1)
+
+    def _supervise(self) -> None:
+        """Restart the writer thread if it dies anyway (it catches every Exception; this
+        is for the rest): put back the batch it held, count it, say it."""
+        while not self._stop.wait(0.5):
+            w = self._writer
+            if w is None or w.is_alive() or self._stop.is_set():
+                continue
+            self.metrics.writer_alive.set(0)
+            held, self._inflight = self._inflight, None
+            for inc in held or []:
+                self._q.put(inc)
+            self._busy.clear()
+            self.metrics.writer_restarts.inc()
+            log_event(log, "writer_died", logging.ERROR, requeued=len(held or []))
+            self._start_writer()
+
     def _write_loop(self) -> None:
         while not (self._stop.is_set() and self._q.empty()):
             batch = self._collect()
-            if batch:
+            if not batch:
+                continue
+            self._inflight = batch
+            try:
+                self._commit(batch)
+            except Exception as e:  # noqa: BLE001 - never let a batch end the thread
+                self.metrics.internal_errors.inc()
+                log_event(
+                    log, "batch_failed", logging.ERROR, error=type(e).__name__, size=len(batch)
+                )
+                log.debug("batch_failed", exc_info=True)
+                self._commit_each(batch)
+            finally:
+                self._inflight = None
+                self._busy.clear()
+
+    def _commit_each(self, batch: list[Incoming]) -> None:
+        """A batch that failed outside the store: one message at a time, and one that
+        fails again is dead-lettered (`internal_error`) and acknowledged."""
+        for inc in batch:
+            try:
+                self._commit([inc])
+                continue
+            except Exception as e:  # noqa: BLE001
+                error = type(e).__name__
+            rej = Rejected(
+                inc.topic or "",
+                inc.payload,
+                "internal_error",
+                f"the hub failed on this message ({error})",
+                inc.received_at,
+            )
+            log_event(
+                log,
+                "dead_letter",
+                logging.WARNING,
+                topic=rej.topic,
+                reason_kind="internal_error",
+                reason=rej.reason,
+                size=len(inc.payload),
+            )
+            res = self._store(lambda rej=rej: write_dead_letters(self.engine, [rej]))
+            if res is None:
+                return  # shutting down: unacked, the broker redelivers it
+            self.metrics.dead_lettered.labels(reason="internal_error").inc()
+            self._ack([inc])
+
+    def _store(self, write: Callable[[], BatchResult]) -> BatchResult | None:
+        """`write()` until it works; None if the worker stops first (nothing acked).
+
+        Transient errors (`is_transient`) and a lost SQLite file are retried with
+        backoff (1/2 s doubling to 30 s); anything else is raised to the caller.
+        """
+        m, delay = self.metrics, 0.5
+        while True:
+            t0 = time.perf_counter()
+            try:
+                if self._watch is not None:
+                    self._watch.check()  # not into a deleted file
+                res = write()
+                if self._watch is not None:
+                    self._watch.check()  # committed where the path leads, or no ack
+                m.batch_seconds.observe(time.perf_counter() - t0)
+                m.store_ok.set(1)
+                m.store_retry_seconds.set(0)
+                return res
+            except StoreLost as e:
+                m.store_lost.inc()
+                m.store_ok.set(0)
+                log_event(log, "store_lost", logging.ERROR, reason=str(e))
                 try:
-                    self._commit(batch)
-                finally:
-                    self._busy.clear()
+                    self._reopen_store()
+                    continue
+                except Exception as e2:  # noqa: BLE001 - retried below
+                    log_event(log, "store_reopen_failed", logging.ERROR, error=error_line(e2))
+            except Exception as e:
+                if not is_transient(e):
+                    raise
+                m.store_errors.inc()
+                m.store_ok.set(0)
+                m.store_retry_seconds.set(delay)
+                log_event(
+                    log,
+                    "store_retry",
+                    logging.ERROR,
+                    error=error_line(e),
+                    transient=True,
+                    retry_in=delay,
+                )
+                if self.engine.dialect.name == "sqlite":
+                    self.engine.dispose()  # the next try opens the file afresh
+            if self._stop.wait(delay):
+                # Shutting down with a store that refuses: nothing is acked, so the
+                # broker redelivers this batch to the next worker that starts.
+                log_event(log, "batch_abandoned", logging.ERROR)
+                return None
+            delay = min(delay * 2, 30)
+
+    def _reopen_store(self) -> None:
+        """After the SQLite file vanished or was replaced: open what is at the path now
+        (a new file if none, migrated) and ask every known gateway to resend what that
+        store lacks."""
+        self.engine.dispose()  # the old file's connections (their WAL is checkpointed)
+        moved = self._watch.set_aside_stale_wal() if self._watch else []
+        migrate(self.engine)
+        if self._watch is not None:
+            self._watch.reset()
+        with self.engine.connect() as c:
+            in_store = {
+                gw: t if t.tzinfo else t.replace(tzinfo=UTC)
+                for gw, t in c.execute(select(Gateway.gw, Gateway.last_seen))
+            }
+        margin = timedelta(seconds=self.settings.resend_margin_seconds)
+        known = dict(self._last_seen)
+        due = {
+            gw: in_store[gw] - margin if gw in in_store else EARLIEST for gw in {*known, *in_store}
+        }
+        self._last_seen = {**known, **in_store}
+        with self._resend_lock:
+            self._loss_at = utc_now()
+            cur = self._resend_due or {}
+            for gw, t in due.items():
+                cur[gw] = min(t, cur.get(gw, t))
+            self._resend_due = cur or None
+        log_event(
+            log,
+            "store_reopened",
+            logging.WARNING,
+            store=self.engine.url.render_as_string(),
+            gateways=len(due),
+            set_aside=",".join(str(p) for p in moved) or "-",
+        )
+        c = self._client
+        if c is not None and self._connected.is_set() and self._subscribed.is_set():
+            threading.Thread(
+                target=self._send_resends, args=(c,), name="hub-resend", daemon=True
+            ).start()
 
     def _commit(self, batch: list[Incoming]) -> None:
         s, m = self.settings, self.metrics
@@ -435,7 +625,9 @@ class HubWorker:
                 elif isinstance(rel, Rejected):
                     rejected.append(rel)
                 continue
-            item = classify(inc.topic, inc.payload, inc.received_at, inc.retain, s.max_payload)
+            item = classify(
+                inc.topic, inc.payload, inc.received_at, inc.retain, s.max_payload, self._window
+            )
             kind = where["kind"] if inc.topic and (where := topics.parse(inc.topic)) else "unknown"
             m.messages_in.labels(kind=kind).inc()
             (accepted if isinstance(item, Accepted) else rejected).append(item)
@@ -444,35 +636,15 @@ class HubWorker:
                 log,
                 "dead_letter",
                 logging.WARNING,
-                topic=r.topic,
+                topic=clean_text(r.topic, 200),
                 reason_kind=r.reason_kind,
                 reason=r.reason,
                 size=len(r.payload),
             )
-        delay = 0.5
-        while True:
-            t0 = time.perf_counter()
-            try:
-                res = write_batch(self.engine, accepted, rejected, releases)
-                break
-            except Exception as e:  # any store failure: keep the batch, retry, never ack
-                m.store_errors.inc()
-                transient = not hasattr(e, "orig") or is_transient(e)
-                log_event(
-                    log,
-                    "store_retry",
-                    logging.ERROR,
-                    error=str(e).splitlines()[0],
-                    transient=transient,
-                    retry_in=delay,
-                )
-                if self._stop.wait(delay):
-                    # Shutting down with a store that refuses: nothing is acked, so the
-                    # broker redelivers this batch to the next worker that starts.
-                    log_event(log, "batch_abandoned", logging.ERROR, size=len(batch))
-                    return
-                delay = min(delay * 2, 30)
-        m.batch_seconds.observe(time.perf_counter() - t0)
+        res = self._store(lambda: write_batch(self.engine, accepted, rejected, releases))
+        if res is None:
+            log_event(log, "batch_abandoned", logging.ERROR, size=len(batch))
+            return
         m.batch_size.observe(len(batch))
         self._ack(batch)
         now = utc_now()

@@ -4,7 +4,7 @@ SQLite file by default (`sqlite:///<work_dir>/hub.db`), PostgreSQL by URL
 (`postgresql+psycopg://postgres@127.0.0.1:5432/<db>`).
 """
 
-from .db import StoreError, default_url, migrate, open_engine, postgres_url
+from .db import StoreError, StoreLost, StoreWatch, default_url, migrate, open_engine, postgres_url
 from .writer import Accepted, BatchResult, Rejected, ReleaseSeen, write_batch
 
 __all__ = [
@@ -13,6 +13,8 @@ __all__ = [
     "Rejected",
     "ReleaseSeen",
     "StoreError",
+    "StoreLost",
+    "StoreWatch",
     "default_url",
     "migrate",
     "open_engine",

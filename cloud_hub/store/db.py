@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -73,6 +75,63 @@ def open_engine(url: str | None = None) -> Engine:
         # psycopg 3 is the driver installed with the hub extra (not psycopg2).
         url = url.replace("postgresql", "postgresql+psycopg", 1)
     return create_engine(url, pool_pre_ping=True)
+
+
+class StoreLost(RuntimeError):
+    """The SQLite store file at the configured path is gone or is another file."""
+
+
+class StoreWatch:
+    """Notices the SQLite file being deleted or replaced under a running hub.
+
+    SQLite goes on writing into a deleted (unlinked) file through its open handles, so
+    without this the hub would acknowledge messages into a file nobody can read again.
+    `check()` compares the path's (device, inode) with the one the store opened; two
+    `os.stat` calls per batch (about 2 µs each). Other stores (PostgreSQL): no-op.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        db = engine.url.database if engine.dialect.name == "sqlite" else None
+        self.path = Path(db) if db and db != ":memory:" and not db.startswith("file:") else None
+        self.identity = self._stat()
+
+    def _stat(self) -> tuple[int, int] | None:
+        if self.path is None:
+            return None
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def check(self) -> None:
+        """Raise StoreLost if the file is gone or replaced since `reset()`."""
+        if self.path is None:
+            return
+        now = self._stat()
+        if now is None:
+            raise StoreLost(f"the store file {self.path} is gone")
+        if now != self.identity:
+            raise StoreLost(f"the store file {self.path} was replaced by another file")
+
+    def reset(self) -> None:
+        """Take the file now at the path as the store (after reopening it)."""
+        self.identity = self._stat()
+
+    def set_aside_stale_wal(self) -> list[Path]:
+        """With the main file gone, its -wal/-shm must not be applied to a new file:
+        rename them (`.lost-<time>`); returns the new names."""
+        if self.path is None or self.path.exists():
+            return []
+        moved = []
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        for suffix in ("-wal", "-shm"):
+            f = self.path.with_name(self.path.name + suffix)
+            if f.exists():
+                target = f.with_name(f"{f.name}.lost-{stamp}")
+                f.rename(target)
+                moved.append(target)
+        return moved
 
 
 def alembic_config(engine: Engine) -> Config:
