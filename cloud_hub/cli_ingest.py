@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cloud_hub.cli_options import AsJson, BrokerHost, BrokerPort, HubDb, TlsCa, TlsCert, TlsKey
+from cloud_hub.cli_options import (
+    AsJson,
+    BrokerHost,
+    BrokerPort,
+    HubDb,
+    TlsCa,
+    TlsCert,
+    TlsKey,
+    existing_store,
+)
 from contracts.cli import fail
 
 if TYPE_CHECKING:
@@ -117,9 +126,18 @@ def retire(
 
     Example: vigil hub retire --worker-id hub-3
     """
+    import socket
+
     from cloud_hub.ingest import HubWorker
     from cloud_hub.settings import HubSettings
 
+    try:  # a closed port or unknown host: say so now, not after the 30 s wait below
+        socket.create_connection((host, port), timeout=5).close()
+    except OSError as e:
+        raise fail(
+            f"--host {host} --port {port}: cannot reach the broker ({e.strerror or e}): "
+            "is it running, and are host and port right?"
+        ) from None
     worker = HubWorker(
         HubSettings(mqtt_host=host, mqtt_port=port, db_url=db, worker_id=worker_id)
     ).start()
@@ -139,7 +157,7 @@ def fleet_cmd(db: HubDb = None, as_json: AsJson = False) -> None:
     """
     from cloud_hub.fleet import fleet, render_table
 
-    gateways = fleet(_engine(db))
+    gateways = fleet(_engine(existing_store(db)))
     if as_json:
         typer.echo(json.dumps([g.as_json() for g in gateways], indent=2))
     else:
@@ -187,5 +205,5 @@ def export_cmd(
 
     if out.suffix != ".parquet":
         raise fail(f"--out {out}: expected a .parquet file")
-    report = export_parquet(_engine(db), out, only_labelled=only_labelled)
+    report = export_parquet(_engine(existing_store(db)), out, only_labelled=only_labelled)
     typer.echo(f"{out}: {report}")

@@ -41,9 +41,38 @@ Ledger = Annotated[
     typer.Option(
         "--ledger",
         help="A release ledger folder instead of the hub store's (the default: --db).",
+        file_okay=False,
     ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="JSON instead of a table.")]
+
+
+def existing_store(db: str | None) -> str:
+    """The store URL for a command that only reads it: a SQLite file must exist.
+
+    `open_engine` creates a missing SQLite file (the ingest side's first start); a
+    read-only command (`fleet`, `export`, `releases`, `targets`) given a mistyped
+    path would then report an empty fleet. Raises `fail` naming --db instead.
+    """
+    from contracts.cli import fail
+
+    url = db or _default_url()
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        if path and path != ":memory:" and not Path(path).is_file():
+            what = "is a folder" if Path(path).is_dir() else "does not exist"
+            raise fail(
+                f"--db {url}: no hub store there ({path} {what}): check the path "
+                "(`vigil hub serve --db URL` creates a store)"
+            )
+    return url
+
+
+def _default_url() -> str:
+    from cloud_hub.store import default_url
+
+    return default_url()
+
 
 # --- the MQTT broker (defaults shown in the help: `serve` passes None to its settings) -
 BrokerHost = Annotated[
@@ -54,9 +83,19 @@ BrokerPort = Annotated[
     int | None,
     typer.Option("--port", help="MQTT broker port (default 1883).", show_default=False),
 ]
-TlsCa = Annotated[Path | None, typer.Option("--tls-ca", help="CA certificate of the broker (TLS).")]
-TlsCert = Annotated[Path | None, typer.Option("--tls-cert", help="Hub client certificate.")]
-TlsKey = Annotated[Path | None, typer.Option("--tls-key", help="Hub client key.")]
+TlsCa = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-ca", help="CA certificate of the broker (TLS).", exists=True, dir_okay=False
+    ),
+]
+TlsCert = Annotated[
+    Path | None,
+    typer.Option("--tls-cert", help="Hub client certificate.", exists=True, dir_okay=False),
+]
+TlsKey = Annotated[
+    Path | None, typer.Option("--tls-key", help="Hub client key.", exists=True, dir_okay=False)
+]
 Channel = Annotated[str, typer.Option("--channel", help="canary or stable.")]
 
 # --- signing keys --------------------------------------------------------------------

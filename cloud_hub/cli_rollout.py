@@ -35,6 +35,7 @@ from cloud_hub.cli_options import (
     TrackingUri,
     Units,
     Window,
+    existing_store,
 )
 from contracts.cli import CanonicalTable, fail
 
@@ -46,15 +47,23 @@ if TYPE_CHECKING:
 app = typer.Typer()
 
 
-def _ledger(folder: Path | None, db: str | None) -> FolderLedger | StoreLedger:
-    """The folder ledger when --ledger is given, else the hub store's (shared by replicas)."""
+def _ledger(
+    folder: Path | None, db: str | None, *, read_only: bool = False
+) -> FolderLedger | StoreLedger:
+    """The folder ledger when --ledger is given, else the hub store's (shared by replicas).
+
+    A command that only reads it (`releases`, `targets`) wants it to exist: a mistyped
+    --ledger or --db would otherwise read as "nothing published".
+    """
     from cloud_hub.rollout.ledger import Ledger, StoreLedger
     from cloud_hub.store import StoreError
 
     if folder is not None:
+        if read_only and not folder.is_dir():
+            raise fail(f"--ledger {folder}: no release ledger there (does not exist)")
         return Ledger(folder)
     try:
-        return StoreLedger(db)
+        return StoreLedger(existing_store(db) if read_only else db)
     except StoreError as e:
         raise fail(e) from None
 
@@ -344,7 +353,7 @@ def targets_cmd(
     try:
         watch = FleetWatch(client)
         watch.settle(1.0)
-        rows = fleet_targets(watch, _ledger(ledger, db))
+        rows = fleet_targets(watch, _ledger(ledger, db, read_only=True))
     finally:
         client.disconnect()
         client.loop_stop()
@@ -371,7 +380,7 @@ def releases_cmd(
     from cloud_hub.rollout.release import RolloutError
 
     try:
-        rows = render_releases(_ledger(ledger, db), channel)
+        rows = render_releases(_ledger(ledger, db, read_only=True), channel)
     except RolloutError as e:
         raise fail(e) from None
     if as_json:

@@ -24,7 +24,10 @@ app = typer.Typer()
 ca_app = typer.Typer(no_args_is_help=True, help="The fleet's certificate authority.")
 app.add_typer(ca_app, name="ca")
 
-Pki = Annotated[Path | None, typer.Option("--pki", help="CA folder (default: <work_dir>/pki).")]
+Pki = Annotated[
+    Path | None,
+    typer.Option("--pki", help="CA folder (default: <work_dir>/pki).", file_okay=False),
+]
 CertDays = Annotated[int, typer.Option("--days", help="Validity in days.")]
 
 
@@ -109,6 +112,8 @@ def ca_list(pki: Pki = None) -> None:
     Example: vigil hub ca list
     """
     ca = CertificateAuthority(pki)
+    if not (ca.ca_cert_path.exists() or ca.index_path.exists()):
+        raise fail(f"no CA in {ca.root}: check --pki, or run `vigil hub ca init` first")
     try:
         rows = ca.index()
     except PkiError as e:

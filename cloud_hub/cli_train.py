@@ -43,7 +43,8 @@ def _quiet_tensorflow() -> None:
 @keys_app.command("init")
 def keys_init(
     dir: Annotated[
-        Path | None, typer.Option("--dir", help="Key folder (default <work_dir>/keys).")
+        Path | None,
+        typer.Option("--dir", help="Key folder (default <work_dir>/keys).", file_okay=False),
     ] = None,
     name: Annotated[str, typer.Option(help="File stem: NAME.key and NAME.pub.")] = "signing",
 ) -> None:
@@ -56,8 +57,10 @@ def keys_init(
     folder = dir or default_key_dir()
     try:
         key, pub, kid = generate_key(folder, name)
-    except (FileExistsError, OSError) as e:
-        raise fail(e) from None
+    except FileExistsError as e:
+        raise fail(f"--name {name}: {e}: choose another --name or --dir") from None
+    except OSError as e:
+        raise fail(f"--dir {folder}: cannot write the key pair ({e.strerror or e})") from None
     typer.echo(f"private key: {key} (mode 0600, keep secret)")
     typer.echo(f"public key:  {pub} (key id {kid}; copy into the gateways' trusted keys)")
 

@@ -26,6 +26,13 @@ def test_export_wants_a_parquet_path(tmp_path):
 
 
 def test_fleet_of_a_new_store_is_empty_and_an_unreachable_store_is_named(tmp_path):
+    # a read-only command never creates a store: a mistyped path is named, exit 2
+    res = runner.invoke(app, ["hub", "fleet", "--db", f"sqlite:///{tmp_path}/h.db"])
+    assert res.exit_code == 2 and "no hub store there" in res.output
+    assert not (tmp_path / "h.db").exists()
+    from cloud_hub.store import migrate, open_engine
+
+    migrate(open_engine(f"sqlite:///{tmp_path}/h.db"))  # what `vigil hub serve` does first
     res = runner.invoke(app, ["hub", "fleet", "--db", f"sqlite:///{tmp_path}/h.db"])
     assert res.exit_code == 0 and "0 gateways, 0 online" in res.output
     bad = "postgresql+psycopg://postgres@127.0.0.1:1/none"

@@ -226,6 +226,7 @@ def test_releases_lists_the_ledger_per_channel(tmp_path, where):
     url = f"sqlite:///{tmp_path}/hub.db"
     led = StoreLedger(url) if where == "store" else Ledger(tmp_path / "ledger")
     place = ["--db", url] if where == "store" else ["--ledger", str(tmp_path / "ledger")]
+    (tmp_path / "ledger").mkdir()  # a read-only command names a missing ledger (exit 2)
     res = CliRunner().invoke(app, ["hub", "releases", *place])
     assert res.exit_code == 0 and "0 release(s)" in res.output
     for seq, version, ch in ((10, "1", "stable"), (20, "2", "canary"), (30, "2", "stable")):
