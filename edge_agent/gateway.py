@@ -2,11 +2,18 @@
 
 Per bed: source bytes -> `MllpDecoder` (MLLP frames, IHE PCD-01 messages, an ACK written
 back when the line's `ack` is set) -> `Reading` -> `GatewayState` (latest vitals)
--> `BedWindows` (steps by observation time) -> on each closed step: store the step,
-publish `vigil.vitals/1`, build the model input with the shared preprocessing, score
-it with the verified bundle (or say "insufficient data"), compute NEWS2, run the
-bed's `AlarmMachine`, publish `vigil.risk/1` (always with the model name and version)
-and a `vigil.alarm/1` for every alarm change. Every publish goes through the outbox.
+-> `BedWindows` (steps by observation time) -> on each closed step, patient-facing
+first: build the model input with the shared preprocessing, score it with the
+verified bundle (or say "insufficient data"), compute NEWS2, run the bed's
+`AlarmMachine` and show all of it (state, events, log); only then store the step and
+publish `vigil.vitals/1`, `vigil.risk/1` (always with the model name and version) and
+a `vigil.alarm/1` for every alarm change. Every publish goes through the outbox.
+
+Storage failing (disk full, I/O error, read-only, locked): the store keeps the writes
+in memory (edge_agent/store.py) and never stops the data path; the gateway shows
+"storage failing" (state, status line, `vigil.status/1` at once, one log line per
+transition), hands the kept messages to the broker directly while it is connected,
+and a storage thread writes what was kept back, in order, once the store takes writes.
 
 Beds whose source is `mllp-listen` have no worker of their own: one `MllpListener` per
 distinct host/port (edge_agent/listener.py) takes the monitors' connections, routes each
@@ -121,7 +128,8 @@ class Gateway:
             priv.stay_secret_file,
             settings.store_path.parent,
         )
-        self.store = Store(settings.store_path)
+        self._kept_lock = threading.Lock()  # kept messages handed to the broker once
+        self.store = Store(settings.store_path, on_storage=self._on_storage)
         self.refused: list[str] = []
         if model is None:
             model, self.refused = load_model(settings.bundle_dirs, settings.trusted_keys)
@@ -231,6 +239,9 @@ class Gateway:
                 t.start()
                 self._threads.append(t)
         t = threading.Thread(target=self._health_loop, name="vigil-health", daemon=True)
+        t.start()
+        self._threads.append(t)
+        t = threading.Thread(target=self._storage_loop, name="vigil-storage", daemon=True)
         t.start()
         self._threads.append(t)
 
@@ -502,35 +513,13 @@ class Gateway:
         return closed
 
     def _publish(self, topic: str, msg: Envelope) -> None:
-        self.publisher.publish(topic, msg.to_json())
+        if not self.publisher.publish(topic, msg.to_json()):
+            self._publish_kept()  # the store failed: kept in memory, straight to the broker
 
     def _on_step(self, bed: Bed, step: ClosedStep) -> None:
+        """Patient-facing first: score, NEWS2, alarms and the nurse's screen, then store
+        and publish (a failing or slow store can neither stop nor delay an alarm)."""
         gw = self.settings.gateway_id
-        self.store.add_step(
-            {
-                "bed": bed.id,
-                "stay": step.stay,
-                "step_start": iso_ms(step.start),
-                "step_seconds": step.step_seconds,
-                "values": step.values,
-                "static": step.static,
-                "readings": step.readings,
-            }
-        )
-        self._publish(
-            topics.vitals(gw, bed.id),
-            Vitals(
-                gw=gw,
-                bed=bed.id,
-                stay=step.stay,
-                step_start=step.start,
-                step_seconds=step.step_seconds,
-                iculos_hours=step.iculos_hours,
-                values=step.values,
-                readings=step.readings,
-                static={k: v for k, v in step.static.items() if k != "ICULOS"},
-            ),
-        )
         n2 = news2_of(step.values)
         risk: float | None = None
         observed, insufficient = 0, True
@@ -557,6 +546,42 @@ class Gateway:
             insufficient_data=insufficient,
             window_end=step.end,
         )
+        self.state.record_risk(
+            bed.id,
+            window_end=step.end,
+            risk=risk,
+            threshold=threshold,
+            observed=observed,
+            insufficient=insufficient,
+            news2=n2,
+        )
+        alarms = self._show_alarms(bed, step.stay, events)
+        # --- then storage and the hub (edge_agent/store.py keeps them if the disk fails)
+        self.store.add_step(
+            {
+                "bed": bed.id,
+                "stay": step.stay,
+                "step_start": iso_ms(step.start),
+                "step_seconds": step.step_seconds,
+                "values": step.values,
+                "static": step.static,
+                "readings": step.readings,
+            }
+        )
+        self._publish(
+            topics.vitals(gw, bed.id),
+            Vitals(
+                gw=gw,
+                bed=bed.id,
+                stay=step.stay,
+                step_start=step.start,
+                step_seconds=step.step_seconds,
+                iculos_hours=step.iculos_hours,
+                values=step.values,
+                readings=step.readings,
+                static={k: v for k, v in step.static.items() if k != "ICULOS"},
+            ),
+        )
         self._publish(topics.risk(gw, bed.id), msg)
         self.store.add_risk(
             {
@@ -574,19 +599,18 @@ class Gateway:
                 "version": msg.model.version,
             }
         )
-        self.state.record_risk(
-            bed.id,
-            window_end=step.end,
-            risk=risk,
-            threshold=threshold,
-            observed=observed,
-            insufficient=insufficient,
-            news2=n2,
-        )
-        self._alarm_events(bed, step.stay, events)
+        self._keep_alarms(bed, step.stay, alarms)
 
     def _alarm_events(self, bed: Bed, stay: str, events: list[AlarmEvent]) -> None:
+        self._keep_alarms(bed, stay, self._show_alarms(bed, stay, events))
+
+    def _show_alarms(
+        self, bed: Bed, stay: str, events: list[AlarmEvent]
+    ) -> list[tuple[AlarmEvent, Alarm]]:
+        """The nurse's side of alarm changes (log, events, the bed's level), before any
+        storage; returns the messages `_keep_alarms` stores and publishes."""
         gw = self.settings.gateway_id
+        out: list[tuple[AlarmEvent, Alarm]] = []
         for ev in events:
             msg = Alarm(
                 gw=gw,
@@ -603,6 +627,28 @@ class Gateway:
                 feedback=ev.feedback,
                 note=ev.note,  # type: ignore[arg-type]
             )
+            out.append((ev, msg))
+            log.warning(
+                "bed %s alarm %s (%s) by %s: %s", bed.id, ev.action, ev.level, ev.by, ev.reason
+            )
+            kind = "feedback" if ev.action == "feedback" else "alarm"
+            self.state.event(kind, f"{ev.action} ({ev.level}): {ev.reason}", bed=bed.id, by=ev.by)
+        # Always mirror the level: none <-> watch changes carry no alarm event, and the
+        # terminal must still show them.
+        s = bed.alarm.s
+        self.state.record_alarm(
+            bed.id,
+            level=s.level,
+            state=s.state,
+            acknowledged_by=s.acknowledged_by,
+            silenced_until=s.silenced_until,
+        )
+        return out
+
+    def _keep_alarms(self, bed: Bed, stay: str, alarms: list[tuple[AlarmEvent, Alarm]]) -> None:
+        """Store and publish alarm changes already shown (`_show_alarms`)."""
+        gw = self.settings.gateway_id
+        for ev, msg in alarms:
             self.store.add_alarm(
                 {
                     "event_id": str(msg.event_id),
@@ -622,21 +668,51 @@ class Gateway:
                 }
             )
             self._publish(topics.alarm(gw, bed.id), msg)
-            log.warning(
-                "bed %s alarm %s (%s) by %s: %s", bed.id, ev.action, ev.level, ev.by, ev.reason
+
+    # --- storage failing ---------------------------------------------------------
+    def _on_storage(self, problem: str | None) -> None:
+        """The store fails (`problem`) or recovered (None): shown at once (the store
+        logged the transition) and sent to the hub in a status."""
+        self.state.set_storage(problem)
+        if problem is None:
+            self.state.event("storage", "storage recovered: kept data written to the store")
+        else:
+            self.state.event(
+                "storage", f"STORAGE FAILING ({problem}): alarms go on, data kept in memory"
             )
-            kind = "feedback" if ev.action == "feedback" else "alarm"
-            self.state.event(kind, f"{ev.action} ({ev.level}): {ev.reason}", bed=bed.id, by=ev.by)
-        # Always mirror the level: none <-> watch changes carry no alarm event, and the
-        # terminal must still show them.
-        s = bed.alarm.s
-        self.state.record_alarm(
-            bed.id,
-            level=s.level,
-            state=s.state,
-            acknowledged_by=s.acknowledged_by,
-            silenced_until=s.silenced_until,
-        )
+        publisher = getattr(self, "publisher", None)
+        if publisher is not None and publisher.connected:
+            with contextlib.suppress(Exception):  # the periodic status follows anyway
+                publisher.client.publish(
+                    publisher.topic_status,
+                    publisher._status("online").to_json(),
+                    qos=1,
+                    retain=True,
+                )
+
+    def _publish_kept(self) -> None:
+        """Hand the messages the store kept in memory to the broker directly (connected
+        only; the others wait, in memory, for the broker or the store)."""
+        if not self.publisher.connected:
+            return
+        client = self.publisher.client
+        with self._kept_lock:
+            for m in self.store.kept_messages():
+                info = client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain)
+                if info.rc != 0:  # not connected any more: the rest waits
+                    break
+                m.info = info
+
+    def _storage_loop(self) -> None:
+        """Every second while the store fails: kept messages to the broker, and the kept
+        writes back to the store once it takes them (in order)."""
+        while not self._stop.wait(1.0):
+            try:
+                if self.store.failing is not None:
+                    self._publish_kept()
+                self.store.retry()
+            except Exception:  # never let the storage thread die; try again next second
+                log.exception("storage retry failed")
 
     # --- model swap (model updates) ---------------------------------------------
     def activate_model(self, model: RiskModel) -> None:
@@ -789,5 +865,9 @@ class Gateway:
             tot["clock_skew_beds"] = len(self._skewed)
         for k, v in self.publisher.counters.items():
             tot[f"mqtt_{k}"] = v
+        for k, v in self.store.storage_counters.items():
+            tot[f"storage_{k}"] = v
+        tot["storage_kept_now"], tot["storage_kept_bytes"] = self.store.kept()
+        tot["storage_failing"] = int(self.store.failing is not None)
         for k, v in tot.items():
             self.state.set_counter(k, v)

@@ -39,7 +39,8 @@ EVENT_HISTORY = 500  # events kept for the events screen
 
 @dataclass(frozen=True)
 class Change:
-    """What changed: kind is reading / risk / alarm / link / broker / outbox / model / event."""
+    """What changed: kind is reading / risk / alarm / link / broker / outbox / model /
+    storage / event."""
 
     kind: str
     bed: str | None = None
@@ -107,6 +108,13 @@ class GatewaySnapshot:
     counters: Mapping[str, int]
     beds: tuple[BedSnapshot, ...]
     events: tuple[EventSnapshot, ...] = ()
+    # "ok", or what fails in the local store (full, io_error, read_only, locked,
+    # unavailable, corrupt): alarms go on, writes are kept in memory until it recovers.
+    storage: str = "ok"
+
+    @property
+    def storage_failing(self) -> bool:
+        return self.storage != "ok"
 
     @property
     def buffering(self) -> bool:
@@ -168,6 +176,7 @@ class GatewayState:
         self._beds: dict[str, _Bed] = {b: _Bed(bed=b) for b in beds}
         self._broker_connected = False
         self._outbox = 0
+        self._storage = "ok"
         self._model = ("", "")
         self._counters: dict[str, int] = {}
         self._events: deque[EventSnapshot] = deque(maxlen=EVENT_HISTORY)
@@ -304,6 +313,15 @@ class GatewayState:
             self._outbox = size
         self._notify(Change("outbox"))
 
+    def set_storage(self, problem: str | None) -> None:
+        """The local store fails (`problem`: full, io_error, ...) or works again (None)."""
+        value = problem or "ok"
+        with self._lock:
+            if self._storage == value:
+                return
+            self._storage = value
+        self._notify(Change("storage"))
+
     def set_model(self, name: str, version: str) -> None:
         with self._lock:
             self._model = (name, version)
@@ -342,6 +360,7 @@ class GatewayState:
                 counters=dict(self._counters),
                 beds=beds,
                 events=tuple(self._events),
+                storage=self._storage,
             )
 
     def _bed_snapshot(self, b: _Bed, now: datetime) -> BedSnapshot:

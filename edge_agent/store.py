@@ -20,14 +20,32 @@
 
 One connection shared by the gateway's threads behind a lock: writes are tiny and
 SQLite serialises them anyway.
+
+Storage failing (disk full, I/O error, read-only file, database locked beyond its
+timeout; `storage_problem` tells these from a bad row or a bug): the write is not
+lost and the caller is not stopped. It is kept in memory, in order, with every write
+after it (bounded by `max_kept_bytes`/`max_kept`, oldest dropped and counted in
+`storage_dropped`), `failing` names the problem, `on_storage(problem)` is called once
+per transition and one line is logged. `retry()` (the gateway calls it every second)
+writes what was kept, in order, as soon as the store takes writes again, then clears
+the state (`on_storage(None)`). Outgoing messages kept this way (`kept_messages`) can
+be handed to the broker directly meanwhile; one the broker acknowledged is filed as
+sent, the others go to the outbox as usual. Acknowledgements and refusals that could
+not be filed are kept too and filed first on recovery (the rows stay in the outbox
+until then, so a restart before recovery sends them again: at-least-once).
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
+import logging
 import sqlite3
 import threading
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +53,92 @@ from typing import Any
 import sqlite_utils
 
 from contracts.timeutil import iso_ms_offset, utc_now
+
+log = logging.getLogger(__name__)
+
+# SQLite primary result codes that mean the storage failed, not the row.
+_STORAGE_CODES = {
+    13: "full",  # SQLITE_FULL
+    10: "io_error",  # SQLITE_IOERR (and its extended codes)
+    8: "read_only",  # SQLITE_READONLY
+    5: "locked",  # SQLITE_BUSY (locked beyond the connection's timeout)
+    6: "locked",  # SQLITE_LOCKED
+    14: "unavailable",  # SQLITE_CANTOPEN
+    26: "unavailable",  # SQLITE_NOTADB
+    11: "corrupt",  # SQLITE_CORRUPT
+    15: "locked",  # SQLITE_PROTOCOL
+}
+_OS_PROBLEMS = {
+    errno.ENOSPC: "full",
+    errno.EDQUOT: "full",
+    errno.EFBIG: "full",
+    errno.EROFS: "read_only",
+    errno.EACCES: "read_only",
+    errno.EPERM: "read_only",
+}
+FLUSH_BATCH = 256  # kept writes per transaction on recovery
+# An incoming payload kept in memory while the store fails: at most this much of it
+# (a 16 MB model release, redelivered at every reconnect, must not evict the beds' data).
+KEPT_INBOX_BYTES = 64 * 1024
+
+
+def storage_problem(e: BaseException) -> str | None:
+    """What failed when `e` is the storage failing (full, io_error, read_only, locked,
+    unavailable, corrupt); None when `e` is a bad row or a bug (constraint, type, misuse)."""
+    if isinstance(e, OSError):
+        return _OS_PROBLEMS.get(e.errno or 0, "io_error")
+    if not isinstance(e, sqlite3.Error) or isinstance(
+        e, sqlite3.IntegrityError | sqlite3.ProgrammingError | sqlite3.InterfaceError
+    ):
+        return None
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is not None:
+        return _STORAGE_CODES.get(code & 0xFF)
+    if isinstance(e, sqlite3.OperationalError):  # no code: the message is all there is
+        text = str(e).lower()
+        if "full" in text:
+            return "full"
+        if "readonly" in text or "read-only" in text:
+            return "read_only"
+        if "locked" in text or "busy" in text:
+            return "locked"
+        return "io_error"
+    return None
+
+
+@dataclass
+class KeptMessage:
+    """An outgoing message the outbox could not take (storage failing), kept in memory.
+
+    `info`: paho's handle once it was handed to the broker directly; the broker's
+    PUBACK sets `info.is_published()`."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    created: str
+    info: Any = None
+
+    @property
+    def acked(self) -> bool:
+        if self.info is None:
+            return False
+        try:
+            return bool(self.info.is_published())
+        except (RuntimeError, ValueError):  # paho never sent it
+            return False
+
+
+@dataclass
+class _Kept:
+    """One write kept in memory: `apply(conn)` does it (under the store's lock)."""
+
+    kind: str
+    apply: Callable[[sqlite3.Connection], None]
+    size: int
+    message: KeptMessage | None = None
+    done: bool = field(default=False)
 
 
 @dataclass(frozen=True)
@@ -47,8 +151,33 @@ class OutboxRow:
 
 
 class Store:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        max_kept_bytes: int = 64 * 1024 * 1024,
+        max_kept: int = 200_000,
+        on_storage: Callable[[str | None], None] | None = None,
+    ) -> None:
         self.path = str(path)
+        # Storage failing: writes kept in memory, in order (see the module docstring).
+        self.max_kept_bytes = max_kept_bytes
+        self.max_kept = max_kept
+        self.on_storage = on_storage
+        self.failing: str | None = None  # the problem (full, io_error, ...) or None: ok
+        self._mem_lock = threading.Lock()  # the kept writes; never held across SQLite
+        self._kept: deque[_Kept] = deque()
+        self._kept_bytes = 0
+        self._unfiled_acks: list[int] = []
+        self._unfiled_rejects: list[tuple[int, str]] = []
+        self._dropping = False  # the oldest kept writes are being dropped (logged once)
+        self.storage_counters = {
+            "failures": 0,  # times the store went from ok to failing
+            "kept": 0,  # writes kept in memory (total)
+            "dropped": 0,  # kept writes dropped (oldest first) to stay within the bounds
+            "flushed": 0,  # kept writes written to the store on recovery
+            "flush_errors": 0,  # kept writes the store refused as bad rows (logged)
+        }
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -159,39 +288,241 @@ class Store:
             self.db.conn.close()
 
     # --- data ------------------------------------------------------------------
-    def add_step(self, row: dict[str, Any]) -> None:
+    # Every write below goes through `_write`: done now, or kept in memory while the
+    # storage fails (True: stored now). A bad row (not the storage) still raises.
+    def add_step(self, row: dict[str, Any]) -> bool:
         row = dict(row, values=json.dumps(row["values"]), static=json.dumps(row["static"]))
-        with self._lock:
-            self.db["steps"].upsert(row, pk=("bed", "stay", "step_start"))
-
-    def add_risk(self, row: dict[str, Any]) -> None:
-        with self._lock:
-            self.db["risk"].insert(row, replace=True)
-
-    def add_alarm(self, row: dict[str, Any]) -> None:
-        with self._lock:
-            self.db["alarms"].insert(row, replace=True)
-
-    def add_inbox(self, topic: str, payload: bytes, valid: bool, reason: str = "") -> None:
-        with self._lock:
-            self.db["inbox"].insert(
-                {
-                    "topic": topic,
-                    "payload": payload,
-                    "valid": int(valid),
-                    "reason": reason,
-                    "at": iso_ms_offset(utc_now()),
-                }
+        return self._write(
+            _Kept(
+                "step",
+                _insert("steps", row),
+                _row_size(row),
             )
+        )
 
-    def put_admission(self, row: dict[str, Any]) -> None:
+    def add_risk(self, row: dict[str, Any]) -> bool:
+        return self._write(_Kept("risk", _insert("risk", row), _row_size(row)))
+
+    def add_alarm(self, row: dict[str, Any]) -> bool:
+        return self._write(_Kept("alarm", _insert("alarms", row), _row_size(row)))
+
+    def add_inbox(self, topic: str, payload: bytes, valid: bool, reason: str = "") -> bool:
+        row = {
+            "topic": topic,
+            "payload": payload,
+            "valid": int(valid),
+            "reason": reason,
+            "at": iso_ms_offset(utc_now()),
+        }
+        if self.failing is not None and len(payload) > KEPT_INBOX_BYTES:
+            # Kept in memory: its digest, not 16 MB that would evict the beds' data.
+            digest = hashlib.sha256(payload).hexdigest()
+            row["payload"] = b""
+            row["reason"] = (
+                f"{reason}; " if reason else ""
+            ) + f"payload of {len(payload)} bytes not kept (storage failing), sha256 {digest}"
+        return self._write(_Kept("inbox", _insert("inbox", row, replace=False), _row_size(row)))
+
+    def put_admission(self, row: dict[str, Any]) -> bool:
         """The bed's admission (edge_agent/admission.py `Admission.row()`), replacing any."""
-        with self._lock:
-            self.db["admissions"].insert(row, replace=True)
+        return self._write(
+            _Kept(
+                "admission",
+                _insert("admissions", row),
+                _row_size(row),
+            )
+        )
 
-    def drop_admission(self, bed: str) -> None:
+    def drop_admission(self, bed: str) -> bool:
+        return self._write(
+            _Kept(
+                "admission",
+                lambda c: c.execute("DELETE FROM admissions WHERE bed = ?", (bed,)),
+                64,
+            )
+        )
+
+    # --- storage failing: keep, report, recover ------------------------------------
+    def _write(self, op: _Kept) -> bool:
+        with self._mem_lock:
+            if self.failing is not None or self._kept:
+                self._keep(op)  # behind what is already kept: order holds
+                return False
+        try:
+            self._tx([op])
+            return True
+        except Exception as e:
+            problem = storage_problem(e)
+            if problem is None:
+                raise
+            with self._mem_lock:
+                self._keep(op)
+            self._fail(problem, e)
+            return False
+
+    def _tx(self, ops: list[_Kept]) -> None:
+        """Apply `ops` in one transaction (all or none)."""
         with self._lock:
-            self.db.conn.execute("DELETE FROM admissions WHERE bed = ?", (bed,))
+            conn = self.db.conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for op in ops:
+                    op.apply(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+
+    def _checkpoint(self) -> None:
+        """Give the write-ahead log's space back to the disk (best effort): on a nearly
+        full disk a WAL that only grows until its next checkpoint fills it again."""
+        if self.path == ":memory:":
+            return
+        try:
+            with self._lock:
+                self.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error as e:
+            log.debug("checkpoint failed: %s", e)
+
+    def _keep(self, op: _Kept) -> None:
+        """Under `_mem_lock`: keep `op`, dropping the oldest beyond the bounds."""
+        self._kept.append(op)
+        self._kept_bytes += op.size
+        self.storage_counters["kept"] += 1
+        while len(self._kept) > 1 and (
+            self._kept_bytes > self.max_kept_bytes or len(self._kept) > self.max_kept
+        ):
+            old = self._kept.popleft()
+            self._kept_bytes -= old.size
+            if not old.done:
+                self.storage_counters["dropped"] += 1
+            if not self._dropping:
+                self._dropping = True
+                log.error(
+                    "storage failing: memory bound reached (%d writes, %d bytes): "
+                    "the oldest kept writes are dropped (counted in storage_dropped)",
+                    self.max_kept,
+                    self.max_kept_bytes,
+                )
+
+    def _fail(self, problem: str, e: BaseException) -> None:
+        with self._mem_lock:
+            was, self.failing = self.failing, problem
+            if was is None:
+                self.storage_counters["failures"] += 1
+        if was == problem:
+            return
+        name = getattr(e, "sqlite_errorname", None) or type(e).__name__
+        log.error(
+            "storage failing (%s: %s, %s): writes are kept in memory until it recovers",
+            problem,
+            name,
+            e,
+        )
+        if self.on_storage is not None:
+            self.on_storage(problem)
+
+    def _recovered(self) -> None:
+        with self._mem_lock:
+            if self.failing is None or self._kept:
+                return
+            self.failing = None
+            self._dropping = False
+        c = self.storage_counters
+        log.warning(
+            "storage recovered: kept writes stored (%d flushed, %d dropped in all)",
+            c["flushed"],
+            c["dropped"],
+        )
+        if self.on_storage is not None:
+            self.on_storage(None)
+
+    def retry(self) -> bool:
+        """Write what was kept, in order, while the store takes it; True once nothing is
+        kept any more (the failing state then cleared). Cheap when all is well."""
+        if self.failing is None and not self._unfiled_acks and not self._unfiled_rejects:
+            return True
+        try:
+            self._file_unfiled()
+        except Exception as e:
+            problem = storage_problem(e)
+            if problem is None:
+                raise
+            self._fail(problem, e)
+            return False
+        self._checkpoint()
+        while True:
+            with self._mem_lock:
+                batch = [op for op, _ in zip(self._kept, range(FLUSH_BATCH), strict=False)]
+            if not batch:
+                break
+            try:
+                try:
+                    self._tx(batch)  # one transaction: each page written once
+                    for op in batch:
+                        op.done = True
+                except Exception as e:
+                    if storage_problem(e) is not None:
+                        raise
+                    self._flush_one_by_one(batch)
+            except Exception as e:
+                problem = storage_problem(e)
+                if problem is None:
+                    raise
+                self._fail(problem, e)
+                return False
+            with self._mem_lock:
+                while self._kept and self._kept[0].done:
+                    op = self._kept.popleft()
+                    self._kept_bytes -= op.size
+                    self.storage_counters["flushed"] += 1
+        self._checkpoint()
+        self._recovered()
+        return self.failing is None
+
+    def _flush_one_by_one(self, batch: list[_Kept]) -> None:
+        """A batch with a bad row in it: each write alone; a bad row (not the storage)
+        is set aside (logged, counted in flush_errors) and never blocks the others."""
+        for op in batch:
+            try:
+                self._tx([op])
+            except Exception as e:
+                if storage_problem(e) is not None:
+                    raise
+                self.storage_counters["flush_errors"] += 1
+                log.error("kept %s write refused by the store (%s): dropped", op.kind, e)
+            op.done = True
+
+    def _file_unfiled(self) -> None:
+        with self._mem_lock:
+            acks, self._unfiled_acks = self._unfiled_acks, []
+            rejects, self._unfiled_rejects = self._unfiled_rejects, []
+        try:
+            if acks:
+                self._file_acked(acks)
+                acks = []
+            while rejects:
+                self._file_reject(*rejects[0])
+                rejects.pop(0)
+        except BaseException:
+            with self._mem_lock:
+                self._unfiled_acks[:0] = acks
+                self._unfiled_rejects[:0] = rejects
+            raise
+
+    def kept_messages(self) -> list[KeptMessage]:
+        """The outgoing messages kept in memory not yet handed to the broker, in order."""
+        with self._mem_lock:
+            return [
+                op.message
+                for op in self._kept
+                if op.message is not None and op.message.info is None
+            ]
+
+    def kept(self) -> tuple[int, int]:
+        """(writes, bytes) kept in memory now."""
+        with self._mem_lock:
+            return len(self._kept), self._kept_bytes
 
     def rows(self, table: str, where: str | None = None, params: Any = None) -> list[dict]:
         with self._lock:
@@ -199,20 +530,35 @@ class Store:
 
     # --- outbox ----------------------------------------------------------------
     def enqueue(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int:
-        with self._lock:
-            return (
-                self.db["outbox"]
-                .insert(
-                    {
-                        "topic": topic,
-                        "payload": payload,
-                        "qos": qos,
-                        "retain": int(retain),
-                        "created": iso_ms_offset(utc_now()),
-                    }
+        """Write a message to the outbox; its row id, or 0 when the storage fails and it
+        is kept in memory instead (`kept_messages`: hand it to the broker directly)."""
+        msg = KeptMessage(topic, payload, qos, retain, iso_ms_offset(utc_now()))
+        rowid: list[int] = []
+
+        def apply(c: sqlite3.Connection) -> None:
+            if not msg.acked:
+                cur = c.execute(
+                    "INSERT INTO outbox (topic, payload, qos, retain, created) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (topic, payload, qos, int(retain), msg.created),
                 )
-                .last_pk
+                rowid.append(cur.lastrowid or 0)
+                return
+            # Handed to the broker directly and acknowledged while the store failed:
+            # filed as sent (an outbox id first, so ids stay unique and in order).
+            cur = c.execute(
+                "INSERT INTO outbox (topic, payload, qos, retain, created) VALUES (?, ?, ?, ?, ?)",
+                (topic, payload, qos, int(retain), msg.created),
             )
+            c.execute(
+                "INSERT INTO outbox_sent (id, topic, payload, qos, retain, created, acked_at) "
+                "SELECT id, topic, payload, qos, retain, created, ? FROM outbox WHERE id = ?",
+                (iso_ms_offset(utc_now()), cur.lastrowid),
+            )
+            c.execute("DELETE FROM outbox WHERE id = ?", (cur.lastrowid,))
+
+        op = _Kept("outbox", apply, len(payload) + len(topic) + 64, message=msg)
+        return rowid[0] if self._write(op) and rowid else 0
 
     def pending(self, after_id: int, limit: int) -> list[OutboxRow]:
         with self._lock:
@@ -227,6 +573,17 @@ class Store:
         only, a resend is already there) and take them off the backlog, atomically."""
         if not ids:
             return
+        try:
+            self._file_acked(ids)
+        except Exception as e:
+            problem = storage_problem(e)
+            if problem is None:
+                raise
+            with self._mem_lock:  # filed on recovery (`retry`); until then still backlog
+                self._unfiled_acks.extend(ids)
+            self._fail(problem, e)
+
+    def _file_acked(self, ids: list[int]) -> None:
         now = iso_ms_offset(utc_now())
         params = [(i,) for i in ids]
         with self._lock:
@@ -243,7 +600,7 @@ class Store:
                 conn.executemany("DELETE FROM outbox WHERE id = ?", params)
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
 
     def requeue_since(self, since: datetime, topic_prefix: str) -> int:
@@ -256,32 +613,58 @@ class Store:
         """
         cutoff = iso_ms_offset(since)  # a naive `since` is UTC
         like = topic_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        with self._lock:
-            cur = self.db.conn.execute(
-                "INSERT INTO outbox (topic, payload, qos, retain, created, resend_of) "
-                "SELECT topic, payload, qos, retain, ?, id FROM outbox_sent "
-                "WHERE created >= ? AND retain = 0 AND topic LIKE ? ESCAPE '\\' ORDER BY id",
-                (iso_ms_offset(utc_now()), cutoff, like),
-            )
-            return cur.rowcount
+        try:
+            with self._lock:
+                cur = self.db.conn.execute(
+                    "INSERT INTO outbox (topic, payload, qos, retain, created, resend_of) "
+                    "SELECT topic, payload, qos, retain, ?, id FROM outbox_sent "
+                    "WHERE created >= ? AND retain = 0 AND topic LIKE ? ESCAPE '\\' ORDER BY id",
+                    (iso_ms_offset(utc_now()), cutoff, like),
+                )
+                return cur.rowcount
+        except Exception as e:  # the hub asks again after its next reconnect
+            problem = storage_problem(e)
+            if problem is not None:
+                self._fail(problem, e)
+            raise
 
     def prune_sent(self, older_than: datetime, limit: int = 5000) -> int:
         """Delete up to `limit` acknowledged messages acked before `older_than` (oldest
         first; bounded so one call never holds the store for long); returns how many."""
         cutoff = iso_ms_offset(older_than)
-        with self._lock:
-            cur = self.db.conn.execute(
-                "DELETE FROM outbox_sent WHERE id IN (SELECT id FROM outbox_sent "
-                "WHERE acked_at < ? ORDER BY id LIMIT ?)",
-                (cutoff, limit),
-            )
-            return cur.rowcount
+        if self.failing is not None:
+            return 0  # nothing written while the storage fails; pruned after recovery
+        try:
+            with self._lock:
+                cur = self.db.conn.execute(
+                    "DELETE FROM outbox_sent WHERE id IN (SELECT id FROM outbox_sent "
+                    "WHERE acked_at < ? ORDER BY id LIMIT ?)",
+                    (cutoff, limit),
+                )
+                return cur.rowcount
+        except Exception as e:
+            problem = storage_problem(e)
+            if problem is None:
+                raise
+            self._fail(problem, e)
+            return 0
 
     def sent_size(self) -> int:
         with self._lock:
             return self.db.conn.execute("SELECT count(*) FROM outbox_sent").fetchone()[0]
 
     def reject(self, row_id: int, reason: str) -> None:
+        try:
+            self._file_reject(row_id, reason)
+        except Exception as e:
+            problem = storage_problem(e)
+            if problem is None:
+                raise
+            with self._mem_lock:  # filed on recovery; the row stays in the outbox until then
+                self._unfiled_rejects.append((row_id, reason))
+            self._fail(problem, e)
+
+    def _file_reject(self, row_id: int, reason: str) -> None:
         with self._lock:
             cur = self.db.conn.execute("SELECT topic, payload FROM outbox WHERE id = ?", (row_id,))
             r = cur.fetchone()
@@ -302,3 +685,30 @@ class Store:
     def outbox_size(self) -> int:
         with self._lock:
             return self.db.conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+
+
+def _insert(
+    table: str, row: dict[str, Any], *, replace: bool = True
+) -> Callable[[sqlite3.Connection], None]:
+    """The write of `row` into `table` (INSERT OR REPLACE: the whole row, by its key)."""
+    cols = ", ".join(f'"{k}"' for k in row)
+    marks = ", ".join("?" for _ in row)
+    verb = "INSERT OR REPLACE" if replace else "INSERT"
+    sql = f"{verb} INTO {table} ({cols}) VALUES ({marks})"  # noqa: S608 - our own tables/keys
+    values = tuple(row.values())
+    return lambda c: c.execute(sql, values)  # type: ignore[return-value]
+
+
+def _row_size(row: dict[str, Any]) -> int:
+    """Rough bytes a row holds in memory (for the kept-writes bound)."""
+    return 64 + sum(len(v) if isinstance(v, str | bytes) else 8 for v in row.values())
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back if a transaction is still open (SQLite may have rolled back already on
+    a full disk or an I/O error; a second ROLLBACK must not hide the first error)."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.debug("rollback failed", exc_info=True)

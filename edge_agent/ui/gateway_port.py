@@ -54,6 +54,7 @@ def ward_view(s: GatewaySnapshot) -> WardView:
         model_version=s.model_version or "-",
         now=s.now,
         counters=dict(s.counters),
+        storage=s.storage,
     )
     events = tuple(EventView(e.ts, e.kind, e.bed, e.text, e.by) for e in s.events)
     return WardView(gateway=gw, beds=tuple(bed_view(b) for b in s.beds), events=events)

@@ -100,6 +100,7 @@ class GatewayView:
     model_version: str
     now: datetime
     counters: dict[str, int] = field(default_factory=dict)
+    storage: str = "ok"  # or what fails in the local store: full, io_error, read_only, ...
 
 
 @dataclass(frozen=True)

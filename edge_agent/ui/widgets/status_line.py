@@ -1,5 +1,6 @@
 """The status line: broker connected or buffering (outbox size), model, serial link, operator,
-and a monitor clock far off the gateway's (the gateway's `clock_skew_*` counters)."""
+a monitor clock far off the gateway's (the gateway's `clock_skew_*` counters), and first of
+all the local store failing (disk full, I/O error...: alarms go on, data kept in memory)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,25 @@ def status_text(gw: GatewayView | None, operator: str | None) -> str:
     )
     if gw.counters.get("clock_skew_beds"):  # a monitor's clock far off the gateway's
         text += f" │ ⚠ clock {format_skew(gw.counters.get('clock_skew_last_seconds', 0))}"
+    if gw.storage != "ok":  # first: the gateway's own records are at risk
+        kept = gw.counters.get("storage_kept_now", 0)
+        lost = gw.counters.get("storage_dropped", 0)
+        text = (
+            f"⚠ STORAGE FAILING ({STORAGE_WORDS.get(gw.storage, gw.storage)}), "
+            f"{kept} kept in memory" + (f", {lost} LOST" if lost else "") + f" │ {text}"
+        )
     return text
+
+
+# What a failing store means, in words for the ward's IT contact.
+STORAGE_WORDS = {
+    "full": "disk full",
+    "io_error": "disk I/O error",
+    "read_only": "read-only",
+    "locked": "locked",
+    "unavailable": "cannot open",
+    "corrupt": "corrupt",
+}
 
 
 def format_skew(seconds: int) -> str:
@@ -50,6 +69,7 @@ class StatusLine(Static):
         self.update(status_text(gw, self.operator))
         self.set_class(gw is not None and not gw.broker_connected, "-buffering")
         self.set_class(gw is not None and gw.serial_link != "ok", "-link-trouble")
+        self.set_class(gw is not None and gw.storage != "ok", "-storage-failing")
 
     def watch_gateway(self, _gw: GatewayView | None) -> None:
         self._refresh_text()
