@@ -485,9 +485,10 @@ class HubWorker:
                 )
                 log.debug("batch_failed", exc_info=True)
                 self._commit_each(batch)
-            finally:
-                self._inflight = None
-                self._busy.clear()
+            # Not in a `finally`: a thread dying of a BaseException leaves its batch in
+            # `_inflight` for the supervisor to put back.
+            self._inflight = None
+            self._busy.clear()
 
     def _commit_each(self, batch: list[Incoming]) -> None:
         """A batch that failed outside the store: one message at a time, and one that
