@@ -344,6 +344,10 @@ def write_bundle(
     manifest["sha256"] = sha256_hex(model_bytes)
     manifest["size_bytes"] = len(model_bytes)
     Manifest.model_validate(manifest)  # refuse to sign what the edge would refuse
+    if len(model_bytes) > MAX_MODEL_BYTES:
+        raise BundleError(
+            "too_large", f"{MODEL} is {len(model_bytes)} bytes, over the {MAX_MODEL_BYTES} limit"
+        )
     (folder / MODEL).write_bytes(model_bytes)
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     (folder / SIGNATURE).write_text(json.dumps(sign_manifest(manifest, private), indent=2))

@@ -76,6 +76,7 @@ if TYPE_CHECKING:
     from .pcd01 import AdtEvent, Pcd01Message
 from .state import GatewayState
 from .store import Store
+from .supervisor import Supervisor
 from .windows import BedWindows, ClosedStep
 
 log = logging.getLogger(__name__)
@@ -215,6 +216,10 @@ class Gateway:
         )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        # Every thread the gateway owns runs under it: one that dies is restarted and
+        # reported (counters thread_restarts/threads_failed, a `fault` event).
+        self.supervisor = Supervisor(self.state, self._stop)
+        self.publisher.spawn = self.supervisor.spawn
 
     @property
     def model_ref(self) -> ModelRef:
@@ -227,22 +232,24 @@ class Gateway:
         """Connect to the broker and start one worker per bed (sources=False: feed
         readings yourself with `process_bytes`/`process_reading`, for tests/benches)."""
         self.publisher.start()
+        sup = self.supervisor
+        sup.watch("mqtt-network", self.publisher.network_alive, self.publisher.restart_network)
         if sources:
             for lst in self.listeners:
                 self._start_listener(lst)
+                sup.watch(
+                    f"mllp-{lst.host}:{lst.port}",
+                    lambda lst=lst: lst.running or lst.bind_failed or self._stop.is_set(),
+                    lambda lst=lst: self._start_listener(lst),
+                )
             for cfg in self.settings.beds:
                 if isinstance(cfg.source, MllpListenSource):
                     continue  # served by its listener
-                t = threading.Thread(
-                    target=self._bed_loop, args=(cfg,), name=f"bed-{cfg.id}", daemon=True
-                )
-                t.start()
+                t = sup.spawn(f"bed-{cfg.id}", lambda cfg=cfg: self._bed_loop(cfg))
                 self._threads.append(t)
-        t = threading.Thread(target=self._health_loop, name="vigil-health", daemon=True)
-        t.start()
+        t = sup.spawn("vigil-health", self._health_loop)
         self._threads.append(t)
-        t = threading.Thread(target=self._storage_loop, name="vigil-storage", daemon=True)
-        t.start()
+        t = sup.spawn("vigil-storage", self._storage_loop)
         self._threads.append(t)
 
     @property
@@ -286,6 +293,10 @@ class Gateway:
 
     def _bed_loop(self, cfg: BedConfig) -> None:
         bed = self.beds[cfg.id]
+        if bed.line is not None:  # restarted by the supervisor: the old line goes first
+            with contextlib.suppress(Exception):
+                bed.line.close()
+            bed.decoder.reset()
         try:
             bed.line = open_line(cfg.id, cfg.source, self.settings.link, self._stop)
         except Exception as e:
@@ -776,11 +787,18 @@ class Gateway:
 
     def _on_release(self, release: ModelRelease) -> None:
         self.state.count("model_releases")
-        name = release.manifest.get("name", "?")
-        version = release.manifest.get("version", "?")
-        self.state.event("model", f"model release {name} {version} received on {release.channel}")
+        name, version = release.manifest.get("name"), release.manifest.get("version")
+        name = name[:64] if isinstance(name, str) else "?"  # untrusted until verified
+        version = version[:32] if isinstance(version, str) else "?"
+        self.state.event(
+            "model", f"model release {name} {version} received on {release.channel[:64]}"
+        )
         for hook in self.release_hooks:
-            hook(release)
+            try:
+                hook(release)
+            except Exception as e:  # one hook's bug neither stops the others nor MQTT
+                self.state.count("model_release_errors")
+                log.error("release hook failed: %s", type(e).__name__, exc_info=True)
 
     # --- health ------------------------------------------------------------------
     def _health_loop(self) -> None:

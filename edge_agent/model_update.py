@@ -55,7 +55,6 @@ import base64
 import binascii
 import dataclasses
 import hashlib
-import json
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -187,8 +186,12 @@ def version_key(version: str) -> tuple[int, ...] | None:
 
 def release_digest(release: ModelRelease) -> str:
     """Identity of a release message's content (manifest, signature, model), not its envelope."""
-    h = hashlib.sha256(canonical_bytes(release.manifest))
-    h.update(json.dumps(release.signature, sort_keys=True).encode())
+    h = hashlib.sha256()
+    for part in (release.manifest, release.signature):
+        try:
+            h.update(canonical_bytes(part))
+        except (RecursionError, ValueError, TypeError):  # refused later by verify_parts
+            h.update(b"\0unserialisable\0")
     h.update(release.model_b64.encode())
     return h.hexdigest()
 

@@ -26,6 +26,11 @@ def status_text(gw: GatewayView | None, operator: str | None) -> str:
     )
     if gw.counters.get("clock_skew_beds"):  # a monitor's clock far off the gateway's
         text += f" │ ⚠ clock {format_skew(gw.counters.get('clock_skew_last_seconds', 0))}"
+    # A gateway thread that died (edge_agent/supervisor.py): restarted, or given up.
+    if gw.counters.get("threads_failed"):
+        text = f"⚠ GATEWAY FAULT: {gw.counters['threads_failed']} part(s) stopped │ {text}"
+    elif gw.counters.get("thread_restarts"):
+        text += f" │ ⚠ gateway fault: {gw.counters['thread_restarts']} restart(s)"
     if gw.storage != "ok":  # first: the gateway's own records are at risk
         kept = gw.counters.get("storage_kept_now", 0)
         lost = gw.counters.get("storage_dropped", 0)
@@ -69,6 +74,7 @@ class StatusLine(Static):
         self.update(status_text(gw, self.operator))
         self.set_class(gw is not None and not gw.broker_connected, "-buffering")
         self.set_class(gw is not None and gw.serial_link != "ok", "-link-trouble")
+        self.set_class(gw is not None and bool(gw.counters.get("threads_failed")), "-fault")
         self.set_class(gw is not None and gw.storage != "ok", "-storage-failing")
 
     def watch_gateway(self, _gw: GatewayView | None) -> None:
