@@ -18,7 +18,10 @@ if TYPE_CHECKING:
 
 app = typer.Typer(no_args_is_help=True, help="Bedside gateway: monitor line -> risk -> MQTT.")
 
-GatewayConfig = Annotated[Path, typer.Option("--config", "-c", help="the gateway's TOML file")]
+GatewayConfig = Annotated[
+    Path,
+    typer.Option("--config", "-c", help="the gateway's TOML file", dir_okay=False),
+]
 
 
 def _load(config: Path) -> EdgeSettings:
@@ -27,11 +30,13 @@ def _load(config: Path) -> EdgeSettings:
     try:
         return load_config(config)
     except ConfigError as e:
-        raise fail(e, prefix="") from None
+        raise fail(e) from None
 
 
 @app.command("check-config")
-def check_config(config: Annotated[Path, typer.Argument(help="gateway TOML file")]) -> None:
+def check_config(
+    config: Annotated[Path, typer.Argument(help="gateway TOML file", dir_okay=False)],
+) -> None:
     """Validate a gateway config (file + VIGIL_EDGE__* env); print what it resolves to.
 
     Example: vigil edge check-config /etc/vigil/gateway.toml
@@ -123,9 +128,9 @@ def pseudonymise_outcomes_cmd(
         text = csv_path.read_text(encoding="utf-8-sig")
         rows, errors = pseudonymise_outcomes(secret, text)
     except (OSError, UnicodeDecodeError) as e:
-        raise fail(f"cannot read {csv_path}: {e.__class__.__name__}: {e}", prefix="") from None
+        raise fail(f"cannot read {csv_path}: {e.__class__.__name__}: {e}") from None
     except (SecretError, OutcomeFileError) as e:
-        raise fail(f"{csv_path}: {e}", prefix="") from None
+        raise fail(f"{csv_path}: {e}") from None
     for line in errors:
         typer.echo(f"{csv_path}: {line}", err=True)
     write_outcomes(rows, out)
@@ -172,6 +177,8 @@ def decode(
             typer.echo(f"error: cannot read {path}: {e.strerror or e}", err=True)
             unreadable += 1
             continue
+        if not data.strip(b"\x0b\x1c\r\n\t "):
+            typer.echo(f"{path}: no HL7 message (the file is empty)", err=True)
         for n, body in enumerate(split_messages(data), 1):
             try:
                 m = parse_any(body, tz=zone)
@@ -236,8 +243,10 @@ def decode(
                 extra = f" ({a.detail})" if a.detail else ""
                 typer.echo(f"  set aside {a.segment:<7} {a.code or '-'}: {a.reason}{extra}")
             typer.echo(f"  ACK: {ack.strip().replace(chr(13), '  ')}\n")
-    if unreadable:
-        raise fail(f"{unreadable} file(s) could not be read", 1)
+    if unreadable:  # each was named above; a total only for several files
+        raise (
+            typer.Exit(1) if len(files) == 1 else fail(f"{unreadable} file(s) could not be read", 1)
+        )
 
 
 def _echo_adt(path: Path, n: int, m: AdtEvent, ack: str, as_json: bool) -> None:

@@ -68,7 +68,10 @@ def sim(
     tcp: Annotated[
         int | None,
         typer.Option(
-            "--tcp", help="Listen on TCP PORT (beds use PORT, PORT+1, ...; 0 = any free)."
+            "--tcp",
+            help="Listen on TCP PORT (beds use PORT, PORT+1, ...; 0 = any free).",
+            min=0,
+            max=65535,
         ),
     ] = None,
     host: Annotated[str, typer.Option(help="Address the TCP server binds.")] = "127.0.0.1",
@@ -183,13 +186,7 @@ def sim(
             raise fail(
                 f"--beds {beds} but {len(ids)} stay(s) to replay: one bed per stay", prefix=SIM
             )
-        path = data or default_data()
-        if not path.exists():
-            raise fail(
-                f"canonical table {path} not found (make one with `vigil convert physionet`, "
-                "or pass --data PATH)",
-                prefix=SIM,
-            )
+        path = _table(data or default_data())
         try:
             sources = load_replay(path, ids, seed=seed)
         except DataError as e:
@@ -204,6 +201,8 @@ def sim(
         n = beds or len(names)
         sources = [GeneratedSource(names[i % len(names)], seed + i, onset_s) for i in range(n)]
     n = len(sources)
+    if tcp and tcp + n - 1 > 65535:
+        raise fail(f"--tcp {tcp}: {n} bed(s) need ports up to {tcp + n - 1} (> 65535)", prefix=SIM)
     for spec in specs:
         if spec.beds and max(spec.beds) > n:
             raise fail(
@@ -242,7 +241,14 @@ def sim(
             t.close()
         raise fail(e, prefix=SIM) from None
 
-    flog = FaultLog(fault_log)
+    try:
+        flog = FaultLog(fault_log)
+    except OSError as e:
+        for t in transports:
+            t.close()
+        raise fail(
+            f"--fault-log {fault_log}: cannot append to it ({e.strerror or e})", prefix=SIM
+        ) from None
     try:
         monitors = [
             Monitor(
@@ -307,6 +313,19 @@ def sim(
     typer.echo(f"faults injected: {sum(e.visible for e in flog.events)}", err=True)
 
 
+def _table(path: Path) -> Path:
+    """The canonical table's path, or a `fail` saying it is missing or a folder."""
+    if not path.exists():
+        raise fail(
+            f"canonical table {path} not found (make one with `vigil convert physionet`, "
+            "or pass --data PATH)",
+            prefix=SIM,
+        )
+    if path.is_dir():
+        raise fail(f"--data {path}: a folder; give the canonical Parquet file", prefix=SIM)
+    return path
+
+
 def _host_port(text: str) -> tuple[str, int]:
     host, _, port = text.strip().rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
@@ -342,6 +361,12 @@ def watch(
     """
     from .watch import watch as _watch
 
+    if address.startswith("tcp://"):
+        _, _, port = address[len("tcp://") :].rpartition(":")
+        if not port.isdigit() or not 0 < int(port) < 65536:
+            raise fail(
+                f"{address!r}: expected tcp://HOST:PORT (e.g. tcp://127.0.0.1:6001)", prefix=SIM
+            )
     try:
         counts = _watch(address, baud=baud, count=count, duration=duration)
     except (OSError, EOFError, ValueError) as e:
@@ -352,13 +377,13 @@ def watch(
 @app.command()
 def stays(
     data: CanonicalTable = None,
-    limit: Annotated[int, typer.Option(help="How many to list.")] = 20,
+    limit: Annotated[int, typer.Option(help="How many to list.", min=1)] = 20,
 ) -> None:
     """List stay ids of the canonical table (what --replay accepts).
 
     Example: vigil sim stays --limit 5
     """
-    path = data or default_data()
+    path = _table(data or default_data())
     try:
         for sid in stay_ids_in(path, limit):
             typer.echo(sid)

@@ -249,11 +249,16 @@ def verify_cmd(
     from contracts.bundle import BundleError, load_trusted_keys
     from model_runtime.verify import verify_full
 
-    paths = trusted or default_trusted()
-    try:
-        keys = load_trusted_keys(paths)
-    except (OSError, ValueError) as e:
-        raise fail(f"cannot read trusted keys: {e}") from None
+    keys = {}
+    for given in trusted or default_trusted():  # each file on its own: the error names it
+        for f in sorted(given.glob("*.pub")) if given.is_dir() else [given]:
+            try:
+                keys.update(load_trusted_keys([f]))
+            except OSError as e:
+                raise fail(f"--trusted {f}: cannot read it ({e.strerror or e})") from None
+            except (ValueError, TypeError) as e:  # not PEM, or not an Ed25519 key
+                why = str(e).split(". See ")[0]
+                raise fail(f"--trusted {f}: not an Ed25519 public key in PEM ({why})") from None
     if not keys:
         raise fail("no trusted public keys: pass --trusted DIR_OR_PUB")
     try:
