@@ -149,58 +149,82 @@ def _risk(gw: str, bed: str, stay: str, *, hour: int, row: dict) -> messages.Ris
     )
 
 
-def test_payloads_from_a_real_stay_carry_only_pseudonymous_ids():
+def test_payloads_from_a_real_stay_carry_only_pseudonymous_ids(tmp_path: Path, broker) -> None:
+    """A real gateway (edge_agent.gateway, started, on a real Mosquitto) reads 12 hours of
+    a real PhysioNet stay as the simulated monitor frames it, with what a hospital monitor
+    also sends about the patient (PID-3 record number, PID-5 name, PID-7 birth date).
+    Every payload it publishes (vitals, risk, alarm, status) is captured: none carries
+    the identity, ids are pseudonymous, and the free text is enums, times and units."""
+    from edge_agent.gateway import Gateway
+    from firmware_sim import hl7
+    from tests.support.broker import Subscriber
+    from tests.support.edge import edge_settings
+    from tests.support.waiting import wait_until
+
     stay, rows = _physionet_stay()
     assert re.fullmatch(r"p\d{6}", stay)  # PhysioNet's own pseudonymous stay id
-    # What the monitor knows about the patient (HL7 PID-3 MRN, PID-5 name, PID-7 DOB):
-    # the gateway receives it, and none of it may appear in what the gateway sends.
-    pid = {"mrn": "MRN-4471923", "name": "DOE^JANE^Q", "family": "DOE", "dob": "19480312"}
-    gw, bed = "icu-north-3", "bed-07"
-    start = datetime(2026, 1, 1, tzinfo=UTC)
-    payloads: list[bytes] = []
-    for i, row in enumerate(rows[:12]):
-        values = {v: _num(row[v]) for v in VITAL_NAMES}
-        vit = messages.Vitals(
-            gw=gw,
-            bed=bed,
-            stay=stay,
-            step_start=start + timedelta(hours=i),
-            step_seconds=3600,
-            iculos_hours=float(row["ICULOS"]),
-            values=values,
-            readings=sum(v is not None for v in values.values()),
-            static={k: _num(row[k]) for k in ("Age", "Gender", "HospAdmTime")},
-        )
-        payloads.append(vit.to_json())
-        payloads.append(_risk(gw, bed, stay, hour=i, row=values).to_json())
-    payloads.append(
-        messages.Alarm(
-            gw=gw, bed=bed, stay=stay, action="raised", level="alarm", by="system"
-        ).to_json()
-    )
-    payloads.append(
-        messages.Status(
-            gw=gw, state="online", beds=[messages.BedSummary(bed=bed, stay=stay)]
-        ).to_json()
-    )
-    assert len(payloads) == 26
-    for raw in payloads:
+    admit = datetime(2026, 1, 1, 6, 0, tzinfo=UTC)
+    birth = hl7.birth_date_for(_num(rows[0]["Age"]), admit)
+    pid = {"mrn": "MRN-4471923", "name": "DOE^JANE^Q", "family": "DOE", "given": "JANE"}
+    if birth:
+        pid["dob"] = birth.strftime("%Y%m%d")
+    frames = []
+    seq = 0
+    for h, row in enumerate([*rows[:12], rows[11]]):  # a reading in hour 12 closes hour 11
+        for minute in (0, 30):
+            seq += 1
+            obs = hl7.Observation(
+                monitor_id="MON-7",
+                seq=seq,
+                bed="bed-07",
+                stay_id=pid["mrn"],  # a hospital monitor's PID-3: the record number
+                obs_time=admit + timedelta(hours=h, minutes=minute),
+                values={v: _num(row[v]) for v in VITAL_NAMES},
+                birth_date=birth,
+                sex="F" if row["Gender"] == "0" else "M",
+                icu_admit=admit,
+            )
+            message = hl7.build_oru(obs)
+            line = next(x for x in message.split("\r") if x.startswith("PID|"))
+            fields = line.split("|")
+            fields[5] = pid["name"]
+            message = message.replace(line, "|".join(fields))
+            assert pid["mrn"] in message and pid["name"] in message
+            frames.append(hl7.frame(message))
+
+    gw_id, bed = "icu-north-3", "bed-07"
+    sub = Subscriber(broker.port, "vigil/v1/gw/#")
+    gw = Gateway(edge_settings(tmp_path, port=broker.port, gateway_id=gw_id, beds=[bed]))
+    gw.start(sources=False)
+    try:
+        assert gw.process_bytes(bed, b"".join(frames)) == len(frames)
+        wait_until(lambda: len(sub.wait_for(12, 0.1, "/vitals")) >= 12, 20, "12 vitals steps")
+        wait_until(lambda: len(sub.wait_for(12, 0.1, "/risk")) >= 12, 20, "12 risk messages")
+    finally:
+        gw.stop()
+        sub.client.loop_stop()
+    with sub.lock:
+        payloads = [(t, p) for t, p, _ in sub.messages]
+    kinds = {t.rsplit("/", 1)[1] for t, _ in payloads}
+    assert {"vitals", "risk", "status"} <= kinds, kinds
+    pseudonym = gw.stay_pseudonym(pid["mrn"], admit)
+    for topic, raw in payloads:
         text = raw.decode()
+        assert topic.startswith(f"vigil/v1/gw/{gw_id}/")
         for secret in pid.values():
-            assert secret not in text
+            assert secret not in text and secret not in topic, (secret, topic)
         msg = json.loads(text)
-        # the parsed message is what the hub stores: every key is a known field
-        messages.parse_message(raw)
+        messages.parse_message(raw)  # the hub would store it: every key a known field
+        if "stay" in msg:
+            assert msg["stay"] == pseudonym
         for ident in ("gw", "bed", "stay"):
             if ident in msg:
                 assert ID_PATTERN.match(msg[ident]), (ident, msg[ident])
         uuid.UUID(msg["event_id"])
-        strings = list(_strings(msg))
-        identifiers = {gw, bed, stay, msg["event_id"]}
-        free_text = [s for s in strings if s not in identifiers]
-        # remaining strings are enums, timestamps, units and the model's name/version
-        for s in free_text:
-            assert re.fullmatch(r"[a-z0-9._:/+-]*|\d{4}-\d\d-\d\dT[\d:.]+Z", s, re.I), s
+        identifiers = {gw_id, bed, pseudonym, msg["event_id"]}
+        for s in (x for x in _strings(msg) if x not in identifiers):
+            # what is left: enums, timestamps, units, versions, the model's name
+            assert re.fullmatch(r"[a-z0-9 ._:/+()-]*|\d{4}-\d\d-\d\dT[\d:.]+Z", s, re.I), s
 
 
 def _strings(obj):
@@ -223,14 +247,16 @@ def test_monitor_patient_name_and_birth_date_stop_at_the_gateway_decoder():
     PID-3 (the simulator's id here, a record number on a hospital monitor) stays in the
     decoded reading in memory only; what is published is its keyed pseudonym.
     """
-    hl7 = pytest.importorskip("firmware_sim.hl7")
-    decoder = pytest.importorskip("edge_agent.decoder")
+    from edge_agent import decoder
+    from firmware_sim import hl7
+
     stay, rows = _physionet_stay(1)
     admit = datetime(2026, 1, 1, 6, 0, tzinfo=UTC)
     age = _num(rows[0]["Age"])
     birth = hl7.birth_date_for(age, admit)
     name, dob = "DOE^JANE^Q", birth.strftime("%Y%m%d") if birth else ""
-    privacy = pytest.importorskip("edge_agent.privacy")
+    from edge_agent import privacy
+
     site_secret = b"phi-test-site-secret-0123456789"
     dec = decoder.MllpDecoder(source="phi-test")
     readings = []
@@ -283,9 +309,6 @@ def test_a_running_gateway_over_tls_publishes_no_patient_identity(tmp_path):
     framed as HL7 by the simulator, with the patient's name and birth date in PID, over a
     TCP monitor line; connected with its enrolled certificate to the shipped broker.
     Every payload the hub receives is captured and checked."""
-    gateway_mod = pytest.importorskip("edge_agent.gateway")
-    config_mod = pytest.importorskip("edge_agent.config")
-    hl7 = pytest.importorskip("firmware_sim.hl7")
     import shutil
     import socket
     import threading
@@ -293,6 +316,9 @@ def test_a_running_gateway_over_tls_publishes_no_patient_identity(tmp_path):
 
     from cloud_hub.ca import CertificateAuthority
     from contracts import topics
+    from edge_agent import config as config_mod
+    from edge_agent import gateway as gateway_mod
+    from firmware_sim import hl7
     from tests.support.broker import MOSQUITTO
     from tests.support.tls import Broker, Client, broker_folder
 

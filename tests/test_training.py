@@ -195,8 +195,8 @@ def test_architectures_take_named_inputs_and_unroll_their_recurrence(arch):
 @pytest.fixture(scope="module")
 def real_subset(tmp_path_factory):
     """200 real PhysioNet 2019 stays through the project's importer."""
-    physionet = pytest.importorskip("converters.physionet")
     from contracts.paths import physionet_archive
+    from converters import physionet
 
     out = tmp_path_factory.mktemp("canonical") / "physionet_subset.parquet"
     physionet.import_physionet(physionet_archive(), out, limit=200)
