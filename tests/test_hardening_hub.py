@@ -401,6 +401,7 @@ def test_hub_store_deleted_while_running_loses_nothing_acknowledged(tmp_path: Pa
         rig.start_hub()
         rig.start_gateway()
         rig.wait_hub_grows(15)
+        deleted = rig.hub_risk()
         for suffix in ("", "-wal", "-shm"):
             Path(f"{rig.hub_db}{suffix}").unlink(missing_ok=True)
         log = tmp_path / "hub.log"
@@ -410,7 +411,7 @@ def test_hub_store_deleted_while_running_loses_nothing_acknowledged(tmp_path: Pa
         rig.drain(timeout=60)
         rig.stop_hub()
         got = check_exactly_once(rig.gw_db, rig.hub_db, replayed=True)
-        assert got["risk"] >= 30
+        assert got["risk"] > deleted >= 15  # the deleted rows are back, and the later ones
         assert "event=store_lost" in log.read_text()
     finally:
         rig.close()
