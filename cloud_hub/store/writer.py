@@ -460,7 +460,7 @@ def is_transient(e: BaseException) -> bool:
     ) or (isinstance(e, DBAPIError) and e.connection_invalidated)
 
 
-def _first_line(e: BaseException) -> str:
+def error_line(e: BaseException) -> str:
     text = str(getattr(e, "orig", None) or e).strip()
     return clean_text(f"{type(e).__name__}: {text.splitlines()[0] if text else ''}", 300)
 
@@ -489,7 +489,7 @@ def write_batch(
         log.warning(
             "event=batch_refused size=%d error=%s; storing one by one",
             len(accepted) + len(rejected) + len(releases),
-            _first_line(e),
+            error_line(e),
         )
     total = BatchResult()
     refused: list[Rejected] = []
@@ -505,7 +505,7 @@ def write_batch(
                     topic=f"vigil/v1/models/{rel.channel}",
                     payload=rel.payload or b"",
                     reason_kind="store_error",
-                    reason=f"store refused release: {_first_line(e)}",
+                    reason=f"store refused release: {error_line(e)}",
                     received_at=rel.received_at,
                 )
             )
@@ -521,7 +521,7 @@ def write_batch(
                     topic=a.topic,
                     payload=a.payload or a.message.to_json(),
                     reason_kind="store_error",
-                    reason=f"store refused {KIND_NAME[type(a.message)]}: {_first_line(e)}",
+                    reason=f"store refused {KIND_NAME[type(a.message)]}: {error_line(e)}",
                     received_at=a.received_at,
                     gw=a.message.gw,
                 )
@@ -543,7 +543,7 @@ def write_dead_letters(engine: Engine, rejected: Sequence[Rejected]) -> BatchRes
     except Exception as e:
         if is_transient(e):
             raise
-        log.warning("event=dead_letters_refused size=%d error=%s", len(rejected), _first_line(e))
+        log.warning("event=dead_letters_refused size=%d error=%s", len(rejected), error_line(e))
     for r in rejected:
         try:
             with engine.begin() as conn:
@@ -565,5 +565,5 @@ def write_dead_letters(engine: Engine, rejected: Sequence[Rejected]) -> BatchRes
         except Exception as e:
             if is_transient(e):
                 raise
-            raise StoreFault(f"the store refuses a plain dead letter: {_first_line(e)}") from e
+            raise StoreFault(f"the store refuses a plain dead letter: {error_line(e)}") from e
     return res
