@@ -15,7 +15,7 @@ from contracts import topics
 from tests.support.hub import feedback, risk, status, topic_of, vitals
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
-KINDS = {"malformed", "oversized", "schema", "topic_mismatch", "unknown_topic"}
+KINDS = {"malformed", "oversized", "schema", "stale_or_future", "topic_mismatch", "unknown_topic"}
 TOPICS = st.one_of(
     st.sampled_from(
         [
