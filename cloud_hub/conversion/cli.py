@@ -140,6 +140,23 @@ def tflite_cmd(
 
     Example: vigil convert tflite --model-uri models:/vigil-sepsis@champion --out models/candidate
     """
+    # Bad arguments are named before TensorFlow loads (seconds, and its start-up chatter).
+    if model_uri and keras_path:
+        raise fail("give --model-uri or --keras, not both")
+    if keras_path is not None and not keras_path.is_file():
+        what = "is a folder" if keras_path.is_dir() else "not found"
+        raise fail(f"--keras {keras_path}: Keras model {what}")
+    if keras_path is not None and keras_path.suffix not in (".keras", ".h5"):
+        raise fail(f"--keras {keras_path}: expected a .keras (or legacy .h5) file")
+    if model_uri and not model_uri.startswith(("models:/", "runs:/")):
+        raise fail(
+            f"--model-uri {model_uri}: expected models:/NAME@ALIAS, models:/NAME/V or runs:/ID"
+        )
+    if data is not None and not data.is_file():
+        raise fail(f"--data {data}: {'is a folder' if data.is_dir() else 'not found'}")
+    signing_key = key or default_signing_key()
+    if not signing_key.exists():
+        raise fail(f"signing key {signing_key} not found: run `vigil hub keys init`")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
@@ -150,17 +167,10 @@ def tflite_cmd(
     from .bundle_build import build_bundle
     from .tflite import ConversionError, Tolerances
 
-    if model_uri and keras_path:
-        raise fail("give --model-uri or --keras, not both")
-    signing_key = key or default_signing_key()
-    if not signing_key.exists():
-        raise fail(f"signing key {signing_key} not found: run `vigil hub keys init`")
     try:
         if keras_path is not None:
             import keras
 
-            if not keras_path.exists():
-                raise fail(f"Keras model {keras_path} not found")
             model = keras.models.load_model(keras_path, compile=False)
             src: dict[str, Any] = {
                 "model": model,
