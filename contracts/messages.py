@@ -25,6 +25,7 @@ its reason never repeats a value, and is cut and cleaned of control characters.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import uuid
@@ -433,7 +434,12 @@ def _parse(
         raise MessageError("malformed", f"not JSON: not UTF-8 at byte {e.start}") from None
     if not text.lstrip().startswith("{"):
         first = text.lstrip()[:1]
-        kind = {"[": "list", '"': "str"}.get(first, "value")
+        kind = {"[": "list", '"': "str"}.get(first)
+        if kind is None:  # a scalar, or not JSON at all (depth and size are bounded here)
+            try:
+                kind = type(json.loads(text)).__name__
+            except ValueError:
+                raise MessageError("malformed", "not JSON: not a JSON value") from None
         raise MessageError("malformed", f"not a JSON object: {kind}")
     try:
         msg = (_GATEWAY if gateway_only else _ANY).validate_json(payload, strict=True)

@@ -38,6 +38,7 @@ from contracts.bundle import (  # noqa: E402
 )
 from contracts.paths import PROJECT_ROOT  # noqa: E402
 from model_runtime.litert import RiskModel  # noqa: E402
+from tests.support import data as shared
 
 pytest.importorskip("tensorflow")
 
@@ -69,6 +70,7 @@ BUILTIN_OPS = {
 def small():
     from cloud_hub.conversion.quickmodel import small_data, train_small_model
 
+    shared.physionet()  # trains on real stays: skipped (not errored) without the archive
     data = small_data(n_stays=300, steps=STEPS)
     model = train_small_model(data, arch="gru", units=16, epochs=2)
     blob = convert_int8(model, data.train)
@@ -328,12 +330,11 @@ def test_verify_refuses_golden_windows_the_model_does_not_reproduce(bundle, keys
 @pytest.fixture(scope="session")
 def canonical(tmp_path_factory):
     """Real stays through the real importer: the canonical table the CLI reads."""
-    from contracts.paths import physionet_archive
     from converters.physionet import import_physionet
 
     d = tmp_path_factory.mktemp("canonical")
-    import_physionet(physionet_archive(), d / "a.parquet", limit=150)
-    import_physionet(physionet_archive(), d / "b.parquet", limit=120)
+    import_physionet(shared.physionet(), d / "a.parquet", limit=150)
+    import_physionet(shared.physionet(), d / "b.parquet", limit=120)
     return d / "a.parquet", d / "b.parquet"
 
 

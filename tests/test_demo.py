@@ -16,8 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from contracts.paths import physionet_archive
 from tests.support.broker import needs_mosquitto
+from tests.support.data import needs_physionet
 
 
 def _query(db: Path, sql: str) -> list[tuple]:
@@ -53,7 +53,7 @@ def _wait_count(db: Path, proc: subprocess.Popen, sql: str, n: int, timeout: flo
 
 
 @pytest.mark.timeout(240)
-@pytest.mark.skipif(not physionet_archive().exists(), reason="PhysioNet 2019 archive absent")
+@needs_physionet
 @pytest.mark.parametrize("broker", [pytest.param("mosquitto", marks=needs_mosquitto), "amqtt"])
 def test_headless_demo_fills_the_hub_store_and_stops_cleanly_on_sigint(
     tmp_path: Path, broker: str

@@ -23,9 +23,10 @@ from contracts.canonical import COLUMNS
 from contracts.paths import mimic_demo_archive
 from converters.canonical_io import ImportReport, SourceError, load_canonical
 from converters.mimic import ITEMS, import_mimic
+from tests.support.data import needs_mimic
 
 ARCHIVE = mimic_demo_archive()
-pytestmark = pytest.mark.skipif(not ARCHIVE.exists(), reason=f"{ARCHIVE} not present")
+pytestmark = needs_mimic
 
 HR_ITEMS = (211, 220045)
 TEMP_F_ITEMS = (678, 223761)

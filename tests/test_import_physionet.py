@@ -28,13 +28,14 @@ from contracts.paths import physionet_archive
 from contracts.vitals import STATIC_FEATURES, VITAL_NAMES
 from converters.canonical_io import FINGERPRINT_KEY, SourceError, load_canonical
 from converters.physionet import STANDARD_HEADER, import_physionet
+from tests.support.data import needs_physionet
 
 ARCHIVE = physionet_archive()
 SUMS = ARCHIVE.parent / "SHA256SUMS.txt"
 # p000001-p000012: includes septic stays (p000009, p000011) and stays with Temp.
 NAMES = [f"p{i:06d}.psv" for i in range(1, 13)]
 
-pytestmark = pytest.mark.skipif(not ARCHIVE.exists(), reason=f"{ARCHIVE} not present")
+pytestmark = needs_physionet
 
 
 @pytest.fixture(scope="module")

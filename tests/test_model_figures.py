@@ -16,12 +16,13 @@ import pytest
 
 from benches import bench_model
 from contracts.bundle import Manifest
-from contracts.paths import default_bundle_dir, physionet_archive
+from contracts.paths import default_bundle_dir
+from tests.support.data import needs_physionet
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not physionet_archive().exists(), reason="PhysioNet 2019 archive absent"),
+    needs_physionet,
 ]
 SECTION = "## Model figures of the committed bundle (int8, test split)"
 

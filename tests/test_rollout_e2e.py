@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from contracts.bundle import load_trusted_keys
 from edge_agent.model_update import ModelUpdater
+from tests.support import data as shared
 from tests.support.broker import Mosquitto, needs_mosquitto
 from tests.support.rollout import DEFAULT, GatewayClient
 
@@ -27,12 +28,11 @@ NAME = "vigil-e2e"
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     from contracts.bundle import generate_key
-    from contracts.paths import physionet_archive
     from converters import physionet
 
     root = tmp_path_factory.mktemp("e2e")
     data = root / "canonical.parquet"
-    physionet.import_physionet(physionet_archive(), data, limit=160)
+    physionet.import_physionet(shared.physionet(), data, limit=160)
     key, pub, _ = generate_key(root / "keys")
     hub_db = _fleet_store(root)
     with Mosquitto(root / "broker") as broker:

@@ -37,9 +37,10 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ValidationError
 
-from contracts import messages, paths
+from contracts import messages
 from contracts.news2 import news2_from_row
 from contracts.vitals import VITAL_NAMES
+from tests.support import data as shared
 
 FORBIDDEN = re.compile(
     r"(^|_)(name|first|last|given|family|surname|mrn|medical|record|patient|pid|"
@@ -112,9 +113,7 @@ def test_messages_refuse_identity_fields_added_in_code_or_on_the_wire(extra):
 
 
 def _physionet_stay(index: int = 0) -> tuple[str, list[dict[str, str]]]:
-    archive = paths.physionet_archive()
-    if not archive.exists():
-        pytest.skip(f"PhysioNet 2019 archive not found at {archive}")
+    archive = shared.physionet()
     with tarfile.open(archive) as tf:
         seen = 0
         for member in tf:

@@ -18,6 +18,7 @@ from firmware_sim.hl7 import DECIMALS
 from firmware_sim.monitor import Monitor, MonitorRunner
 from firmware_sim.physiology import NOISE_SIGMA, DataError, load_replay
 from firmware_sim.transports import PtyTransport
+from tests.support import data as shared
 from tests.support.sim import (
     LineReader,
     canonical_from_physionet,
@@ -177,11 +178,10 @@ def test_unknown_stays_and_unreadable_tables_are_named(table, tmp_path) -> None:
 
 
 def test_replays_the_table_written_by_the_physionet_importer(tmp_path) -> None:
-    from contracts.paths import physionet_archive
     from converters.physionet import import_physionet
 
     out = tmp_path / "physionet2019.parquet"
-    import_physionet(physionet_archive(), out, limit=2)
+    import_physionet(shared.physionet(), out, limit=2)
     ids = sorted(set(pq.read_table(out, columns=["stay_id"])["stay_id"].to_pylist()))
     assert ids == ["pn-p000001", "pn-p000002"]
     compared = 0

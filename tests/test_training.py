@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from cloud_hub.training import metrics
 from cloud_hub.training.dataset import Stay, make_windows, split_hash, split_stays
 from contracts.preprocessing import fit_spec, stay_windows
+from tests.support import data as shared
 
 # ---------------------------------------------------------------- utility (pure logic)
 
@@ -195,11 +196,10 @@ def test_architectures_take_named_inputs_and_unroll_their_recurrence(arch):
 @pytest.fixture(scope="module")
 def real_subset(tmp_path_factory):
     """200 real PhysioNet 2019 stays through the project's importer."""
-    from contracts.paths import physionet_archive
     from converters import physionet
 
     out = tmp_path_factory.mktemp("canonical") / "physionet_subset.parquet"
-    physionet.import_physionet(physionet_archive(), out, limit=200)
+    physionet.import_physionet(shared.physionet(), out, limit=200)
     return out
 
 

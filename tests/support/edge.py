@@ -94,9 +94,9 @@ def physionet_stay(stem: str):
 
     import numpy as np
 
-    from contracts.paths import physionet_archive
+    from tests.support import data as shared
 
-    with tarfile.open(physionet_archive(), "r|gz") as tf:
+    with tarfile.open(shared.physionet(), "r|gz") as tf:
         for m in tf:
             if m.name.endswith(f"/{stem}.psv"):
                 text = tf.extractfile(m).read().decode()

@@ -21,16 +21,16 @@ import pyarrow.parquet as pq
 
 from contracts.canonical import COLUMNS
 from contracts.mdc import BY_CODE, parse_code
-from contracts.paths import physionet_archive
 from contracts.units import to_catalogue
 from contracts.vitals import BY_LOINC, VITAL_NAMES
+from tests.support import data as shared
 
 
 def canonical_from_physionet(path: Path, n_stays: int = 3) -> tuple[Path, list[str]]:
     """Write the first `n_stays` real stays of PhysioNet 2019 set A as a canonical table."""
     cols: dict[str, list] = {c: [] for c in COLUMNS}
     ids = []
-    with tarfile.open(physionet_archive(), "r|gz") as tf:
+    with tarfile.open(shared.physionet(), "r|gz") as tf:
         for m in tf:
             if not m.name.endswith(".psv"):
                 continue
