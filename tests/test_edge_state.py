@@ -57,23 +57,61 @@ def test_snapshot_reports_reading_age_risk_alarm_and_gateway_health():
 
 
 def test_snapshot_is_consistent_under_concurrent_writers():
-    st = GatewayState("gw1", ["b1"])
+    """Every snapshot's fields belong to one moment: writer k's n-th reading carries the
+    value n in every vital and the observation time T0 + n s, so in any snapshot a bed's
+    reading count, last observation time, every vital's value, obs_time and the last
+    entry of every history must name the same n. A snapshot built without the lock
+    mixes moments (a vital of reading n beside one of n-1) and this fails."""
+    import sys
+
+    from contracts.vitals import VITAL_NAMES
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    beds = ["b1", "b2", "b3"]
+    st = GatewayState("gw1", beds)
     stop = threading.Event()
+    written = dict.fromkeys(beds, 0)
 
-    def writer() -> None:
-        i = 0
-        while not stop.is_set():
-            st.record_reading("b1", "s", datetime.now(UTC), {"HR": float(i % 200 + 30)})
-            i += 1
+    def writer(bed: str) -> None:
+        n = 0
+        while not stop.is_set() and n < 200_000:
+            n += 1
+            values = dict.fromkeys(VITAL_NAMES, float(n))
+            st.record_reading(bed, "s", t0 + timedelta(seconds=n), values)
+            written[bed] = n
 
-    t = threading.Thread(target=writer)
-    t.start()
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: races show up
+    threads = [threading.Thread(target=writer, args=(b,)) for b in beds]
+    for t in threads:
+        t.start()
+    checked = 0
     try:
-        for _ in range(200):
+        for _ in range(3000):
             snap = st.snapshot()
-            b = snap.bed("b1")
-            assert b.vitals["HR"].history == tuple(b.vitals["HR"].history)
-            assert b.readings >= len(b.vitals["HR"].history)
+            for b in snap.beds:
+                n = b.readings
+                if n == 0:
+                    continue
+                checked += 1
+                assert b.last_obs_time == t0 + timedelta(seconds=n), (b.bed, n, b.last_obs_time)
+                for name in VITAL_NAMES:
+                    v = b.vitals[name]
+                    assert v.value == float(n), (b.bed, name, n, v.value)
+                    assert v.obs_time == b.last_obs_time, (b.bed, name, n, v.obs_time)
+                    assert v.history[-1] == float(n), (b.bed, name, n, v.history[-1])
+                    assert len(v.history) == min(n, len(v.history))
+                    # the history is the run of readings up to n, oldest first
+                    assert v.history == tuple(
+                        float(k) for k in range(n - len(v.history) + 1, n + 1)
+                    )
     finally:
         stop.set()
-        t.join()
+        for t in threads:
+            t.join(timeout=30)
+        sys.setswitchinterval(old)
+    assert not any(t.is_alive() for t in threads)
+    assert checked > 0
+    assert all(written[b] > 0 for b in beds)
+    final = st.snapshot()
+    assert [final.bed(b).readings for b in beds] == [written[b] for b in beds]
