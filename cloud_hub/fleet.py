@@ -4,8 +4,10 @@ Built by the ingest from each gateway's retained status and its last will
 (`state`, agent and model version, channel, outbox backlog) plus the time of its
 last message of any kind (`last_seen`), and from the retained model release of each
 channel (`channel_releases`): a gateway's `target` is the newest release on its
-channel, and it is in step when the model it runs is that target. `vigil hub fleet`
-prints it.
+channel, and it is in step when the model it runs is that target. Gateway faults
+come with the status too: its store failing (`storage`, writes kept in memory and
+dropped) and threads its supervisor gave up (`threads_failed`, `failed_threads`),
+shown in a FAULTS column and as `faults` in `--json`. `vigil hub fleet` prints it.
 """
 
 from __future__ import annotations
@@ -32,13 +34,34 @@ class GatewayView:
     model_state: str | None  # last model update state (received, active, refused...)
     status_ts: datetime | None
     last_seen: datetime
+    # Gateway faults from its last status (cloud_hub/store/models.py Gateway).
+    storage: str = "ok"  # ok | full | io_error | read_only | locked | unavailable | corrupt
+    storage_kept: int = 0
+    storage_dropped: int = 0
+    thread_restarts: int = 0
+    threads_failed: int = 0
+    failed_threads: tuple[str, ...] = ()
 
     @property
     def in_step(self) -> bool:
         return self.target is not None and self.target == self.model
 
+    @property
+    def faults(self) -> list[str]:
+        """What is wrong on the gateway, one short phrase each (empty: nothing)."""
+        out = []
+        if self.storage != "ok":
+            out.append(f"storage {self.storage}")
+        if self.storage_dropped:
+            out.append(f"{self.storage_dropped} writes dropped")
+        if self.threads_failed:
+            names = ",".join(self.failed_threads) or "?"
+            out.append(f"{self.threads_failed} threads failed ({names})")
+        return out
+
     def as_json(self) -> dict:
-        d = asdict(self) | {"in_step": self.in_step}
+        d = asdict(self) | {"in_step": self.in_step, "faults": self.faults}
+        d["failed_threads"] = list(self.failed_threads)
         for k in ("status_ts", "last_seen"):
             d[k] = d[k].isoformat(timespec="milliseconds").replace("+00:00", "Z") if d[k] else None
         return d
@@ -70,6 +93,12 @@ def fleet(engine: Engine) -> list[GatewayView]:
             ),
             status_ts=naive_as_utc(r.status_ts),
             last_seen=naive_as_utc(r.last_seen),
+            storage=r.storage or "ok",
+            storage_kept=r.storage_kept or 0,
+            storage_dropped=r.storage_dropped or 0,
+            thread_restarts=r.thread_restarts or 0,
+            threads_failed=r.threads_failed or 0,
+            failed_threads=tuple(r.failed_threads or ()),
         )
         for r in rows
     ]
@@ -102,6 +131,7 @@ def render_table(gateways: list[GatewayView], now: datetime | None = None) -> st
         "BEDS",
         "UPDATE",
         "LAST SEEN",
+        "FAULTS",
     )
     rows = [
         (
@@ -115,6 +145,7 @@ def render_table(gateways: list[GatewayView], now: datetime | None = None) -> st
             str(g.beds),
             g.model_state or "-",
             _ago(g.last_seen, now),
+            "; ".join(g.faults).upper() if g.faults else "-",
         )
         for g in gateways
     ]
@@ -126,5 +157,9 @@ def render_table(gateways: list[GatewayView], now: datetime | None = None) -> st
     online = sum(g.state == "online" for g in gateways)
     behind = sum(1 for g in gateways if g.target and not g.in_step)
     noun = "gateway" if len(gateways) == 1 else "gateways"
-    lines.append(f"{len(gateways)} {noun}, {online} online, {behind} not on their target")
+    faulty = sum(1 for g in gateways if g.faults)
+    lines.append(
+        f"{len(gateways)} {noun}, {online} online, {behind} not on their target"
+        + (f", {faulty} with faults" if faulty else "")
+    )
     return "\n".join(lines)

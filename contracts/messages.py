@@ -210,6 +210,11 @@ class Status(Envelope):
     storage: StorageState = "ok"
     storage_kept: Count = 0
     storage_dropped: Count = 0
+    # The gateway's thread supervisor (edge_agent/supervisor.py): deaths restarted so
+    # far, threads given up (dead now: a gateway fault) and their names (the first 16).
+    thread_restarts: Count = 0
+    threads_failed: Count = 0
+    failed_threads: list[Text(64)] = Field(default=[], max_length=16)
 
 
 def _vital_in_range(name: str, value: float | None) -> None:

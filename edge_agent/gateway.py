@@ -131,6 +131,8 @@ class Gateway:
         )
         self._kept_lock = threading.Lock()  # kept messages handed to the broker once
         self.store = Store(settings.store_path, on_storage=self._on_storage)
+        if self.store.failing is not None:  # the store could not be opened: boot anyway
+            self._on_storage(self.store.failing)
         self.refused: list[str] = []
         if model is None:
             model, self.refused = load_model(settings.bundle_dirs, settings.trusted_keys)
@@ -210,7 +212,12 @@ class Gateway:
             settings,
             self.store,
             self.state,
-            status_payload(settings, self.state, agent_version=__version__),
+            status_payload(
+                settings,
+                self.state,
+                failed_threads=self._failed_threads,
+                agent_version=__version__,
+            ),
             on_command=self._on_command,
             on_release=self._on_release,
         )
@@ -681,6 +688,11 @@ class Gateway:
             self._publish(topics.alarm(gw, bed.id), msg)
 
     # --- storage failing ---------------------------------------------------------
+    def _failed_threads(self) -> list[str]:
+        """The threads the supervisor gave up (none before it exists)."""
+        sup = getattr(self, "supervisor", None)
+        return sup.failed() if sup is not None else []
+
     def _on_storage(self, problem: str | None) -> None:
         """The store fails (`problem`) or recovered (None): shown at once (the store
         logged the transition) and sent to the hub in a status."""

@@ -50,7 +50,14 @@ from paho.mqtt.properties import Properties
 
 from contracts import topics
 from contracts.broker import connect_async, make_client
-from contracts.messages import Command, MessageError, ModelRelease, Status, parse_message
+from contracts.messages import (
+    Command,
+    MessageError,
+    ModelRelease,
+    Status,
+    clean_text,
+    parse_message,
+)
 from contracts.timeutil import utc_now
 
 from .config import EdgeSettings
@@ -392,9 +399,16 @@ def _plain_thread(name: str, target: Callable[[], None]) -> threading.Thread:
 
 
 def status_payload(
-    settings: EdgeSettings, state: GatewayState, **extra: Any
+    settings: EdgeSettings,
+    state: GatewayState,
+    *,
+    failed_threads: Callable[[], list[str]] | None = None,
+    **extra: Any,
 ) -> Callable[[str], Status]:
-    """A Status factory over the gateway's state (used for online, offline and the will)."""
+    """A Status factory over the gateway's state (used for online, offline and the will).
+
+    `failed_threads`: the names of the threads the supervisor gave up (asked at every
+    status; the counters `thread_restarts`/`threads_failed` come from the state)."""
     from contracts.messages import BedSummary, ModelRef
 
     def build(which: str) -> Status:
@@ -412,7 +426,22 @@ def status_payload(
             storage=snap.storage,  # type: ignore[arg-type]
             storage_kept=snap.counters.get("storage_kept_now", 0),
             storage_dropped=snap.counters.get("storage_dropped", 0),
+            thread_restarts=snap.counters.get("thread_restarts", 0),
+            threads_failed=snap.counters.get("threads_failed", 0),
+            failed_threads=_failed(failed_threads),
             **extra,
         )
 
     return build
+
+
+def _failed(names: Callable[[], list[str]] | None) -> list[str]:
+    """The failed threads' names, bounded as the contract says (never raises: a status
+    must go out whatever the supervisor's state)."""
+    if names is None:
+        return []
+    try:
+        return [clean_text(str(n), 64) for n in names()][:16]
+    except Exception:  # noqa: BLE001 - the status goes out anyway
+        log.exception("failed thread names unavailable")
+        return []

@@ -65,6 +65,15 @@ class Gateway(Base):
     # that N workers reconnecting together send one command, not N.
     resend_since: Mapped[datetime | None] = mapped_column(TS)
     resend_at: Mapped[datetime | None] = mapped_column(TS)
+    # Gateway faults from its last status: its local store ("ok" or what fails, with the
+    # writes kept in memory and dropped) and its thread supervisor (restarts so far,
+    # threads given up and their names).
+    storage: Mapped[str] = mapped_column(String(16), default="ok", server_default="ok")
+    storage_kept: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    storage_dropped: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    thread_restarts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    threads_failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    failed_threads: Mapped[list[str] | None] = mapped_column(JSON)
 
 
 class GatewayStatus(Base):

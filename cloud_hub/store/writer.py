@@ -299,6 +299,12 @@ def _apply_status(conn: Connection, s: Status, received_at: datetime) -> None:
         "beds": [b.model_dump() for b in s.beds],
         "status_ts": as_utc(s.ts),
         "status_received_at": received_at,
+        "storage": s.storage,
+        "storage_kept": s.storage_kept,
+        "storage_dropped": s.storage_dropped,
+        "thread_restarts": s.thread_restarts,
+        "threads_failed": s.threads_failed,
+        "failed_threads": list(s.failed_threads),
     }
     stmt = _insert(conn, g).values(gw=s.gw, first_seen=received_at, last_seen=received_at, **values)
     # 'offline' (usually the last will, composed when the session began) changes the
