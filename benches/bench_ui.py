@@ -58,11 +58,11 @@ class Phase:
             "phase": self.name,
             "calls": len(lat),
             "median_ms": _r(statistics.median(lat)) if lat else None,
-            "p99_ms": _r(pct(lat, 0.99)),
+            "p99_ms": _r(pct(lat, 0.99)) if lat else None,
             "max_ms": _r(lat[-1]) if lat else None,
             "steps_closed": self.steps_closed,
             "step_median_ms": _r(statistics.median(self.step_ms)) if self.step_ms else None,
-            "step_p95_ms": _r(pct(sorted(self.step_ms), 0.95)),
+            "step_p95_ms": _r(pct(sorted(self.step_ms), 0.95)) if self.step_ms else None,
             "tick_median_ms": _r(statistics.median(self.tick_ms)) if self.tick_ms else None,
             "tick_max_ms": _r(max(self.tick_ms)) if self.tick_ms else None,
             "ticks": self.ticks,
@@ -269,6 +269,14 @@ def main() -> None:
     a_, b_ = without.summary(), with_ui.summary()
     for s in (a_, b_):
         print(json.dumps(s))
+    if not (a_["step_median_ms"] and b_["step_median_ms"]):
+        # A run too short to close an hourly step in both phases: say so, do not crash.
+        print(
+            f"{a.beds} beds: no scored step closed in one of the phases "
+            f"(steps closed {a_['steps_closed']} -> {b_['steps_closed']}); "
+            "run longer (--seconds >= 12) to measure scored steps"
+        )
+        return
     print(
         f"{a.beds} beds at 1 Hz, {a.rounds} x {a.seconds:.0f} s per phase (without -> with UI): "
         f"reading median {a_['median_ms']} -> {b_['median_ms']} ms; scored step median "

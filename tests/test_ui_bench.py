@@ -1,31 +1,124 @@
-"""The terminal keeps up with 64 beds at 1 Hz and does not slow the data path.
+"""The terminal keeps up with 64 beds at 1 Hz: what it must do, counted, not timed.
 
-Runs benches/bench_ui.py's measurement (real gateway, bundle, store, broker; the real
-app headless at 160x48 switching screens) for a few seconds per phase and bounds the
-data path's timing with the UI against the same run without it.
+A real gateway (verified LiteRT bundle, SQLite store and outbox, MQTT to a real broker)
+is fed one reading per bed per second by benches/bench_ui.py's feeder while the real
+Textual app runs headless at 160x48 over it, switching screens. Asserted by counts and
+sequence, not by wall-clock ratios (speed is measured and printed by
+`python -m benches.bench_ui`, BENCHMARKS.md "Terminal UI"):
+
+- no dropped update: every reading the feeder gave reached the state (per bed), every
+  closed step is in the bed's risk history;
+- every bed's latest value is shown: the view the screens hold after the run carries,
+  for each of the 64 beds, the last value fed;
+- no lag in the data path: each view the UI fetched contains every reading processed
+  before the fetch (the view's reading count per bed >= the feeder's count taken just
+  before), and the feeder ran every tick it was due.
 """
 
 from __future__ import annotations
 
+import asyncio
+import tempfile
+import threading
+from pathlib import Path
+
 import pytest
+
+from edge_agent.ui.app import VigilApp
+from edge_agent.ui.gateway_port import GatewayPort, ward_view
+from edge_agent.ui.screens.base import WardViewScreen
+
+
+class CountingPort(GatewayPort):
+    """The real port; each fetch notes what the feeder had processed before it."""
+
+    def __init__(self, gateway: object, fed: list[int]) -> None:
+        super().__init__(gateway)
+        self.fed = fed
+        self.fetches: list[tuple[list[int], dict[str, int]]] = []
+
+    def ward_view(self):  # noqa: ANN201 - the port's signature
+        before = list(self.fed)
+        snap = self.state.snapshot()
+        self.fetches.append((before, {b.bed: b.readings for b in snap.beds}))
+        return ward_view(snap)
 
 
 @pytest.mark.slow
-def test_ui_keeps_up_with_64_beds_at_1hz_without_lag_in_the_data_path(broker):
+def test_ui_shows_every_bed_latest_value_at_64_beds_1hz_with_nothing_dropped(broker):
     from benches import bench_ui as bench
 
-    # Two alternations of 6 s without / 6 s with the UI: a shared machine's load
-    # falls on both phases alike.
-    without, with_ui = bench.measure(64, 6.0, broker.port, rounds=2)
-    a, b = without.summary(), with_ui.summary()
-    print(a, b)
-    assert a["ticks"] >= 10 and b["ticks"] >= 10 and b["steps_closed"] >= 50
-    # One second of 64 readings takes no longer with the UI than twice without it plus
-    # 50 ms, scored steps no longer than 3x plus 10 ms, and the UI adds at most one tick
-    # that missed its second (measured figures: BENCHMARKS.md "Terminal UI").
-    assert b["tick_median_ms"] <= 2 * a["tick_median_ms"] + 50, (a, b)
-    assert b["step_median_ms"] <= 3 * a["step_median_ms"] + 10, (a, b)
-    assert b["late_ticks"] <= a["late_ticks"] + 1, (a, b)
-    # The UI itself kept up: a fresh view about every second, never 3 s without one.
-    assert b["ui_refreshes"] >= 6, b
-    assert b["ui_max_gap_s"] < 3.0, b
+    n, seconds = 64, 14.0
+    with tempfile.TemporaryDirectory() as tmp:
+        gw = bench.make_gateway(n, broker.port, Path(tmp))
+        ward = bench.Ward(n)
+        fed = [0] * n
+        last_hr: dict[str, float | None] = {}
+        closed_per_bed = dict.fromkeys(ward.beds, 0)
+        real = gw.process_reading
+
+        def counting(bed: str, r):  # noqa: ANN001, ANN202
+            out = real(bed, r)
+            i = ward.beds.index(bed)
+            fed[i] += 1
+            last_hr[bed] = r.values.get("HR")
+            closed_per_bed[bed] += len(out)
+            return out
+
+        gw.process_reading = counting
+        port = CountingPort(gw, fed)
+        phase = bench.Phase("with UI")
+        stop = threading.Event()
+        feeder = threading.Thread(target=bench.feed, args=(gw, ward, phase, seconds, stop))
+        app = VigilApp(port, operator="test nurse", blink=True)
+        shown = {}
+
+        async def drive() -> None:
+            async with app.run_test(size=(160, 48)) as pilot:
+                await pilot.pause()
+                feeder.start()
+                keys = ["enter", "escape", "e", "w", "down", "enter", "w"]
+                k = 0
+                while feeder.is_alive():
+                    await asyncio.sleep(1.0)
+                    await pilot.press(keys[k % len(keys)])
+                    k += 1
+                # One fetch after the last reading: the screens must show it.
+                await pilot.press("w")
+                before = app.refreshes
+                app.poll()
+                await app.workers.wait_for_complete()
+                await pilot.pause()
+                assert app.refreshes == before + 1
+                screens = [s for s in app.screen_stack if isinstance(s, WardViewScreen)]
+                assert screens
+                for s in screens:
+                    assert s.ward is app.ward
+                shown.update({b.bed: b for b in app.ward.beds})
+
+        try:
+            asyncio.run(drive())
+        finally:
+            stop.set()
+            feeder.join(10)
+            snap = gw.state.snapshot()
+            gw.stop(flush_timeout=5)
+
+    ticks = phase.ticks
+    assert ticks >= int(seconds) - 1, phase.summary()  # every due tick ran
+    # No dropped update: all 64 readings of every tick, in the state, per bed.
+    assert fed == [ticks] * n, (ticks, fed)
+    assert {b.bed: b.readings for b in snap.beds} == dict.fromkeys(ward.beds, ticks)
+    assert phase.steps_closed == sum(closed_per_bed.values()) > 0
+    for b in snap.beds:
+        assert len(b.risk_history) == min(closed_per_bed[b.bed], 48), b.bed
+    # Every bed's latest value is shown.
+    assert sorted(shown) == sorted(ward.beds)
+    for bed in ward.beds:
+        assert shown[bed].vitals["HR"].value == last_hr[bed], bed
+    # No lag: each fetched view holds every reading processed before the fetch, and the
+    # terminal fetched throughout the run (about once a second, never queued up).
+    assert len(port.fetches) >= ticks // 2, len(port.fetches)
+    for before, seen in port.fetches:
+        for i, bed in enumerate(ward.beds):
+            assert seen[bed] >= before[i], (bed, before[i], seen[bed])
