@@ -178,18 +178,55 @@ class Store:
             "flushed": 0,  # kept writes written to the store on recovery
             "flush_errors": 0,  # kept writes the store refused as bad rows (logged)
         }
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self.db = sqlite_utils.Database(conn)
-        if self.path != ":memory:":
-            self.db.enable_wal()
-        conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
         self._lock = threading.Lock()
-        self._create()
+        # Boot on a failing disk (full, read-only, I/O error): the gateway starts anyway,
+        # in the storage-failing mode. Reads answer from an empty in-memory stand-in,
+        # writes are kept in memory, and `retry()` opens the real file when it can.
+        self.opened = False
+        try:
+            self.db = self._open(self.path)
+            self.opened = True
+        except Exception as e:
+            problem = storage_problem(e)
+            if problem is None:
+                raise
+            self.db = self._open(":memory:")
+            self.failing = problem
+            self.storage_counters["failures"] += 1
+            log.error(
+                "storage failing at start (%s: %s): the gateway runs with its writes kept "
+                "in memory and opens the store when it can",
+                problem,
+                getattr(e, "sqlite_errorname", None) or type(e).__name__,
+            )
 
-    def _create(self) -> None:
-        t = self.db.table
+    def _open(self, path: str) -> sqlite_utils.Database:
+        """Open (and create) the store at `path`; the connection is closed on failure."""
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            db = sqlite_utils.Database(conn)
+            if path != ":memory:":
+                db.enable_wal()
+            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
+            self._create(db)
+        except BaseException:
+            conn.close()
+            raise
+        return db
+
+    def _open_late(self) -> None:
+        """Started on a failing disk: open the real store now (raises while it fails)."""
+        db = self._open(self.path)
+        with self._lock:
+            old, self.db = self.db, db
+            self.opened = True
+        old.conn.close()
+        log.warning("store opened at %s after failing at start", self.path)
+
+    def _create(self, db: sqlite_utils.Database) -> None:
+        t = db.table
         t("steps").create(
             {
                 "bed": str,
@@ -242,21 +279,21 @@ class Store:
             if_not_exists=True,
         )
         # AUTOINCREMENT: ids never reused after deletes, so "id > last sent" stays in order.
-        self.db.execute(
+        db.execute(
             "CREATE TABLE IF NOT EXISTS outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, "
             "topic TEXT NOT NULL, payload BLOB NOT NULL, qos INTEGER, retain INTEGER, created TEXT)"
         )
         # resend_of: the outbox_sent id a re-queued row copies (NULL for an original),
         # so that acknowledging a resend does not file the same message twice.
-        if "resend_of" not in self.db["outbox"].columns_dict:
-            self.db.execute("ALTER TABLE outbox ADD COLUMN resend_of INTEGER")
-        self.db.execute(
+        if "resend_of" not in db["outbox"].columns_dict:
+            db.execute("ALTER TABLE outbox ADD COLUMN resend_of INTEGER")
+        db.execute(
             "CREATE TABLE IF NOT EXISTS outbox_sent (id INTEGER PRIMARY KEY, "
             "topic TEXT NOT NULL, payload BLOB NOT NULL, qos INTEGER, retain INTEGER, "
             "created TEXT, acked_at TEXT NOT NULL)"
         )
-        self.db.execute("CREATE INDEX IF NOT EXISTS outbox_sent_acked ON outbox_sent (acked_at)")
-        self.db.execute("CREATE INDEX IF NOT EXISTS outbox_sent_created ON outbox_sent (created)")
+        db.execute("CREATE INDEX IF NOT EXISTS outbox_sent_acked ON outbox_sent (acked_at)")
+        db.execute("CREATE INDEX IF NOT EXISTS outbox_sent_created ON outbox_sent (created)")
         t("outbox_rejected").create(
             {"id": int, "topic": str, "payload": bytes, "reason": str, "at": str},
             pk="id",
@@ -443,6 +480,8 @@ class Store:
         if self.failing is None and not self._unfiled_acks and not self._unfiled_rejects:
             return True
         try:
+            if not self.opened:
+                self._open_late()
             self._file_unfiled()
         except Exception as e:
             problem = storage_problem(e)
