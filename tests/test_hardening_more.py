@@ -1,0 +1,200 @@
+"""Issue 18, what the first hardening pass left open: on REAL files, a REAL Mosquitto
+and a REAL hub.
+
+- A gateway that boots on a full disk (a 2 MiB tmpfs filled before it starts) or on a
+  read-only store folder starts anyway, in the storage-failing mode: two septic beds
+  raise their alarms, the nurse's state and `vigil.status/1` say storage failing, and
+  the hub's `vigil hub fleet --json` shows it; when space returns (or the folder is
+  writable again) the store opens, what was kept is written, and the fleet says ok.
+- The gateway's clock window for commands: a gateway whose clock is 3 days behind
+  refuses the hub's commands `stale_or_future` by default (counted), and reads them
+  with `max_message_ahead_seconds` widened.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cloud_hub.ingest import HubWorker
+from cloud_hub.settings import HubSettings
+from cloud_hub.store import migrate, open_engine
+from contracts import topics
+from contracts.messages import Command
+from contracts.timeutil import utc_now
+from edge_agent.gateway import Gateway
+from edge_agent.privacy import generated_secret
+from tests.support.broker import Subscriber, needs_mosquitto
+from tests.support.edge import edge_settings
+from tests.support.hub import Publisher
+from tests.support.waiting import wait_until
+from tests.test_hardening_storage import (
+    BEDS,
+    Disk,
+    _alarms,
+    disk,  # noqa: F401 - the fixture
+    feed,
+    frames,  # noqa: F401 - the fixture
+    healthy,  # noqa: F401 - the fixture
+    raised,
+    statuses,
+)
+from vigil_cli.main import app
+
+pytestmark = needs_mosquitto
+
+
+def fleet_json(url: str) -> dict[str, dict]:
+    res = CliRunner().invoke(app, ["hub", "fleet", "--json", "--db", url])
+    assert res.exit_code == 0, res.output
+    return {r["gw"]: r for r in json.loads(res.output)}
+
+
+def _remount(path: Path, mode: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{mode}", str(path)], check=True)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("fault", ["full", "read_only"])
+def test_gateway_boots_on_a_failing_disk_alarms_and_the_fleet_shows_it(
+    broker,
+    disk: Disk,
+    frames: dict,
+    healthy: dict,
+    tmp_path: Path,
+    fault: str,  # noqa: F811
+) -> None:
+    gw_id = f"gw-boot-{uuid.uuid4().hex[:6]}"
+    # A gateway installed before: its stay secret is on the disk (never made up anew).
+    generated_secret(disk.path)
+    if fault == "full":
+        disk.fill()
+    else:
+        _remount(disk.path, "ro")
+    url = f"sqlite:///{tmp_path}/hub.db"
+    engine = open_engine(url)
+    migrate(engine)
+    hub = HubWorker(
+        HubSettings(mqtt_port=broker.port, worker_id=uuid.uuid4().hex[:8], batch_ms=20), engine
+    ).start(migrate_store=False)
+    s = edge_settings(
+        disk.path, port=broker.port, gateway_id=gw_id, beds=BEDS, store="gw.sqlite",
+        mqtt={"status_interval_seconds": 1.0},
+    )  # fmt: skip
+    sub = Subscriber(broker.port, f"vigil/v1/gw/{gw_id}/#")
+    gw = Gateway(s)  # boots: before, a failing store raised here and no bed was read
+    try:
+        assert hub.wait_ready()
+        expected = "full" if fault == "full" else "read_only"
+        assert not gw.store.opened and gw.store.failing in (expected, "unavailable")
+        problem = gw.store.failing
+        snap = gw.state.snapshot()
+        assert snap.storage == problem and snap.storage_failing
+        assert any(e.kind == "storage" and "STORAGE FAILING" in e.text for e in snap.events)
+        gw.start(sources=False)
+        wait_until(lambda: gw.publisher.connected, 10, "gateway connected")
+        feed(gw, frames)
+        # Every alarm raised as on a healthy disk, shown and on MQTT.
+        assert raised(gw) == healthy["raised"]
+        wait_until(
+            lambda: {m.bed for m in _alarms(sub) if m.action == "raised"} == set(BEDS),
+            10,
+            lambda: f"alarms on MQTT while the store cannot open: {_alarms(sub)}",
+        )
+        wait_until(lambda: any(st.storage == problem for st in statuses(sub)), 10, "status")
+        # The hub's fleet view says so (column and --json).
+        wait_until(
+            lambda: fleet_json(url).get(gw_id, {}).get("storage") == problem,
+            15,
+            lambda: f"fleet: {fleet_json(url).get(gw_id)}",
+        )
+        row = fleet_json(url)[gw_id]
+        assert f"storage {problem}" in row["faults"] and row["storage_kept"] > 0
+        table = CliRunner().invoke(app, ["hub", "fleet", "--db", url]).output
+        assert f"STORAGE {problem.upper()}" in table and "1 with faults" in table
+
+        # Space returns / the folder is writable again: the store opens, the kept
+        # writes are written in order, and the fleet says ok.
+        if fault == "full":
+            disk.free()
+        else:
+            _remount(disk.path, "rw")
+        wait_until(lambda: gw.store.failing is None, 15, "storage recovered")
+        assert gw.store.opened
+        wait_until(lambda: gw.state.snapshot().storage == "ok", 5, "state storage ok")
+        assert gw.publisher.wait_idle(15)
+        assert len(gw.store.rows("steps")) == healthy["steps"]
+        assert len(gw.store.rows("risk")) == healthy["risk"]
+        assert len(gw.store.rows("alarms")) == healthy["alarms"]
+        for bed in BEDS:
+            starts = [r["step_start"] for r in gw.store.rows("steps", "bed = ?", [bed])]
+            assert starts == sorted(starts)
+        c = gw.store.storage_counters
+        assert c["dropped"] == 0 and c["flush_errors"] == 0
+        wait_until(
+            lambda: (
+                fleet_json(url)[gw_id]["storage"] == "ok" and fleet_json(url)[gw_id]["faults"] == []
+            ),
+            15,
+            lambda: f"fleet after recovery: {fleet_json(url).get(gw_id)}",
+        )
+        # The real file holds what the beds produced (opened by another reader).
+        assert (disk.path / "gw.sqlite").stat().st_size > 0
+    finally:
+        gw.stop()
+        sub.close()
+        hub.stop(drain_seconds=1, retire=True)
+        p = Publisher(broker.port)
+        p.send(topics.status(gw_id), b"", retain=True)
+        p.close()
+        engine.dispose()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("ahead_days", [None, 4])
+def test_gateway_clock_days_behind_refuses_commands_unless_the_window_is_widened(
+    broker, tmp_path: Path, ahead_days: int | None
+) -> None:
+    gw_id = f"gw-clock-{uuid.uuid4().hex[:6]}"
+    extra = {} if ahead_days is None else {"max_message_ahead_seconds": ahead_days * 86400.0}
+    s = edge_settings(tmp_path, port=broker.port, gateway_id=gw_id, beds=("b1",), **extra)
+    gw = Gateway(s, clock=lambda: utc_now() - timedelta(days=3))
+    gw.start(sources=False)
+    pub = Publisher(broker.port)
+    try:
+        wait_until(lambda: gw.publisher.connected, 10, "gateway connected")
+        cmd = Command(gw="hub", command="report_status")  # stamped by the hub's clock
+        pub.send(topics.cmd(gw_id), cmd.to_json())
+        wait_until(lambda: gw.publisher.counters["received"] >= 1, 10, "command delivered")
+        wait_until(
+            lambda: (
+                gw.publisher.refusals.get("stale_or_future", 0)
+                + sum(e.kind == "command" for e in gw.state.snapshot().events)
+                >= 1
+            ),
+            10,
+            "command handled",
+        )
+        wait_until(lambda: gw.store.rows("inbox"), 5, "the command in the inbox")
+        commands = [e for e in gw.state.snapshot().events if e.kind == "command"]
+        inbox = gw.store.rows("inbox")
+        if ahead_days is None:
+            assert gw.publisher.refusals == {"stale_or_future": 1}
+            assert commands == []
+            gw._mirror_counters()
+            assert gw.state.snapshot().counters.get("mqtt_invalid_stale_or_future") == 1
+            assert [r["valid"] for r in inbox] == [0]
+            assert "ahead of the receiver's clock" in inbox[0]["reason"]
+        else:
+            assert gw.publisher.refusals == {}
+            assert [e.text for e in commands] == ["command report_status from hub"]
+            assert [r["valid"] for r in inbox] == [1]
+    finally:
+        pub.close()
+        gw.stop()
