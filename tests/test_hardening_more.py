@@ -64,11 +64,11 @@ def _remount(path: Path, mode: str) -> None:
 @pytest.mark.parametrize("fault", ["full", "read_only"])
 def test_gateway_boots_on_a_failing_disk_alarms_and_the_fleet_shows_it(
     broker,
-    disk: Disk,
-    frames: dict,
-    healthy: dict,
+    disk: Disk,  # noqa: F811 - the imported fixture
+    frames: dict,  # noqa: F811 - the imported fixture
+    healthy: dict,  # noqa: F811 - the imported fixture
     tmp_path: Path,
-    fault: str,  # noqa: F811
+    fault: str,
 ) -> None:
     gw_id = f"gw-boot-{uuid.uuid4().hex[:6]}"
     # A gateway installed before: its stay secret is on the disk (never made up anew).
