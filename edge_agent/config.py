@@ -292,6 +292,12 @@ class EdgeSettings(BaseSettings):
     link: LinkConfig = LinkConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     hl7: Hl7Config = Hl7Config()
+    # A command or model release from the hub is read only when its `ts` lies at most
+    # this far behind / ahead of the gateway's clock (the hub's settings of the same
+    # names); outside it is refused `stale_or_future`, counted and logged. Widen them on
+    # a gateway whose clock is known to be off by days until it is fixed.
+    max_message_age_seconds: float = Field(365 * 86400.0, gt=0)
+    max_message_ahead_seconds: float = Field(86400.0, gt=0)
     log_json: bool = False
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

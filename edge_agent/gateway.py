@@ -220,6 +220,7 @@ class Gateway:
             ),
             on_command=self._on_command,
             on_release=self._on_release,
+            clock=clock,
         )
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []

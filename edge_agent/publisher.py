@@ -55,6 +55,7 @@ from contracts.messages import (
     MessageError,
     ModelRelease,
     Status,
+    TimeWindow,
     clean_text,
     parse_message,
 )
@@ -80,8 +81,15 @@ class Publisher:
         *,
         on_command: Callable[[Command], None] | None = None,
         on_release: Callable[[ModelRelease], None] | None = None,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self.settings = settings
+        # Incoming commands and releases: `ts` within the window of the gateway's clock.
+        self.clock = clock
+        self.window = TimeWindow(
+            max_age=timedelta(seconds=settings.max_message_age_seconds),
+            max_ahead=timedelta(seconds=settings.max_message_ahead_seconds),
+        )
         self.store = store
         self.state = state
         self._status = status  # builds the current Status for "online" / "offline"
@@ -279,7 +287,9 @@ class Publisher:
         except Exception:  # a topic that is not UTF-8
             topic = "<undecodable topic>"
         try:
-            parsed = parse_message(msg.payload, gateway_only=False)
+            parsed = parse_message(
+                msg.payload, gateway_only=False, now=self.clock(), window=self.window
+            )
             if topic == self.topic_cmd and not isinstance(parsed, Command):
                 raise MessageError("topic_mismatch", f"{parsed.schema_} is not a command")
             if topic == self.topic_models and not isinstance(parsed, ModelRelease):
