@@ -77,6 +77,11 @@ _OS_PROBLEMS = {
     errno.EPERM: "read_only",
 }
 FLUSH_BATCH = 256  # kept writes per transaction on recovery
+# WAL + FULL: every commit (an outbox row, a step, an alarm) is fsynced to the WAL before
+# the write returns, so what the gateway calls stored survives a power cut, not only a
+# crash (NORMAL syncs only at checkpoints and can lose the last commits on power loss:
+# tests/test_durability.py shows both; cost per write in BENCHMARKS.md, Durability).
+SYNCHRONOUS = "FULL"
 # An incoming payload kept in memory while the store fails: at most this much of it
 # (a 16 MB model release, redelivered at every reconnect, must not evict the beds' data).
 KEPT_INBOX_BYTES = 64 * 1024
@@ -209,7 +214,7 @@ class Store:
             db = sqlite_utils.Database(conn)
             if path != ":memory:":
                 db.enable_wal()
-            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
+            conn.execute(f"PRAGMA synchronous={SYNCHRONOUS}")  # see SYNCHRONOUS
             self._create(db)
         except BaseException:
             conn.close()
