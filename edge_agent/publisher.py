@@ -116,6 +116,10 @@ class Publisher:
         # replaces it with one that restarts a thread that dies.
         self.spawn: Callable[[str, Callable[[], None]], threading.Thread] = _plain_thread
         self._connected = threading.Event()
+        # Set when the broker acknowledged (SUBACK) the cmd and models subscriptions of
+        # the current connection, cleared when it drops: a readiness signal for whoever
+        # sends this gateway a non-retained command (tests, tools).
+        self.subscribed = threading.Event()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._acks: queue.Queue[tuple[int, int, str]] = queue.Queue()
@@ -253,6 +257,7 @@ class Publisher:
             log.warning("broker connection lost: %s (buffering in the outbox)", reason_code)
             self.state.event("connection", f"broker connection lost: {reason_code}")
         self._connected.clear()
+        self.subscribed.clear()
         self.state.set_broker(False)
 
     def _on_publish(
@@ -278,6 +283,8 @@ class Publisher:
         bad = [str(r) for r in reason_codes if r.is_failure]
         if bad:
             log.warning("subscription refused by the broker: %s", bad)
+        else:
+            self.subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         """paho's network thread: whatever the payload, count it, never raise."""

@@ -48,14 +48,18 @@ def test_broker_down_for_a_while_every_event_arrives_once_in_order(broker, tmp_p
         assert sub.ready.wait(10)
         got = sub.wait_for(550, 30)
         assert pub.wait_idle(10)
-        time.sleep(0.5)  # anything extra (a duplicate) would arrive by now
+        # A marker after the replay: the broker delivers one client's messages in order,
+        # so a duplicate from the outbox would arrive before it.
+        pub.publish(topic, event(550))
+        got = sub.wait_for(551, 10)
         with sub.lock:
             risk = [json.loads(p)["n"] for t, p, _ in sub.messages if t == topic]
-        assert risk == list(range(550)), f"got {len(got)}; first diffs: {risk[:5]}..."
+        assert risk == list(range(551)), f"got {len(got)}; first diffs: {risk[:5]}..."
         assert store.outbox_size() == 0 and state.snapshot().outbox == 0
         online = [p for t, p, _ in sub.messages if t == topics.status(GW)]
         assert parse_message(online[-1]).state == "online"
-        # Subscribed again after the reconnect: a command from the hub still arrives.
+        # Subscribed again after the reconnect (SUBACK): a command from the hub arrives.
+        assert pub.subscribed.wait(10)
         cmd = Command(gw="hub", command="report_status").to_json()
         sub.client.publish(topics.cmd(GW), cmd, qos=1).wait_for_publish(5)
         deadline = time.monotonic() + 10
@@ -106,8 +110,7 @@ def test_commands_and_invalid_payloads_on_cmd_are_handled_and_counted(broker, tm
     got: list[Command] = []
     pub, state = make_publisher(s, store, on_command=got.append)
     try:
-        assert pub._connected.wait(10)
-        time.sleep(0.3)
+        assert pub.subscribed.wait(10)  # SUBACK: the non-retained commands reach it
         c = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         c.connect("127.0.0.1", broker.port)
         c.loop_start()

@@ -19,6 +19,7 @@ from contracts.messages import Command
 from edge_agent.store import Store
 from tests.support.broker import Subscriber
 from tests.support.edge import edge_settings, event, make_publisher
+from tests.support.waiting import wait_until
 
 GW = "gw-test"  # edge_settings' default gateway
 
@@ -125,8 +126,7 @@ def test_gateway_handles_the_resend_command_from_mqtt(broker, tmp_path):
     sub = Subscriber(broker.port, f"vigil/v1/gw/{GW}/bed/+/risk")
     try:
         gw.start(sources=False)
-        assert gw.publisher._connected.wait(10)
-        time.sleep(0.3)  # its cmd subscription
+        assert gw.publisher.subscribed.wait(10)  # SUBACK of its cmd subscription
         since = datetime.now(UTC)
         time.sleep(0.01)
         for i in range(4):
@@ -143,7 +143,11 @@ def test_gateway_handles_the_resend_command_from_mqtt(broker, tmp_path):
         c.disconnect()
         c.loop_stop()
         assert [json.loads(p)["n"] for _, p, _ in got] == [0, 1, 2, 3, 0, 1, 2, 3]
-        time.sleep(0.3)
+        wait_until(
+            lambda: gw.state.snapshot().counters.get("mqtt_invalid") == 1,
+            10,
+            "the resend without since refused and counted",
+        )
         assert gw.state.snapshot().counters.get("mqtt_invalid") == 1
     finally:
         gw.stop(1.0)
