@@ -142,3 +142,92 @@ def test_the_harness_catches_the_loss_with_synchronous_normal(broker, tmp_path):
     missing = stored - received
     assert missing, f"NORMAL lost nothing: the harness cuts no unsynced write {stats}"
     print(f"NORMAL: {len(stored)} stored, {len(missing)} lost; rounds {stats['rounds']}")
+
+
+# --- the model swap's fsync order ------------------------------------------------------
+def _record_fs_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
+    """Record fsync (with the path of the descriptor), replace/rename and symlink calls."""
+    calls: list[tuple[str, ...]] = []
+    real_fsync, real_replace, real_rename, real_symlink = (
+        os.fsync, os.replace, os.rename, os.symlink,
+    )  # fmt: skip
+
+    def fsync(fd: int) -> None:
+        path = os.readlink(f"/proc/self/fd/{fd}")
+        calls.append(("fsync_dir" if os.path.isdir(path) else "fsync", path))
+        real_fsync(fd)
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        calls.append(("rename", str(src), str(dst)))
+        real_replace(src, dst)
+
+    def rename(src: str | Path, dst: str | Path) -> None:
+        calls.append(("rename", str(src), str(dst)))
+        real_rename(src, dst)
+
+    def symlink(target: str, link: str | Path) -> None:
+        calls.append(("symlink", str(target), str(link)))
+        real_symlink(target, link)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(os, "symlink", symlink)
+    return calls
+
+
+def test_activation_fsyncs_every_file_before_its_rename_and_the_folder_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real activation (release 2 over release 1), every fsync/rename/symlink recorded:
+    - whatever a rename moves (a staged bundle folder with its three files, state.json)
+      was fsynced before the rename, the folder itself too;
+    - after every rename, the folder it landed in is fsynced before the next rename;
+    - the slot is in `bundles/` before `previous` moves, `previous` before `active`,
+      `active` before state.json; the previous bundle stays whole and pointed at.
+    Fails when any one fsync of bundle_store.py is removed (tried: write_durable's,
+    stage's fsync_dir(tmp), commit's fsync_dir(bundles), set_pointer's fsync_dir(root))."""
+    from contracts.bundle import MANIFEST, MODEL, SIGNATURE, load_trusted_keys
+    from edge_agent.bundle_store import ACTIVE, PREVIOUS
+    from edge_agent.model_update import ModelUpdater
+    from tests.support.rollout import DEFAULT, make_key, release, trusted_of
+
+    hub, _ = make_key(tmp_path / "hub")
+    trusted = {**load_trusted_keys([DEFAULT.parent / "trusted_keys"]), **trusted_of(hub)}
+    u = ModelUpdater(tmp_path / "gw", trusted, gw="gw-order")
+    u.boot()
+    u.handle_release(release(hub, seq=1, version="11"))
+    old = u.store.pointer(ACTIVE)
+    assert old is not None
+    calls = _record_fs_calls(monkeypatch)
+    u.handle_release(release(hub, seq=2, version="12"))
+    monkeypatch.undo()
+    new = u.store.pointer(ACTIVE)
+    assert new is not None and new != old
+    renames = [i for i, c in enumerate(calls) if c[0] == "rename"]
+    fsynced_before = lambda i: {c[1] for c in calls[:i] if c[0].startswith("fsync")}  # noqa: E731
+    for n, i in enumerate(renames):
+        _, src, dst = calls[i]
+        src = os.path.realpath(src) if not os.path.islink(src) else src
+        done = fsynced_before(i)
+        if os.path.isdir(dst) and not os.path.islink(dst):  # a bundle folder moved
+            for name in (MODEL, MANIFEST, SIGNATURE):
+                assert f"{src}/{name}" in done, f"{name} not fsynced before {calls[i]}"
+            assert src in done, f"the staged folder not fsynced before {calls[i]}"
+        elif not os.path.islink(dst):  # a file (state.json)
+            assert src in done, f"{src} not fsynced before its rename"
+        else:  # a pointer: its symlink was created first
+            link = [c for c in calls[:i] if c[0] == "symlink" and c[2] == src]
+            assert link, f"{calls[i]} renames no symlink created before it"
+        folder = os.path.realpath(os.path.dirname(dst))
+        end = renames[n + 1] if n + 1 < len(renames) else len(calls)
+        after = [c for c in calls[i + 1 : end] if c[0] == "fsync_dir"]
+        assert ("fsync_dir", folder) in after, (
+            f"{folder} not fsynced after {calls[i]} (before the next rename)"
+        )
+    targets = [os.path.basename(calls[i][2]) for i in renames]
+    slot = new.name
+    assert targets == [slot, PREVIOUS, ACTIVE, "state.json"], targets
+    assert os.path.realpath(u.store.pointer(PREVIOUS) or "") == os.path.realpath(old)
+    for name in (MODEL, MANIFEST, SIGNATURE):
+        assert (old / name).is_file()
