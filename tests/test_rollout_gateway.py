@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from contracts.bundle import MANIFEST, MODEL
+from contracts.bundle import MANIFEST, MODEL, key_id
 from contracts.messages import Command
 from edge_agent.bundle_store import ACTIVE, PREVIOUS
 from edge_agent.model_update import ModelUpdater, Requirements
@@ -205,7 +205,7 @@ def test_the_same_model_stamped_again_is_adopted_without_a_reload(tmp_path, keys
     assert u.handle_release(release(hub, seq=200, version="8")).reason.startswith("replayed")
 
 
-def test_requirements_from_the_gateway_can_allow_another_window(tmp_path, keys):
+def test_a_bundle_lacking_a_feature_the_gateway_requires_is_refused(tmp_path, keys):
     hub, _, pub = keys
     req = Requirements(("HR",), ("Age",), 3600)
     u, _, _ = _updater(tmp_path, hub, pub, requirements=req)
@@ -214,14 +214,39 @@ def test_requirements_from_the_gateway_can_allow_another_window(tmp_path, keys):
     assert final.state == "refused" and "features" in final.reason
 
 
+def test_requirements_without_a_pinned_window_allow_another_window_length(tmp_path, keys):
+    """A gateway set up for another window length takes the bundle's window when its
+    requirements leave the length free (steps=None), and refuses it when pinned."""
+    import dataclasses
+
+    from contracts.bundle import Manifest
+
+    hub, _, pub = keys
+    base = Requirements.of(Manifest.model_validate(default_parts()[0]))
+    assert base.steps is not None and base.steps > 2
+    free = dataclasses.replace(base, steps=None)
+    u, _, _ = _updater(tmp_path / "free", hub, pub, requirements=free)
+    u.boot()
+    final = u.handle_release(release(hub, seq=100, version="8"))
+    assert final.state == "active", final.reason
+    pinned = dataclasses.replace(base, steps=base.steps - 1)  # a gateway on another window
+    u2, _, _ = _updater(tmp_path / "pinned", hub, pub, requirements=pinned)
+    u2.boot()
+    final = u2.handle_release(release(hub, seq=100, version="8"))
+    assert final.state == "refused" and "window" in final.reason, final
+
+
 def test_key_rotation_gateways_trusting_old_and_new_accept_either(tmp_path, keys):
     hub, other, pub = keys
     u, _, _ = _updater(tmp_path, hub, pub)
     u.trusted.update(trusted_of(other))  # the new key shipped next to the old one
     u.boot()
+    old_id, new_id = key_id(hub.public_key()), key_id(other.public_key())
+    assert old_id != new_id
     assert u.handle_release(release(hub, seq=100, version="7")).state == "active"
+    assert u.current().key_id == old_id
     assert u.handle_release(release(other, seq=200, version="8")).state == "active"
-    assert u.current().key_id != ""
+    assert u.current().key_id == new_id and u.current().manifest.version == "8"
 
 
 def test_boot_falls_back_to_previous_when_active_is_damaged(tmp_path, keys):
