@@ -71,7 +71,7 @@ def test_broker_down_for_a_while_every_event_arrives_once_in_order(broker, tmp_p
         sub.close()
 
 
-def test_outbox_survives_a_gateway_restart_and_last_will_says_offline(broker, tmp_path):
+def test_outbox_survives_a_gateway_stop_and_restart_and_last_will_says_offline(broker, tmp_path):
     s = edge_settings(tmp_path, port=broker.port)
     store = Store(s.store_path)
     broker.stop()
@@ -79,7 +79,7 @@ def test_outbox_survives_a_gateway_restart_and_last_will_says_offline(broker, tm
     topic = topics.vitals(GW, "b1")
     for i in range(20):
         pub.publish(topic, event(i))
-    pub.stop(timeout=0.2)  # power cut while the broker is away
+    pub.stop(timeout=0.2)  # stopped while the broker is away (power cuts: test_durability)
     store.close()
     assert Store(s.store_path).outbox_size() == 20
     broker.start()

@@ -1,6 +1,10 @@
-"""Power loss during activation: a child process activates releases in a loop and is
+"""A crash during activation: a child process activates releases in a loop and is
 SIGKILLed at random instants, 100 times; after every kill `boot()` must find a whole,
 verified bundle (the one before, the one being installed, or the shipped default).
+
+A SIGKILL keeps the page cache, so this is a crash, not a power cut: that the swap
+fsyncs every file before its rename and the folder after (what a power cut needs) is
+tests/test_durability.py.
 
 The child is forked from the test process (already holding LiteRT, cryptography and
 the releases in memory) so that 100 real processes cost seconds, not a minute of
