@@ -29,8 +29,12 @@ def open_bed(bed_index: int):
     async def run_before(pilot) -> None:
         await settle(pilot)
         await pilot.press(*["down"] * bed_index, "enter")
-        while not isinstance(pilot.app.screen, BedsideScreen):
+        for _ in range(500):  # bounded: 10 s, then a clear failure instead of a hang
+            if isinstance(pilot.app.screen, BedsideScreen):
+                break
             await pilot.pause(0.02)
+        else:
+            raise AssertionError(f"Enter did not open the bedside: {pilot.app.screen!r}")
         await settle(pilot)
 
     return run_before
