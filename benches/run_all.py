@@ -44,6 +44,7 @@ BENCHES: dict[str, list[str]] = {
     "ui": ["benches.bench_ui", "--beds", "64", "--seconds", "10", "--rounds", "3"],
     "parser": ["benches.bench_parser", "--messages", "4000", "--repeats", "7"],
     "model": ["benches.bench_model", "--bootstrap", "200", "--json", "/tmp/model.json"],
+    "durability": ["benches.bench_durability", "--writes", "2000", "--rounds", "3"],
 }
 
 
