@@ -13,9 +13,12 @@ and a REAL hub.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
+import time
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -31,6 +34,7 @@ from contracts.timeutil import utc_now
 from edge_agent.gateway import Gateway
 from edge_agent.privacy import generated_secret
 from tests.support.broker import Subscriber, needs_mosquitto
+from tests.support.chaos import Rig, check_exactly_once
 from tests.support.edge import edge_settings
 from tests.support.hub import Publisher
 from tests.support.waiting import wait_until
@@ -46,6 +50,7 @@ from tests.test_hardening_storage import (
     statuses,
 )
 from vigil_cli.main import app
+from vigil_cli.procs import vigil_argv
 
 pytestmark = needs_mosquitto
 
@@ -198,3 +203,82 @@ def test_gateway_clock_days_behind_refuses_commands_unless_the_window_is_widened
     finally:
         pub.close()
         gw.stop()
+
+
+# -- the hub's store full or read-only while it runs ----------------------------------
+@pytest.fixture
+def hub_disk(tmp_path: Path) -> Iterator[Disk]:
+    """A 16 MiB tmpfs for the hub's SQLite store (room for a few minutes of a gateway)."""
+    d = tmp_path / "hubdisk"
+    d.mkdir()
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(d)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs in this sandbox: {r.stderr.strip()}")
+    try:
+        yield Disk(d)
+    finally:
+        subprocess.run(["umount", "-l", str(d)], check=False)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("fault", ["full", "read_only"])
+def test_hub_store_full_or_read_only_acks_nothing_unstored_and_loses_nothing(
+    tmp_path: Path, hub_disk: Disk, fault: str
+) -> None:
+    """A real gateway (`vigil edge run`) and a real hub (`vigil hub serve`) on a real
+    Mosquitto, the hub's SQLite file on its own tmpfs. The disk fills up (or turns
+    read-only) while they run: the hub says its store fails (log), commits nothing and
+    acknowledges nothing, so the broker keeps the messages for the hub's persistent
+    session. Read-only: the hub is even killed meanwhile and started again after. Once
+    the store takes writes again, every message the gateway recorded is in the hub
+    exactly once."""
+    rig = Rig(tmp_path / "rig")
+    rig.hub_db = hub_disk.path / "hub.db"
+    log = rig.folder / "hub.log"
+    try:
+        rig.start_hub()
+        rig.start_gateway()
+        rig.wait_hub_grows(15)
+        hub_disk.fill()
+        wait_until(lambda: "event=store_retry" in log.read_text(), 30, "the hub to see it")
+        time.sleep(4)  # the gateway publishes on; the hub stores (and acks) none of it
+        text = log.read_text()
+        assert "transient=True" in text and "event=store_retry" in text
+        if fault == "read_only":
+            # The kernel refuses to remount a file system read-only while the hub holds
+            # its files open for writing (EBUSY): so the hub is killed while its store
+            # fails (what it held unacknowledged goes back to the broker's queue), the
+            # store turns read-only, and a hub started on it refuses with one line
+            # before it subscribes (acknowledges nothing).
+            rig.kill_hub()
+            hub_disk.free()
+            _remount(hub_disk.path, "ro")
+            r = subprocess.run(
+                vigil_argv(
+                    "hub", "serve", "--host", "127.0.0.1", "--port", str(rig.broker.port),
+                    "--db", f"sqlite:///{rig.hub_db}", "--worker-id", "chaos-hub",
+                ),
+                capture_output=True, text=True, timeout=60, check=False,
+            )  # fmt: skip
+            assert r.returncode != 0 and "Traceback" not in r.stderr
+            assert "Read-only file system" in r.stderr, r.stderr
+            _remount(hub_disk.path, "rw")
+            rig.start_hub()
+        else:
+            hub_disk.free()
+        rig.wait_hub_grows(15, timeout=90)
+        rig.drain(timeout=60)
+        rig.stop_hub()
+        got = check_exactly_once(rig.gw_db, rig.hub_db)
+        assert got["risk"] >= 30
+    finally:
+        rig.close()
+        if fault == "read_only":
+            with contextlib.suppress(subprocess.CalledProcessError):
+                _remount(hub_disk.path, "rw")
