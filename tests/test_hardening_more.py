@@ -282,3 +282,82 @@ def test_hub_store_full_or_read_only_acks_nothing_unstored_and_loses_nothing(
         if fault == "read_only":
             with contextlib.suppress(subprocess.CalledProcessError):
                 _remount(hub_disk.path, "rw")
+
+
+# -- gateway faults from the status to the fleet (SQLite and PostgreSQL) --------------
+def test_thread_faults_and_storage_reach_the_fleet_registry(engine) -> None:
+    from cloud_hub.fleet import fleet, render_table
+    from cloud_hub.store import Accepted, write_batch
+    from tests.support.hub import status
+
+    now = utc_now()
+    faulty = status(gw="gwF").model_copy(
+        update={
+            "storage": "read_only",
+            "storage_kept": 12,
+            "storage_dropped": 3,
+            "thread_restarts": 7,
+            "threads_failed": 1,
+            "failed_threads": ["mllp-0.0.0.0:2575"],
+        }
+    )
+    write_batch(engine, [Accepted(faulty, now)])
+    (g,) = fleet(engine)
+    assert (g.storage, g.storage_kept, g.storage_dropped) == ("read_only", 12, 3)
+    assert (g.thread_restarts, g.threads_failed, g.failed_threads) == (
+        7,
+        1,
+        ("mllp-0.0.0.0:2575",),
+    )
+    d = g.as_json()
+    assert d["faults"] == [
+        "storage read_only",
+        "3 writes dropped",
+        "1 threads failed (mllp-0.0.0.0:2575)",
+    ]
+    assert json.dumps(d)  # the --json row is plain JSON
+    text = render_table([g], now=now)
+    assert "STORAGE READ_ONLY" in text and "1 with faults" in text
+    # A healthy status clears it; an 'offline' last will leaves the last report as is.
+    write_batch(engine, [Accepted(status(gw="gwF"), now + timedelta(seconds=1))])
+    (g,) = fleet(engine)
+    assert g.faults == [] and g.storage == "ok" and g.failed_threads == ()
+    assert "with faults" not in render_table([g], now=now)
+
+
+def test_a_thread_the_supervisor_gave_up_is_in_the_gateways_status(tmp_path: Path) -> None:
+    """The supervisor's counters and the failed thread's name, in `vigil.status/1`."""
+    import threading
+
+    gw = Gateway(edge_settings(tmp_path, port=1, gateway_id="gw-sup"))
+    try:
+        gw.supervisor.max_restarts = 1
+        gw.supervisor.backoff_min = gw.supervisor.backoff_max = 0.01
+
+        def boom() -> None:
+            raise RuntimeError("bug")
+
+        gw.supervisor.spawn("doomed", boom)
+        wait_until(lambda: gw.supervisor.failed() == ["doomed"], 5, "given up")
+        st = gw.publisher._status("online")
+        assert (st.thread_restarts, st.threads_failed, st.failed_threads) == (1, 1, ["doomed"])
+        # ... and it survives the contract the hub parses it with.
+        from contracts.messages import parse_message
+
+        back = parse_message(st.to_json())
+        assert back.failed_threads == ["doomed"] and back.threads_failed == 1
+        assert threading.active_count() >= 1
+    finally:
+        gw._stop.set()
+        gw.store.close()
+
+
+def test_the_clock_window_settings_take_an_environment_override(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VIGIL_EDGE__MAX_MESSAGE_AHEAD_SECONDS", "345600")
+    s = edge_settings(tmp_path, port=1)
+    assert s.max_message_ahead_seconds == 345600.0 and s.max_message_age_seconds == 365 * 86400
+    monkeypatch.setenv("VIGIL_EDGE__MAX_MESSAGE_AHEAD_SECONDS", "0")
+    with pytest.raises(ValueError, match="max_message_ahead_seconds"):
+        edge_settings(tmp_path, port=1)
