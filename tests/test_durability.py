@@ -12,6 +12,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -87,6 +88,11 @@ def _cut_rounds(tmp_path: Path, broker_port: int, synchronous: str) -> tuple[set
             stored.update(mine)
             stats["rounds"].append((outage, len(mine)))
             stats["lost_bytes"].append(powercut.power_cut(watched, shadow))
+            if db.exists():  # what the cut left is a sound database (or nothing yet)
+                with sqlite3.connect(db) as check:
+                    assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+                check.close()
+            powercut.resync(watched, shadow)
         # Boot again, no shim, broker reachable: the outbox goes out.
         s = edge_settings(watched, port=broker_port, store=db.name)
         store = Store(db)

@@ -46,8 +46,8 @@ def shim_env(lib: Path, watched: Path, shadow: Path) -> dict[str, str]:
 
 def power_cut(watched: Path, shadow: Path) -> dict[str, int]:
     """After the child was killed: every file of `watched` becomes its durable copy,
-    or disappears when it was never fsynced; `*-shm` goes. Then the shadow is reset to
-    the result (all of it is on disk now). Returns bytes lost per file."""
+    or disappears when it was never fsynced; `*-shm` goes. Returns bytes lost per file.
+    Call `resync` before the next child runs under the shim."""
     lost: dict[str, int] = {}
     for f in sorted(watched.iterdir()):
         if not f.is_file():
@@ -64,12 +64,16 @@ def power_cut(watched: Path, shadow: Path) -> dict[str, int]:
         else:
             lost[f.name] = size
             f.unlink()
+    return lost
+
+
+def resync(watched: Path, shadow: Path) -> None:
+    """The shadow becomes a copy of `watched`: all of it is on disk now (a boot)."""
     shutil.rmtree(shadow)
     shadow.mkdir()
     for f in watched.iterdir():
         if f.is_file():
             shutil.copyfile(f, shadow / f.name)
-    return lost
 
 
 def _child(store_path: str, port: int, tag: str, synchronous: str) -> None:
