@@ -64,6 +64,40 @@ def _fleet_store(root) -> str:
     return url
 
 
+def _wait_retained_status(world, gw: str, *, channel: str) -> None:
+    """A probe subscriber until the broker's retained status of `gw` names `channel`."""
+    from contracts import topics
+    from contracts.messages import parse_message
+    from tests.support.broker import Subscriber
+    from tests.support.waiting import wait_until
+
+    def latest() -> str | None:
+        sub = Subscriber(world["broker"].port, topics.status(gw))
+        try:
+            wait_until(lambda: sub.messages, 10, f"the retained status of {gw}")
+            with sub.lock:
+                return parse_message(sub.messages[-1][1]).channel
+        finally:
+            sub.close()
+
+    wait_until(lambda: latest() == channel, 15, f"{gw}'s retained status on {channel}")
+
+
+def _retained_release_version(world, channel: str) -> str:
+    from contracts import topics
+    from contracts.messages import parse_message
+    from tests.support.broker import Subscriber
+    from tests.support.waiting import wait_until
+
+    sub = Subscriber(world["broker"].port, topics.models(channel))
+    try:
+        wait_until(lambda: sub.messages, 10, f"the retained release on {channel}")
+        with sub.lock:
+            return parse_message(sub.messages[-1][1], gateway_only=False).manifest["version"]
+    finally:
+        sub.close()
+
+
 def _cli(args: list[str]):
     from cloud_hub.cli import app
 
@@ -138,7 +172,8 @@ def test_retrain_promote_canary_then_stable_and_a_canary_refusal_halts(world, fi
         while gw_a.updater.channel != "canary" and time.monotonic() < deadline:
             time.sleep(0.05)
         assert gw_a.updater.channel == "canary"
-        time.sleep(0.3)  # the new retained status reaches the broker
+        # The new retained status is at the broker (what the rollout reads): a probe sees it.
+        _wait_retained_status(world, "gw-a", channel="canary")
 
         # 3. Staged rollout from the registry: canary first, then stable.
         r = _cli(
@@ -175,8 +210,10 @@ def test_retrain_promote_canary_then_stable_and_a_canary_refusal_halts(world, fi
         assert r.exit_code == 1, r.output
         assert "HALTED" in r.output and "gw-a refused (incompatible" in r.output, r.output
         assert gw_a.updater.current().manifest.version == "1"
-        time.sleep(0.5)
-        assert len(gw_b.states) == b_states  # stable never saw it
+        # Stable never saw it: the retained release on stable is still version 1, and
+        # gw-b, whose stable subscription would deliver it, has no new state.
+        assert _retained_release_version(world, "stable") == "1"
+        assert len(gw_b.states) == b_states
 
         # 5. Rollback on canary: the previous model is published again, as a rollback.
         r = _cli(["rollback", "--channel", "canary", *common, *ledger])

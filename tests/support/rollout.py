@@ -108,10 +108,12 @@ class GatewayClient:
         )
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self.client.will_set(topics.status(self.gw), self._status("offline"), 1, retain=True)
         updater.publish_state = self._publish_state
         self.states: list[ModelState] = []
         self.connected = threading.Event()
+        self.subscribed = threading.Event()  # SUBACK of cmd and models: commands arrive
         self._jobs: queue.Queue = queue.Queue()
         self._worker = threading.Thread(target=self._work, daemon=True)
 
@@ -135,6 +137,8 @@ class GatewayClient:
         self.client.loop_start()
         if not self.connected.wait(10):
             raise RuntimeError(f"gateway {self.gw} did not connect")
+        if not self.subscribed.wait(10):  # a non-retained command sent now is delivered
+            raise RuntimeError(f"gateway {self.gw} did not subscribe")
         return self
 
     def stop(self) -> None:
@@ -153,6 +157,9 @@ class GatewayClient:
         client.publish(topics.status(self.gw), self._status("online"), 1, retain=True)
         client.subscribe([(topics.cmd(self.gw), 1), (topics.models(self.updater.channel), 1)])
         self.connected.set()
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, *_: Any) -> None:
+        self.subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self._jobs.put((msg.topic, msg.payload))
