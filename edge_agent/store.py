@@ -41,6 +41,7 @@ import errno
 import hashlib
 import json
 import logging
+import os
 import sqlite3
 import threading
 from collections import deque
@@ -109,6 +110,17 @@ def storage_problem(e: BaseException) -> str | None:
             return "locked"
         return "io_error"
     return None
+
+
+def _boot_problem(path: str, e: BaseException) -> str | None:
+    """`storage_problem` of a store that cannot be opened: SQLite says only "unable to
+    open" (unavailable) for a folder it may not write, which is `read_only` then."""
+    problem = storage_problem(e)
+    if problem == "unavailable" and path != ":memory:":
+        folder = Path(path).parent
+        if folder.is_dir() and not os.access(folder, os.W_OK):
+            return "read_only"
+    return problem
 
 
 @dataclass
@@ -192,7 +204,7 @@ class Store:
             self.db = self._open(self.path)
             self.opened = True
         except Exception as e:
-            problem = storage_problem(e)
+            problem = _boot_problem(self.path, e)
             if problem is None:
                 raise
             self.db = self._open(":memory:")
@@ -484,9 +496,16 @@ class Store:
         kept any more (the failing state then cleared). Cheap when all is well."""
         if self.failing is None and not self._unfiled_acks and not self._unfiled_rejects:
             return True
-        try:
-            if not self.opened:
+        if not self.opened:
+            try:
                 self._open_late()
+            except Exception as e:
+                problem = _boot_problem(self.path, e)
+                if problem is None:
+                    raise
+                self._fail(problem, e)
+                return False
+        try:
             self._file_unfiled()
         except Exception as e:
             problem = storage_problem(e)
