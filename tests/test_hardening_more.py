@@ -360,3 +360,58 @@ def test_the_clock_window_settings_take_an_environment_override(
     monkeypatch.setenv("VIGIL_EDGE__MAX_MESSAGE_AHEAD_SECONDS", "0")
     with pytest.raises(ValueError, match="max_message_ahead_seconds"):
         edge_settings(tmp_path, port=1)
+
+
+@pytest.mark.timeout(120)
+def test_hub_store_full_metrics_say_so_and_nothing_unstored_is_acked(
+    broker, hub_disk: Disk
+) -> None:
+    """In-process hub on a full SQLite tmpfs: `vigil_hub_store_ok` 0, the retry delay
+    and the store errors in the metrics, nothing counted stored; space back: every
+    message stored exactly once, `vigil_hub_store_ok` 1."""
+    from sqlalchemy import func, select
+
+    from cloud_hub.store.models import VitalsSummary
+    from tests.support.hub import vitals
+
+    url = f"sqlite:///{hub_disk.path}/hub.db"
+    engine = open_engine(url)
+    migrate(engine)
+    gw_id = f"gw-hf-{uuid.uuid4().hex[:6]}"
+    hub = HubWorker(
+        HubSettings(mqtt_port=broker.port, worker_id=uuid.uuid4().hex[:8], batch_ms=20), engine
+    ).start(migrate_store=False)
+    pub = Publisher(broker.port)
+
+    def sample(name: str) -> float:
+        for metric in hub.metrics.registry.collect():
+            for smp in metric.samples:
+                if smp.name == name:
+                    return smp.value
+        return 0.0
+
+    def stored() -> int:
+        with engine.connect() as c:
+            q = select(func.count()).select_from(VitalsSummary).where(VitalsSummary.gw == gw_id)
+            return c.execute(q).scalar_one()
+
+    try:
+        assert hub.wait_ready()
+        pub.send_messages([vitals(gw=gw_id, hour=i / 12) for i in range(50)])
+        wait_until(lambda: stored() == 50, 15, "the first 50 stored")
+        assert sample("vigil_hub_store_ok") == 1
+        hub_disk.fill()
+        before = hub.totals["stored"]
+        pub.send_messages([vitals(gw=gw_id, hour=50 + i / 12) for i in range(150)])
+        wait_until(lambda: sample("vigil_hub_store_errors_total") >= 2, 20, "store errors")
+        assert sample("vigil_hub_store_ok") == 0
+        assert sample("vigil_hub_store_retry_delay_seconds") > 0
+        assert hub.totals["stored"] == before  # nothing counted stored (nor acked)
+        hub_disk.free()
+        wait_until(lambda: stored() == 200, 40, lambda: f"{stored()} of 200 stored")
+        wait_until(lambda: sample("vigil_hub_store_ok") == 1, 5, "store ok again")
+        assert hub.totals["dead"] == 0
+    finally:
+        pub.close()
+        hub.stop(drain_seconds=1, retire=True)
+        engine.dispose()
