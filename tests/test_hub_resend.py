@@ -147,3 +147,114 @@ def test_a_restarted_worker_asks_again_even_when_the_broker_kept_its_session(rig
     wait_until(lambda: len(_commands(rig.sub)) >= 1, what="resend after restart")
     ((gw, cmd),) = _commands(rig.sub)
     assert gw == "gw1" and cmd.command == "resend"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_two_hub_serve_processes_on_postgresql_ask_each_gateway_once_after_a_broker_restart(
+    broker, tmp_path
+):
+    """Production: separate `vigil hub serve` worker processes on one PostgreSQL store,
+    a real Mosquitto restarted without its state. Both workers know every gateway (from
+    the registry, as after a hub restart), both notice each loss and decide for every
+    gateway; the claim in the store lets exactly one of them send each gateway its
+    `resend`, at start-up and again after the broker restart."""
+    from sqlalchemy import create_engine
+
+    from tests.support.hub import postgres_database
+    from vigil_cli.procs import spawn, stop, vigil_argv
+
+    gws = ["gw-a", "gw-b", "gw-c", "gw-d"]
+    env = {"VIGIL_LOG_LEVEL": "INFO", "VIGIL_HUB_RESEND_MARGIN_SECONDS": "30"}
+    with postgres_database("vigil_resend_procs") as url:
+        logs = [tmp_path / f"hub-{i}.log" for i in range(2)]
+        procs = []
+
+        def serve(worker: str, log):  # noqa: ANN001, ANN202
+            argv = vigil_argv(
+                "hub", "serve", "--host", "127.0.0.1", "--port", str(broker.port),
+                "--db", url, "--worker-id", worker, "--batch-ms", "20",
+            )  # fmt: skip
+            p = spawn(argv, log, env=env)
+            procs.append(p)
+            return p
+
+        def subscribed(log) -> int:  # noqa: ANN001
+            return log.read_text().count("event=subscribed") if log.exists() else 0
+
+        def decided(gw: str) -> tuple[int, int]:
+            """(sent, found claimed by the other) for `gw`, over both workers' logs."""
+            text = "".join(log.read_text() for log in logs if log.exists())
+            return (
+                text.count(f"event=resend_requested gw={gw} "),
+                text.count(f"event=resend_already_requested gw={gw} "),
+            )
+
+        def by_gw() -> dict[str, int]:
+            return {g: [x for x, _ in _commands(sub)].count(g) for g in gws}
+
+        sub = Subscriber(broker.port, "vigil/v1/gw/+/cmd")
+        engine = create_engine(url)
+        try:
+            # The registry: a first worker stores one message of each gateway, then stops.
+            seed_log = tmp_path / "hub-seed.log"
+            seed = serve("resend-seed", seed_log)
+            wait_until(lambda: subscribed(seed_log) >= 1, 60, "the seeding worker")
+            pub = Publisher(broker.port)
+            pub.send_messages([risk(gw=g) for g in gws])
+            pub.close()
+            with engine.connect() as c:
+                wait_until(
+                    lambda: len(c.execute(select(Gateway.gw)).all()) == len(gws), what="registry"
+                )
+            assert stop(seed, 30) == 0, seed_log.read_text()[-2000:]
+            assert _commands(sub) == [], "no resend while nothing was lost"
+
+            # Two workers start (no session yet: each asks every gateway it knows). A
+            # worker started later than another's claim counts its own start as a new
+            # loss and asks again (cloud_hub/ingest.py `_claim_resend`): at start-up a
+            # gateway may get one request per worker. Not what this test is about.
+            for i, log in enumerate(logs):
+                serve(f"resend-proc-{i}", log)
+            wait_until(
+                lambda: all(sum(decided(g)) == 2 for g in gws),
+                60,
+                lambda: f"both workers to decide at start-up: {[decided(g) for g in gws]}",
+            )
+            start = {g: decided(g) for g in gws}
+            sent_at_start = sum(s for s, _ in start.values())
+            wait_until(lambda: sum(by_gw().values()) >= sent_at_start, 20, "start-up resends")
+            print("start-up (sent, found claimed) per gateway:", start)
+            with sub.lock:
+                sub.messages.clear()
+
+            sub.ready.clear()
+            broker.restart()  # both workers lose their sessions and subscriptions
+            assert sub.ready.wait(10)
+            for log in logs:
+                wait_until(lambda log=log: subscribed(log) >= 2, 60, f"{log.name} to resubscribe")
+
+            def after(g: str) -> tuple[int, int]:
+                (s1, c1), (s0, c0) = decided(g), start[g]
+                return s1 - s0, c1 - c0
+
+            wait_until(
+                lambda: all(sum(after(g)) == 2 for g in gws),
+                60,
+                lambda: f"both workers to decide after the loss: {[after(g) for g in gws]}",
+            )
+            # One worker sent, the other found the request claimed: once per gateway.
+            assert [after(g) for g in gws] == [(1, 1)] * len(gws)
+            wait_until(lambda: sum(by_gw().values()) >= len(gws), 20, "the resend commands")
+            assert by_gw() == dict.fromkeys(gws, 1), by_gw()
+            assert all(c.command == "resend" and c.since is not None for _, c in _commands(sub))
+            with engine.connect() as c:
+                claims = c.execute(select(Gateway.resend_since, Gateway.resend_at)).all()
+            assert len(claims) == len(gws) and all(s and a for s, a in claims)
+        finally:
+            for p in procs:
+                stop(p, 30)
+            sub.close()
+            engine.dispose()
+    for log in logs:
+        assert "Traceback" not in log.read_text(), log.read_text()[-2000:]
