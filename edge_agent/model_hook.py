@@ -77,6 +77,8 @@ def attach_updater(gateway: Gateway, bundle_root: Path | None = None) -> ModelUp
             on_activate=on_activate,
             default_bundle=Path(s.bundle_dirs[0]) if s.bundle_dirs else None,
             channel=s.channel,
+            clock=gateway.clock,
+            future_margin_seconds=s.max_message_ahead_seconds,
         )
     except (ValueError, OSError) as e:  # no trusted keys: no bundle could ever be accepted
         log.error("model updates disabled: %s", e)

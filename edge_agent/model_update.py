@@ -240,8 +240,12 @@ class ModelUpdater:
         requirements: Requirements | None = None,
         channel: str = "stable",
         clock: Callable[[], datetime] = utc_now,
+        future_margin_seconds: float = RELEASE_FUTURE_MARGIN_SECONDS,
     ) -> None:
         self.clock = clock
+        # How far ahead of this gateway's clock a release stamp may be (the gateway's
+        # `max_message_ahead_seconds`; a release from further ahead is `from_the_future`).
+        self.future_margin = float(future_margin_seconds)
         self.store = BundleStore(bundle_root)
         self.trusted = (
             dict(trusted_keys)
@@ -290,7 +294,7 @@ class ModelUpdater:
 
     def seq_ceiling(self) -> int:
         """The highest release `seq` (ms since the epoch) this gateway's clock accepts."""
-        return _ms(self.clock()) + RELEASE_FUTURE_MARGIN_SECONDS * 1000
+        return _ms(self.clock()) + int(self.future_margin * 1000)
 
     def _sane_highest(self, state: dict[str, Any]) -> int:
         """The highest accepted `seq`; one beyond the ceiling (a release accepted before
@@ -306,7 +310,7 @@ class ModelUpdater:
             "highest accepted release seq %d is beyond this gateway's clock + %d s: "
             "lowered to %d (recovery from a release from the future)",
             highest,
-            RELEASE_FUTURE_MARGIN_SECONDS,
+            self.future_margin,
             now,
         )
         state["highest_seq"] = now
@@ -552,7 +556,7 @@ class ModelUpdater:
             raise BundleError(
                 "from_the_future",
                 f"release seq {seq} is beyond this gateway's clock + "
-                f"{RELEASE_FUTURE_MARGIN_SECONDS} s ({ceiling}): check the hub's clock",
+                f"{self.future_margin:g} s ({ceiling}): check the hub's clock",
             )
         stamp = manifest.get(RELEASE_KEY)
         issued = stamp.get("issued_at") if isinstance(stamp, dict) else None
@@ -561,12 +565,12 @@ class ModelUpdater:
                 at = parse_iso_utc(issued[:64])
             except (ValueError, OverflowError):
                 raise BundleError("unreleased", "release.issued_at is not a timestamp") from None
-            if at > self.clock() + timedelta(seconds=RELEASE_FUTURE_MARGIN_SECONDS):
+            if at > self.clock() + timedelta(seconds=self.future_margin):
                 self.counters["from_the_future"] += 1
                 raise BundleError(
                     "from_the_future",
                     f"release issued_at {at:%Y-%m-%dT%H:%M:%SZ} is beyond this gateway's clock "
-                    f"+ {RELEASE_FUTURE_MARGIN_SECONDS} s: check the hub's clock",
+                    f"+ {self.future_margin:g} s: check the hub's clock",
                 )
 
     def _refuse(

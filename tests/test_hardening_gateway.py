@@ -653,3 +653,30 @@ def test_a_thread_that_keeps_dying_is_given_up_and_shown_as_a_gateway_fault():
     sup.spawn("returns", lambda: ended.append(1))
     assert wait_until(lambda: len(ended) >= 2, timeout=5)
     stop.set()
+
+
+def test_the_release_window_follows_the_gateways_clock_and_its_ahead_setting(tmp_path, keys):
+    """A hub whose clock is 3 days ahead: refused with the default 1-day window, accepted
+    where the site widened `max_message_ahead_seconds` (the gateway's clock is `clock=`)."""
+    from datetime import timedelta
+
+    trusted, _, pub = keys
+    ahead = now_ms() + 3 * 86400 * 1000
+    strict = ModelUpdater(tmp_path / "a", [default_trusted_keys_dir(), pub], gw=GW)
+    strict.boot()
+    got = strict.handle_release(release(trusted, seq=ahead, version="7"))
+    assert got.state == "refused" and got.reason.startswith("from_the_future"), got
+    wide = ModelUpdater(
+        tmp_path / "b", [default_trusted_keys_dir(), pub], gw=GW, future_margin_seconds=4 * 86400
+    )
+    wide.boot()
+    assert wide.handle_release(release(trusted, seq=ahead, version="7")).state == "active"
+    # The same release to a gateway whose own clock is 3 days ahead too: within a day.
+    late = ModelUpdater(
+        tmp_path / "c",
+        [default_trusted_keys_dir(), pub],
+        gw=GW,
+        clock=lambda: datetime.now(UTC) + timedelta(days=3),
+    )
+    late.boot()
+    assert late.handle_release(release(trusted, seq=ahead, version="7")).state == "active"
