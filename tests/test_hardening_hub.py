@@ -332,10 +332,12 @@ def test_classify_bounds_a_release_to_its_columns():
 def test_the_depth_scan_ignores_brackets_in_strings_and_is_cheap():
     assert json_depth(b'{"a": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}') <= 32
     assert json_depth(b"[" * 40 + b'"\\"[[[["' + b"]" * 40) == 40
+    # Linear: 512 KiB scanned in milliseconds; a quadratic scan would take hours. The
+    # limit is generous for a shared machine (the speed itself: BENCHMARKS.md).
     t0 = time.perf_counter()
     json_depth(b"[]" * 128 * 1024)
     json_depth(b"[" * 256 * 1024)
-    assert time.perf_counter() - t0 < 0.5
+    assert time.perf_counter() - t0 < 10
     with pytest.raises(Exception, match="nested deeper"):
         parse_message(b"[" * 10_000_000, gateway_only=False)
 

@@ -293,14 +293,14 @@ def test_store_locked_by_another_process_never_delays_an_alarm(
             threading.Thread(target=feed, args=(gw, {bed: frames[bed]}), daemon=True)
             for bed in BEDS
         ]
-        t0 = time.monotonic()
         for t in threads:
             t.start()
-        # The first step is shown at once, although its write waits for the lock.
+        # The first step is shown while its write still waits for the lock (held by
+        # `other` until below): shown before stored, whatever the machine's speed.
         wait_until(
-            lambda: all(b.risk_history for b in gw.state.snapshot().beds), 2, "first steps shown"
+            lambda: all(b.risk_history for b in gw.state.snapshot().beds), 30, "first steps shown"
         )
-        assert time.monotonic() - t0 < 2.5
+        assert other.in_transaction  # the lock was held all along
         for t in threads:
             t.join(60)
         assert raised(gw) == healthy["raised"]
