@@ -43,7 +43,7 @@ def test_broker_killed_and_restarted_loses_and_doubles_nothing(tmp_path: Path) -
         assert "event=resend_requested gw=chaos-gw" in hub_log, hub_log[-2000:]
         assert "resend from hub:" in (tmp_path / "gateway.log").read_text()
         replays = hub_log.count("event=resend_requested gw=chaos-gw")
-        got = check_exactly_once(rig.gw_db, rig.hub_db, replayed=replays)
+        got = check_exactly_once(rig.gw_db, rig.hub_db, replayed=replays, alarms=True)
         assert got["risk"] >= 30
     finally:
         rig.close()

@@ -37,7 +37,7 @@ def test_gateway_sigkilled_and_restarted_loses_and_doubles_nothing(tmp_path: Pat
         rig.wait_hub_grows(before + 10, timeout=60)
         rig.drain()
         rig.stop_hub()
-        got = check_exactly_once(rig.gw_db, rig.hub_db, gateway_crashed=True)
+        got = check_exactly_once(rig.gw_db, rig.hub_db, gateway_crashed=True, alarms=True)
         assert got["risk"] >= 30
     finally:
         rig.close()

@@ -32,7 +32,7 @@ def test_hub_killed_and_restarted_loses_and_doubles_nothing(tmp_path: Path) -> N
         rig.wait_hub_grows(15, timeout=60)
         rig.drain()
         rig.stop_hub()
-        got = check_exactly_once(rig.gw_db, rig.hub_db)
+        got = check_exactly_once(rig.gw_db, rig.hub_db, alarms=True)
         assert got["risk"] >= 30
     finally:
         rig.close()

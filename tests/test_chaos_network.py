@@ -45,7 +45,7 @@ def test_network_cut_between_gateway_and_broker_loses_and_doubles_nothing(
         wait_until(lambda: rig.outbox() < backlog / 2, 60, "the backlog to drain")
         rig.drain()
         rig.stop_hub()
-        got = check_exactly_once(rig.gw_db, rig.hub_db)
+        got = check_exactly_once(rig.gw_db, rig.hub_db, alarms=True)
         assert got["risk"] >= 30
     finally:
         rig.close()
