@@ -51,9 +51,13 @@ def watch(
     baud: int = 115200,
     count: int | None = None,
     duration: float | None = None,
-    out: TextIO = sys.stdout,
+    out: TextIO | None = None,
 ) -> dict[str, int]:
-    """Print decoded messages until `count` messages or `duration` seconds; the counts."""
+    """Print decoded messages until `count` messages or `duration` seconds; the counts.
+
+    `out` defaults to the sys.stdout of the call, not of the import (a default bound at
+    import kept a stream that a test runner had since closed)."""
+    out = sys.stdout if out is None else out
     read, close = _reader(address, baud)
     dec = MllpDecoder()
     counts = {"messages": 0, "undecodable": 0, "seq_gaps": 0, "seq_restarts": 0}
