@@ -113,8 +113,12 @@ def test_gateway_boots_on_a_failing_disk_alarms_and_the_fleet_shows_it(
         )
         wait_until(lambda: any(st.storage == problem for st in statuses(sub)), 10, "status")
         # The hub's fleet view says so (column and --json).
+        # A status after the first kept writes (one a second) says how many are kept.
         wait_until(
-            lambda: fleet_json(url).get(gw_id, {}).get("storage") == problem,
+            lambda: (
+                fleet_json(url).get(gw_id, {}).get("storage") == problem
+                and (fleet_json(url).get(gw_id, {}).get("storage_kept") or 0) > 0
+            ),
             15,
             lambda: f"fleet: {fleet_json(url).get(gw_id)}",
         )
