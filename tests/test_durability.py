@@ -271,7 +271,10 @@ _GATEWAY = (
 @needs_mosquitto
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
+# FULL only: with 15-40 events per run a NORMAL store does not lose one every time, so
+# the harness's power to fail is shown by the outbox test's NORMAL run above (thousands
+# of messages, 8 cuts: 1,452-2,390 lost in every run).
+@pytest.mark.parametrize("synchronous", ["FULL"])
 def test_a_real_gateway_loses_no_committed_event_at_a_power_cut(
     tmp_path: Path, synchronous: str
 ) -> None:
