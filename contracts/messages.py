@@ -265,6 +265,10 @@ class News2Out(_Wire):
     risk: Literal["low", "low-medium", "medium", "high"]
     subscores: Annotated[dict[Id, Annotated[int, Field(ge=0, le=3)]], Field(max_length=16)]
     missing: list[Id] = Field(default=[], max_length=16)
+    # Added with the bedside observations (issue 15); defaults read older payloads.
+    scale: Literal[1, 2] = 1  # SpO2 scale
+    assumed: list[Id] = Field(default=[], max_length=4)  # not recorded: air / Alert
+    reassess: list[Id] = Field(default=[], max_length=4)  # recorded, older than allowed
 
 
 class Risk(Envelope):
