@@ -139,6 +139,103 @@ def pseudonymise_outcomes_cmd(
         raise typer.Exit(1)
 
 
+@app.command("score")
+def score(
+    file: Annotated[
+        Path, typer.Argument(help="a stay (.psv, .csv, .parquet), a folder or .tar.gz")
+    ],
+    bundle: Annotated[
+        Path | None, typer.Option("--bundle", help="bundle folder (default: the gateway's)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per hour")] = False,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="PNG: vitals, risk, threshold, alarms")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="folder for challenge-format prediction files")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", "-c", help="gateway TOML: its bundles, keys, alarms", dir_okay=False
+        ),
+    ] = None,
+    jobs: Annotated[
+        int, typer.Option("--jobs", min=0, help="processes for many stays (0: CPUs)")
+    ] = 0,
+) -> None:
+    """Score a patient file hour by hour as the gateway would (its windows, bundle, NEWS2, alarms).
+
+    FILE holds a stay as hourly rows: PhysioNet/CinC 2019 PSV, CSV with the catalogue's
+    column names (ICULOS and the vitals required; Age, Gender, HospAdmTime used when
+    present) or the canonical Parquet (needs pyarrow). Prints per hour the vitals, risk,
+    threshold, NEWS2 and alarm level with the model version; --json prints one object
+    per hour. A folder or .tar.gz of stays with --out DIR writes one
+    `PredictedProbability|PredictedLabel` file per stay (PhysioNet/CinC 2019 format,
+    same file name; hours not scored for insufficient data: 0|0); bad stays are
+    reported, skipped and counted. Details: edge_agent/score_file.py.
+
+    Example: vigil edge score p000009.psv --plot p000009.png
+    """
+    from edge_agent.score_file import (
+        ScoreError,
+        dumps,
+        hour_json,
+        is_many,
+        make_scorer,
+        plot_stay,
+        read_stays,
+        score_many,
+        table_lines,
+        write_challenge,
+    )
+
+    if config is not None:
+        s = _load(config)
+        dirs, keys, alarms = s.bundle_dirs, s.trusted_keys, s.alarms
+    else:
+        from contracts.paths import default_bundle_dir, default_trusted_keys_dir
+
+        dirs, keys, alarms = [default_bundle_dir()], [default_trusted_keys_dir()], None
+    if bundle is not None:
+        dirs = [bundle]
+    try:
+        if not file.exists():
+            raise ScoreError(f"{file}: no such file or folder")
+        if is_many(file):
+            if out is None:
+                raise ScoreError(f"{file}: a folder or archive of stays needs --out DIR")
+            make_scorer(dirs, keys, alarms)  # a bad bundle fails once, here
+
+            def skipped(why: str) -> None:
+                typer.echo(f"skipped: {why}", err=True)
+
+            summary = score_many(file, out, dirs, keys, alarms, jobs or None, on_skip=skipped)
+            typer.echo(
+                f"scored {summary.stays} stay(s), {summary.rows} row(s) -> {out}; "
+                f"skipped {len(summary.skipped)}"
+            )
+            if summary.stays == 0:
+                raise ScoreError(f"{file}: no stay could be scored")
+            return
+        scorer = make_scorer(dirs, keys, alarms)
+        for stay in read_stays(file):
+            scored = scorer.score(stay)
+            for line in (
+                (dumps(hour_json(scored, h)) for h in scored.hours)
+                if as_json
+                else table_lines(scored)
+            ):
+                typer.echo(line)
+            if out is not None:
+                out.mkdir(parents=True, exist_ok=True)
+                write_challenge(scored, out)
+            if plot is not None:
+                plot_stay(scored, plot)
+    except ScoreError as e:
+        raise fail(e) from None
+
+
 @app.command("decode")
 def decode(
     files: Annotated[list[Path], typer.Argument(help="files of HL7 messages (raw or MLLP-framed)")],
