@@ -1,7 +1,8 @@
 """Fixtures shared by the tests: simulated beds served as `vigil` serves them; a private
 Mosquitto per test (`broker`); for the hub store tests one throwaway PostgreSQL database
-per test module, and each store test run twice, on SQLite and on PostgreSQL. Their
-helpers are in tests/support/."""
+per test module, and each store test run twice, on SQLite and on PostgreSQL; the
+failing-disk rig (tmpfs_disk, septic_beds, healthy_run). Their helpers are in
+tests/support/."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ import pytest
 
 from tests.support.broker import Mosquitto
 from tests.support.hub import fresh_engine, postgres_database
+from tests.support.storage import healthy_run, septic_beds, tmpfs_disk
+
+# The failing-disk rig's fixtures (tests/support/storage.py), for the storage tests.
+__all__ = ["healthy_run", "septic_beds", "tmpfs_disk"]
 from vigil_cli import sim_line
 
 sim_line.install()  # `sim` beds, as the `vigil` command serves them

@@ -37,18 +37,15 @@ from tests.support.broker import Subscriber, needs_mosquitto
 from tests.support.chaos import Rig, check_exactly_once
 from tests.support.edge import edge_settings
 from tests.support.hub import Publisher
-from tests.support.waiting import wait_until
-from tests.test_hardening_storage import (
+from tests.support.storage import (
     BEDS,
     Disk,
-    _alarms,
-    disk,  # noqa: F401 - the fixture
+    alarms_on,
     feed,
-    frames,  # noqa: F401 - the fixture
-    healthy,  # noqa: F401 - the fixture
     raised,
     statuses,
 )
+from tests.support.waiting import wait_until
 from vigil_cli.main import app
 from vigil_cli.procs import vigil_argv
 
@@ -69,19 +66,19 @@ def _remount(path: Path, mode: str) -> None:
 @pytest.mark.parametrize("fault", ["full", "read_only"])
 def test_gateway_boots_on_a_failing_disk_alarms_and_the_fleet_shows_it(
     broker,
-    disk: Disk,  # noqa: F811 - the imported fixture
-    frames: dict,  # noqa: F811 - the imported fixture
-    healthy: dict,  # noqa: F811 - the imported fixture
+    tmpfs_disk: Disk,
+    septic_beds: dict,
+    healthy_run: dict,
     tmp_path: Path,
     fault: str,
 ) -> None:
     gw_id = f"gw-boot-{uuid.uuid4().hex[:6]}"
     # A gateway installed before: its stay secret is on the disk (never made up anew).
-    generated_secret(disk.path)
+    generated_secret(tmpfs_disk.path)
     if fault == "full":
-        disk.fill()
+        tmpfs_disk.fill()
     else:
-        _remount(disk.path, "ro")
+        _remount(tmpfs_disk.path, "ro")
     url = f"sqlite:///{tmp_path}/hub.db"
     engine = open_engine(url)
     migrate(engine)
@@ -89,7 +86,7 @@ def test_gateway_boots_on_a_failing_disk_alarms_and_the_fleet_shows_it(
         HubSettings(mqtt_port=broker.port, worker_id=uuid.uuid4().hex[:8], batch_ms=20), engine
     ).start(migrate_store=False)
     s = edge_settings(
-        disk.path, port=broker.port, gateway_id=gw_id, beds=BEDS, store="gw.sqlite",
+        tmpfs_disk.path, port=broker.port, gateway_id=gw_id, beds=BEDS, store="gw.sqlite",
         mqtt={"status_interval_seconds": 1.0},
     )  # fmt: skip
     sub = Subscriber(broker.port, f"vigil/v1/gw/{gw_id}/#")
@@ -103,13 +100,13 @@ def test_gateway_boots_on_a_failing_disk_alarms_and_the_fleet_shows_it(
         assert any(e.kind == "storage" and "STORAGE FAILING" in e.text for e in snap.events)
         gw.start(sources=False)
         wait_until(lambda: gw.publisher.connected, 10, "gateway connected")
-        feed(gw, frames)
+        feed(gw, septic_beds)
         # Every alarm raised as on a healthy disk, shown and on MQTT.
-        assert raised(gw) == healthy["raised"]
+        assert raised(gw) == healthy_run["raised"]
         wait_until(
-            lambda: {m.bed for m in _alarms(sub) if m.action == "raised"} == set(BEDS),
+            lambda: {m.bed for m in alarms_on(sub) if m.action == "raised"} == set(BEDS),
             10,
-            lambda: f"alarms on MQTT while the store cannot open: {_alarms(sub)}",
+            lambda: f"alarms on MQTT while the store cannot open: {alarms_on(sub)}",
         )
         wait_until(lambda: any(st.storage == problem for st in statuses(sub)), 10, "status")
         # The hub's fleet view says so (column and --json).
@@ -130,16 +127,16 @@ def test_gateway_boots_on_a_failing_disk_alarms_and_the_fleet_shows_it(
         # Space returns / the folder is writable again: the store opens, the kept
         # writes are written in order, and the fleet says ok.
         if fault == "full":
-            disk.free()
+            tmpfs_disk.free()
         else:
-            _remount(disk.path, "rw")
+            _remount(tmpfs_disk.path, "rw")
         wait_until(lambda: gw.store.failing is None, 15, "storage recovered")
         assert gw.store.opened
         wait_until(lambda: gw.state.snapshot().storage == "ok", 5, "state storage ok")
         assert gw.publisher.wait_idle(15)
-        assert len(gw.store.rows("steps")) == healthy["steps"]
-        assert len(gw.store.rows("risk")) == healthy["risk"]
-        assert len(gw.store.rows("alarms")) == healthy["alarms"]
+        assert len(gw.store.rows("steps")) == healthy_run["steps"]
+        assert len(gw.store.rows("risk")) == healthy_run["risk"]
+        assert len(gw.store.rows("alarms")) == healthy_run["alarms"]
         for bed in BEDS:
             starts = [r["step_start"] for r in gw.store.rows("steps", "bed = ?", [bed])]
             assert starts == sorted(starts)
@@ -153,7 +150,7 @@ def test_gateway_boots_on_a_failing_disk_alarms_and_the_fleet_shows_it(
             lambda: f"fleet after recovery: {fleet_json(url).get(gw_id)}",
         )
         # The real file holds what the beds produced (opened by another reader).
-        assert (disk.path / "gw.sqlite").stat().st_size > 0
+        assert (tmpfs_disk.path / "gw.sqlite").stat().st_size > 0
     finally:
         gw.stop()
         sub.close()

@@ -15,175 +15,45 @@ after storage in `Gateway._on_step` fails them.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import sqlite3
-import subprocess
 import threading
 import time
-from collections import Counter
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from contracts import topics
-from contracts.messages import Alarm, Risk, Status, Vitals, parse_message
+from contracts.messages import Alarm, Risk, Vitals, parse_message
 from edge_agent.gateway import Gateway
 from edge_agent.store import Store, storage_problem
 from edge_agent.ui.view import GatewayView
 from edge_agent.ui.widgets.status_line import status_text
-from firmware_sim.monitor import Monitor
 from tests.support.broker import Subscriber
 from tests.support.edge import edge_settings
+from tests.support.storage import (
+    BEDS,
+    GW,
+    T0,
+    Disk,
+    alarms_on,
+    feed,
+    order_spy,
+    raised,
+    scored_before_stored,
+    statuses,
+)
 from tests.support.waiting import wait_until
-
-GW = "gw-disk"
-BEDS = ("bed-1", "bed-2")
-T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
-CYCLES = 800  # a reading every 2 simulated minutes: ~26 h, ~26 steps per bed
-
-
-class _Null:
-    """A monitor transport that only hands the frames back (the test feeds them)."""
-
-    address = "memory"
-
-    def write(self, data: bytes) -> bool:
-        return True
-
-    def close(self) -> None:
-        pass
-
-
-def septic_frames(n: int = CYCLES) -> dict[str, list[bytes]]:
-    """Two septic beds (generated scenario, fixed seeds): their monitors' MLLP frames."""
-    out = {}
-    for seed, bed in enumerate(BEDS, start=1):
-        m = Monitor.generated(
-            bed, _Null(), "sepsis", seed=seed, speed=3600, interval=120, max_rate=1e9,
-            clock_start=T0,
-        )  # fmt: skip
-        out[bed] = [f for f in (m.cycle(i) for i in range(n)) if f]
-    return out
-
-
-class Disk:
-    """A small tmpfs of its own: `fill()` takes every free byte, `free()` gives it back."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.filler = path / "filler"
-
-    def fill(self) -> None:
-        with open(self.filler, "ab", buffering=0) as f:
-            for size in (65536, 4096, 512, 1):
-                with contextlib.suppress(OSError):
-                    while True:
-                        f.write(b"\0" * size)
-
-    def free(self) -> None:
-        self.filler.unlink(missing_ok=True)
-
-
-@pytest.fixture
-def disk(tmp_path: Path) -> Iterator[Disk]:
-    d = tmp_path / "disk"
-    d.mkdir()
-    r = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(d)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs in this sandbox: {r.stderr.strip()}")
-    try:
-        yield Disk(d)
-    finally:
-        subprocess.run(["umount", "-l", str(d)], check=False)
-
-
-def order_spy(gw: Gateway) -> list[tuple[str, int, int]]:
-    """Record, at every step the gateway writes to its store, (bed, steps written so
-    far, risks already shown for that bed): scoring first means shown >= written."""
-    shown: Counter[str] = Counter()
-    written: Counter[str] = Counter()
-    seen: list[tuple[str, int, int]] = []
-    gw.state.subscribe(lambda c: shown.update([c.bed]) if c.kind == "risk" else None)
-    add_step = gw.store.add_step
-
-    def spy(row: dict) -> bool:
-        written[row["bed"]] += 1
-        seen.append((row["bed"], written[row["bed"]], shown[row["bed"]]))
-        return add_step(row)
-
-    gw.store.add_step = spy  # type: ignore[method-assign]
-    return seen
-
-
-def scored_before_stored(seen: list[tuple[str, int, int]]) -> bool:
-    return bool(seen) and all(shown >= n for _, n, shown in seen)
-
-
-def feed(
-    gw: Gateway, frames: dict[str, list[bytes]], start: int = 0, end: int | None = None
-) -> None:
-    n = len(next(iter(frames.values())))
-    for i in range(start, n if end is None else end):
-        for bed, fs in frames.items():
-            gw.process_bytes(bed, fs[i])
-
-
-def raised(gw: Gateway) -> Counter[tuple[str, str]]:
-    """Alarm changes the nurse was shown, by (bed, action)."""
-    return Counter(
-        (e.bed, e.text.split(" ")[0]) for e in gw.state.snapshot().events if e.kind == "alarm"
-    )
-
-
-def statuses(sub: Subscriber) -> list[Status]:
-    return [
-        m
-        for t, p, _ in list(sub.messages)
-        if t.endswith("/status") and isinstance(m := parse_message(p), Status)
-    ]
-
-
-@pytest.fixture(scope="module")
-def frames() -> dict[str, list[bytes]]:
-    return septic_frames()
-
-
-@pytest.fixture(scope="module")
-def healthy(frames: dict[str, list[bytes]], tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """The reference: the same beds on a healthy disk (no broker needed)."""
-    tmp = tmp_path_factory.mktemp("healthy")
-    gw = Gateway(edge_settings(tmp, port=1, gateway_id=GW, beds=BEDS))
-    try:
-        seen = order_spy(gw)
-        feed(gw, frames)
-        return {
-            "scored_first": scored_before_stored(seen),
-            "raised": raised(gw),
-            "steps": len(gw.store.rows("steps")),
-            "risk": len(gw.store.rows("risk")),
-            "alarms": len(gw.store.rows("alarms")),
-            "outbox": gw.store.outbox_size(),
-        }
-    finally:
-        gw.store.close()
 
 
 def test_full_disk_alarms_still_raised_status_says_storage_failing_and_data_kept(
-    broker, disk: Disk, frames: dict, healthy: dict, tmp_path: Path
+    broker, tmpfs_disk: Disk, septic_beds: dict, healthy_run: dict, tmp_path: Path
 ) -> None:
-    assert healthy["scored_first"]
-    assert healthy["raised"][("bed-1", "raised")] == 1
-    assert healthy["raised"][("bed-2", "raised")] == 1
+    assert healthy_run["scored_first"]
+    assert healthy_run["raised"][("bed-1", "raised")] == 1
+    assert healthy_run["raised"][("bed-2", "raised")] == 1
     s = edge_settings(
-        disk.path, port=broker.port, gateway_id=GW, beds=BEDS, store="gw.sqlite",
+        tmpfs_disk.path, port=broker.port, gateway_id=GW, beds=BEDS, store="gw.sqlite",
         mqtt={"status_interval_seconds": 1.0},
     )  # fmt: skip
     sub = Subscriber(broker.port, f"vigil/v1/gw/{GW}/#")
@@ -192,16 +62,16 @@ def test_full_disk_alarms_still_raised_status_says_storage_failing_and_data_kept
     gw.start(sources=False)
     try:
         wait_until(lambda: gw.publisher.connected, 10, "gateway connected")
-        feed(gw, frames, 0, 90)  # three healthy hours first
+        feed(gw, septic_beds, 0, 90)  # three healthy hours first
         assert gw.store.failing is None
-        disk.fill()
+        tmpfs_disk.fill()
         t0 = time.monotonic()
-        feed(gw, frames, 90)
+        feed(gw, septic_beds, 90)
         fed_in = time.monotonic() - t0
 
         # The disk is full: every alarm is raised as on a healthy disk, and shown.
         assert gw.store.failing == "full"
-        assert raised(gw) == healthy["raised"]
+        assert raised(gw) == healthy_run["raised"]
         snap = gw.state.snapshot()
         assert snap.storage == "full" and snap.storage_failing
         assert {b.alarm_level for b in snap.beds} == {"escalated"}
@@ -213,9 +83,9 @@ def test_full_disk_alarms_still_raised_status_says_storage_failing_and_data_kept
             lambda: any(st.storage == "full" for st in statuses(sub)), 10, "status storage=full"
         )
         wait_until(
-            lambda: {m.bed for m in _alarms(sub) if m.action == "raised"} == set(BEDS),
+            lambda: {m.bed for m in alarms_on(sub) if m.action == "raised"} == set(BEDS),
             10,
-            lambda: f"alarms on MQTT while the disk is full: {_alarms(sub)}",
+            lambda: f"alarms on MQTT while the disk is full: {alarms_on(sub)}",
         )
         gw._mirror_counters()
         view = GatewayView(
@@ -228,16 +98,16 @@ def test_full_disk_alarms_still_raised_status_says_storage_failing_and_data_kept
         assert kept_now > 0 and gw.store.storage_counters["dropped"] == 0
 
         # Space returns: the state clears and what was kept reaches the store, in order.
-        disk.free()
+        tmpfs_disk.free()
         wait_until(lambda: gw.store.failing is None, 10, "storage recovered")
         wait_until(lambda: gw.state.snapshot().storage == "ok", 5, "state storage ok")
         wait_until(
             lambda: statuses(sub) and statuses(sub)[-1].storage == "ok", 10, "status storage=ok"
         )
         assert gw.publisher.wait_idle(15)
-        assert len(gw.store.rows("steps")) == healthy["steps"]
-        assert len(gw.store.rows("risk")) == healthy["risk"]
-        assert len(gw.store.rows("alarms")) == healthy["alarms"]
+        assert len(gw.store.rows("steps")) == healthy_run["steps"]
+        assert len(gw.store.rows("risk")) == healthy_run["risk"]
+        assert len(gw.store.rows("alarms")) == healthy_run["alarms"]
         c = gw.store.storage_counters
         assert c["dropped"] == 0 and c["flush_errors"] == 0 and c["failures"] == 1
         assert c["flushed"] >= kept_now
@@ -246,7 +116,7 @@ def test_full_disk_alarms_still_raised_status_says_storage_failing_and_data_kept
             starts = [r["step_start"] for r in gw.store.rows("steps", "bed = ?", [bed])]
             assert starts == sorted(starts)
         # Every message reached the broker (at least once; the hub de-duplicates).
-        n_msgs = healthy["risk"] * 2 + healthy["alarms"]
+        n_msgs = healthy_run["risk"] * 2 + healthy_run["alarms"]
         wait_until(
             lambda: len(_unique(sub, ("/risk", "/vitals", "/alarm"))) == n_msgs,
             15,
@@ -261,14 +131,6 @@ def test_full_disk_alarms_still_raised_status_says_storage_failing_and_data_kept
         sub.close()
 
 
-def _alarms(sub: Subscriber) -> list[Alarm]:
-    return [
-        m
-        for t, p, _ in list(sub.messages)
-        if "/alarm" in t and isinstance(m := parse_message(p), Alarm)
-    ]
-
-
 def _unique(sub: Subscriber, parts: tuple[str, ...]) -> set:
     out = set()
     for t, p, _ in list(sub.messages):
@@ -280,17 +142,17 @@ def _unique(sub: Subscriber, parts: tuple[str, ...]) -> set:
 
 
 def test_store_locked_by_another_process_never_delays_an_alarm(
-    disk: Disk, frames: dict, healthy: dict
+    tmpfs_disk: Disk, septic_beds: dict, healthy_run: dict
 ) -> None:
     """A store locked beyond its timeout (5 s per write): scoring and alarms never wait."""
-    s = edge_settings(disk.path, port=1, gateway_id=GW, beds=BEDS)
+    s = edge_settings(tmpfs_disk.path, port=1, gateway_id=GW, beds=BEDS)
     gw = Gateway(s)
     seen = order_spy(gw)
     other = sqlite3.connect(s.store_path, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
     try:
         threads = [  # one thread per bed, as the gateway runs them
-            threading.Thread(target=feed, args=(gw, {bed: frames[bed]}), daemon=True)
+            threading.Thread(target=feed, args=(gw, {bed: septic_beds[bed]}), daemon=True)
             for bed in BEDS
         ]
         for t in threads:
@@ -303,32 +165,32 @@ def test_store_locked_by_another_process_never_delays_an_alarm(
         assert other.in_transaction  # the lock was held all along
         for t in threads:
             t.join(60)
-        assert raised(gw) == healthy["raised"]
+        assert raised(gw) == healthy_run["raised"]
         assert gw.store.failing == "locked" and gw.state.snapshot().storage == "locked"
         assert scored_before_stored(seen)
         other.execute("ROLLBACK")
         assert gw.store.retry() and gw.store.failing is None
-        assert len(gw.store.rows("risk")) == healthy["risk"]
-        assert len(gw.store.rows("alarms")) == healthy["alarms"]
-        assert gw.store.outbox_size() == healthy["outbox"]
+        assert len(gw.store.rows("risk")) == healthy_run["risk"]
+        assert len(gw.store.rows("alarms")) == healthy_run["alarms"]
+        assert gw.store.outbox_size() == healthy_run["outbox"]
     finally:
         other.close()
         gw.store.close()
 
 
-def test_memory_bound_drops_the_oldest_and_counts_them(disk: Disk) -> None:
+def test_memory_bound_drops_the_oldest_and_counts_them(tmpfs_disk: Disk) -> None:
     """Kept writes are bounded: the oldest go first, counted, and the status says so."""
-    store = Store(disk.path / "s.sqlite", max_kept=50)
+    store = Store(tmpfs_disk.path / "s.sqlite", max_kept=50)
     changes: list[str | None] = []
     store.on_storage = changes.append
     try:
-        disk.fill()
+        tmpfs_disk.fill()
         ids = [store.enqueue(f"vigil/v1/gw/g/bed/b/risk/{i}", b"x" * 100) for i in range(80)]
         assert ids == [0] * 80  # none stored, none raised
         assert store.failing == "full" and changes == ["full"]
         assert store.kept()[0] == 50 and store.storage_counters["dropped"] == 30
         assert not store.retry()  # still full
-        disk.free()
+        tmpfs_disk.free()
         assert store.retry() and changes == ["full", None]
         topics_kept = [r.topic for r in store.pending(0, 100)]
         assert topics_kept == [f"vigil/v1/gw/g/bed/b/risk/{i}" for i in range(30, 80)]
@@ -336,16 +198,16 @@ def test_memory_bound_drops_the_oldest_and_counts_them(disk: Disk) -> None:
         store.close()
 
 
-def test_acks_and_refusals_on_a_full_disk_are_filed_on_recovery(disk: Disk) -> None:
-    store = Store(disk.path / "s.sqlite")
+def test_acks_and_refusals_on_a_full_disk_are_filed_on_recovery(tmpfs_disk: Disk) -> None:
+    store = Store(tmpfs_disk.path / "s.sqlite")
     try:
         rows = [store.enqueue(topics.risk("g", "b"), b"m%d" % i) for i in range(3)]
         assert all(rows)
-        disk.fill()
+        tmpfs_disk.fill()
         store.acked(rows[:2])  # the broker's PUBACKs: cannot be filed now, nor raise
         store.reject(rows[2], "not authorised")
         assert store.failing == "full" and store.outbox_size() == 3
-        disk.free()
+        tmpfs_disk.free()
         assert store.retry()
         assert store.outbox_size() == 0 and store.sent_size() == 2
         assert [r["reason"] for r in store.rows("outbox_rejected")] == ["not authorised"]
