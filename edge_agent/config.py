@@ -109,7 +109,9 @@ class MllpListenSource(_Strict):
 
     type: Literal["mllp-listen"]
     host: str = Field("127.0.0.1", min_length=1)
-    port: int = Field(2575, ge=1, le=65535)
+    # 0: the kernel picks a free port, logged and shown as "listening for monitors on"
+    # (tests; a hospital sets the port its monitors are configured with).
+    port: int = Field(2575, ge=0, le=65535)
     match: BedMatch = BedMatch()
 
     @property

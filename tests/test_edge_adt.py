@@ -22,9 +22,8 @@ from edge_agent.ui.gateway_port import ward_view
 from edge_agent.ui.screens.bedside import bedside_title
 from tests.samples import HL7_DIR
 from tests.support.broker import Subscriber
-from tests.support.net import free_port
+from tests.support.mllp import counters, listen, msa, running, send
 from tests.support.waiting import wait_until
-from tests.test_edge_listener import counters, listen, msa, running, send
 
 ADT_DIR = HL7_DIR / "adt"
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
@@ -196,11 +195,12 @@ def icu_beds(port: int) -> list:
 
 
 def test_a01_then_oru_without_admission_or_age_takes_them_from_the_a01(broker, tmp_path):
-    port = free_port()
+    port = 0  # the kernel picks a free port: no race with another test
     gw_id = "gw-adt-a"
     sub = Subscriber(broker.port, f"vigil/v1/gw/{gw_id}/#")
     try:
         with running(tmp_path, broker, icu_beds(port), gw_id=gw_id) as gw:
+            port = gw.listeners[0].port  # the one it bound
             (ack,) = send(port, adt("A01", BED1, structure=False))
             assert msa(ack) == "AA" and b"ACK^A01^ACK" in ack
             adm = gw.admission("bed-1")
@@ -232,8 +232,9 @@ def test_a01_then_oru_without_admission_or_age_takes_them_from_the_a01(broker, t
 
 
 def test_a02_moves_the_patient_to_bed_2_and_a03_discharges(broker, tmp_path):
-    port = free_port()
+    port = 0  # the kernel picks a free port: no race with another test
     with running(tmp_path, broker, icu_beds(port)) as gw:
+        port = gw.listeners[0].port  # the one it bound
         send(port, adt("A01", BED1))
         stay = gw.admission("bed-1").stay
         (ack,) = send(port, adt("A02", BED2, prior=BED1, at=T0 + timedelta(minutes=30)))
@@ -261,8 +262,9 @@ def test_a02_moves_the_patient_to_bed_2_and_a03_discharges(broker, tmp_path):
 
 
 def test_adt_for_another_ward_is_acked_aa_counted_and_ignored(broker, tmp_path):
-    port = free_port()
+    port = 0  # the kernel picks a free port: no race with another test
     with running(tmp_path, broker, icu_beds(port)) as gw:
+        port = gw.listeners[0].port  # the one it bound
         acks = send(
             port,
             adt("A01", "CARDIO^12^B"),  # another ward
@@ -282,8 +284,9 @@ def test_adt_for_another_ward_is_acked_aa_counted_and_ignored(broker, tmp_path):
 
 
 def test_another_patient_on_the_monitor_is_used_but_counted(broker, tmp_path):
-    port = free_port()
+    port = 0  # the kernel picks a free port: no race with another test
     with running(tmp_path, broker, icu_beds(port)) as gw:
+        port = gw.listeners[0].port  # the one it bound
         send(port, adt("A01", BED1))
         acks = send(
             port,
@@ -305,14 +308,16 @@ def test_another_patient_on_the_monitor_is_used_but_counted(broker, tmp_path):
 
 
 def test_the_admission_survives_a_gateway_restart_on_the_same_store(broker, tmp_path):
-    port = free_port()
+    port = 0  # the kernel picks a free port: no race with another test
     with running(tmp_path, broker, icu_beds(port)) as gw:
+        port = gw.listeners[0].port  # the one it bound
         send(port, adt("A01", BED1))
         before = gw.admission("bed-1")
         (row,) = gw.store.rows("admissions")
         assert PATIENT not in json.dumps(row)  # pseudonyms and times only
-    port2 = free_port()
+    port2 = 0  # the kernel picks a free port: no race with another test
     with running(tmp_path, broker, icu_beds(port2)) as gw:  # same store in tmp_path
+        port2 = gw.listeners[0].port  # the one it bound
         assert gw.admission("bed-1") == before
         send(port2, oru(BED1, T0), oru(BED1, T0 + timedelta(hours=1)))
         step = gw.beds["bed-1"].windows.last_step
@@ -328,8 +333,9 @@ def test_admission_row_round_trip() -> None:
 
 
 def test_without_adt_or_pv1_44_the_first_reading_is_the_icu_admission(broker, tmp_path):
-    port = free_port()
+    port = 0  # the kernel picks a free port: no race with another test
     with running(tmp_path, broker, icu_beds(port)) as gw:
+        port = gw.listeners[0].port  # the one it bound
         hours = [T0 + timedelta(minutes=10), T0 + timedelta(hours=1, minutes=10)]
         send(port, *(oru(BED1, t) for t in [*hours, T0 + timedelta(hours=2, minutes=10)]))
         step = gw.beds["bed-1"].windows.last_step

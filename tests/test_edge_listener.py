@@ -25,13 +25,13 @@ import psutil
 from hl7.client import MLLPClient
 
 from contracts.mllp import MllpFramer, frame
-from edge_agent.config import BedConfig, BedMatch, Hl7Config, MllpListenSource, TcpSource
+from edge_agent.config import BedConfig, TcpSource
 from edge_agent.gateway import Gateway
 from edge_agent.ui.gateway_port import ward_view
 from edge_agent.ui.widgets.status_line import status_text
 from tests.support.broker import Subscriber
 from tests.support.edge import edge_settings, valid_frame
-from tests.support.net import free_port
+from tests.support.mllp import counters, listen, msa, running, send
 from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,41 +51,6 @@ def sample(name: str) -> bytes:
     return (SAMPLES / name).read_bytes()
 
 
-def listen(bed: str, port: int, **match: str) -> BedConfig:
-    return BedConfig(
-        id=bed, source=MllpListenSource(type="mllp-listen", port=port, match=BedMatch(**match))
-    )
-
-
-@contextlib.contextmanager
-def running(tmp_path, broker, beds, gw_id="gw-lst", **hl7):
-    s = edge_settings(tmp_path, port=broker.port, gateway_id=gw_id, beds=beds, hl7=Hl7Config(**hl7))
-    gw = Gateway(s)
-    gw.start()
-    try:
-        assert wait_until(lambda: all(lst.running for lst in gw.listeners), 10)
-        yield gw
-    finally:
-        gw.stop(flush_timeout=1.0)
-
-
-def counters(gw: Gateway) -> dict[str, int]:
-    gw._mirror_counters()
-    return dict(gw.state.snapshot().counters)
-
-
-def send(port: int, *messages: bytes) -> list[bytes]:
-    """Each message over one connection of python-hl7's MLLPClient; the ACKs."""
-    with MLLPClient("127.0.0.1", port) as c:
-        return [c.send_message(m) for m in messages]
-
-
-def msa(ack: bytes) -> str:
-    """MSA-1 of an MLLP-framed ACK."""
-    seg = next(s for s in ack.strip(b"\x0b\x1c\r").split(b"\r") if s.startswith(b"MSA|"))
-    return seg.split(b"|")[1].decode()
-
-
 def control_id(message: bytes) -> bytes:
     """MSH-10 of a message."""
     return message.split(b"\r")[0].split(b"|")[9]
@@ -98,12 +63,13 @@ def later(message: bytes, old: bytes, new: bytes) -> bytes:
 
 # --- a real MLLP client, real messages ------------------------------------------------------
 def test_mllp_send_delivers_real_messages_acked_aa_to_state_and_mqtt(broker, tmp_path):
-    port = free_port()
+    port = 0  # the kernel picks a free port: no race with another test
     gw_id = "gw-lst-a"
     sub = Subscriber(broker.port, f"vigil/v1/gw/{gw_id}/#")
     beds = [listen("icu-3", port, bed_label="iDemo3")]
     try:
         with running(tmp_path, broker, beds, gw_id=gw_id) as gw:
+            port = gw.listeners[0].port  # the one it bound
             # Two messages in one file, as an integration engineer would replay a capture:
             # the real one, then the same an hour later (which closes the first step).
             f = tmp_path / "capture.hl7"
@@ -141,9 +107,10 @@ def test_mllp_send_delivers_real_messages_acked_aa_to_state_and_mqtt(broker, tmp
 
 
 def test_a_message_for_no_configured_bed_is_refused_ar_counted_and_never_scored(broker, tmp_path):
-    port = free_port()
+    port = 0  # the kernel picks a free port: no race with another test
     beds = [listen("icu-3", port, bed_label="iDemo3"), listen("icu-4", port, bed_label="iDemo4")]
     with running(tmp_path, broker, beds) as gw:
+        port = gw.listeners[0].port  # the one it bound
         (ack,) = send(port, sample(PIIC1))  # bed iDemo1: not this gateway's
         assert msa(ack) == "AR"
         assert b"\rERR|" in ack and b"unknown_bed" in ack  # ERR names the problem
@@ -160,13 +127,14 @@ def test_a_message_for_no_configured_bed_is_refused_ar_counted_and_never_scored(
 
 
 def test_two_monitors_on_one_listener_are_routed_to_two_beds_by_msh3_and_pv1_3(broker, tmp_path):
-    port = free_port()
+    port = 0  # the kernel picks a free port: no race with another test
     beds = [
         listen("bed-mx", port, sending_app="SendingApplication"),  # MSH-3
         listen("bed-ge", port, device_id="080019ffff4f6ac0"),  # OBX-18 EUI-64, any case
         listen("bed-pi", port, location="ICU/PCU^^iDemo3"),  # PV1-3 components
     ]
     with running(tmp_path, broker, beds) as gw:
+        port = gw.listeners[0].port  # the one it bound
         a = MLLPClient("127.0.0.1", port)  # both monitors connected at once
         b = MLLPClient("127.0.0.1", port)
         c = MLLPClient("127.0.0.1", port)
@@ -224,7 +192,7 @@ class AckReader(threading.Thread):
 def test_1e5_garbled_frames_and_a_10mb_frame_leave_the_listener_up_bounded_and_counted(
     broker, tmp_path
 ):
-    port = free_port()
+    port = 0  # the kernel picks a free port: no race with another test
     beds = [listen("bed-1", port, bed_label="bed-1")]
     rng = random.Random(12)
     goods = [valid_frame(i, HR=50.0 + i % 100) for i in range(1, 201)]
@@ -233,6 +201,7 @@ def test_1e5_garbled_frames_and_a_10mb_frame_leave_the_listener_up_bounded_and_c
     huge = b"\x0b" + b"A" * (10 * 1024 * 1024)  # 10 MB, no end block
     proc = psutil.Process()
     with running(tmp_path, broker, beds) as gw:
+        port = gw.listeners[0].port  # the one it bound
         lst = gw.listeners[0]
         (ack,) = send(port, goods[0])  # warm up: the first message pays for the imports
         assert msa(ack) == "AA"
@@ -272,9 +241,10 @@ def test_1e5_garbled_frames_and_a_10mb_frame_leave_the_listener_up_bounded_and_c
 
 
 def test_a_connection_dropped_mid_frame_is_counted_and_survived(broker, tmp_path):
-    port = free_port()
+    port = 0  # the kernel picks a free port: no race with another test
     beds = [listen("bed-1", port, bed_label="bed-1")]
     with running(tmp_path, broker, beds) as gw:
+        port = gw.listeners[0].port  # the one it bound
         lst = gw.listeners[0]
         with socket.create_connection(("127.0.0.1", port)) as s:
             s.sendall(valid_frame(1)[:300])  # the monitor reboots mid-frame
@@ -286,9 +256,10 @@ def test_a_connection_dropped_mid_frame_is_counted_and_survived(broker, tmp_path
 
 
 def test_connection_limit_and_idle_timeout(broker, tmp_path):
-    port = free_port()
+    port = 0  # the kernel picks a free port: no race with another test
     beds = [listen("bed-1", port)]
     with running(tmp_path, broker, beds, max_connections=2, idle_timeout_seconds=0.5) as gw:
+        port = gw.listeners[0].port  # the one it bound
         lst = gw.listeners[0]
         a = socket.create_connection(("127.0.0.1", port))
         b = socket.create_connection(("127.0.0.1", port))
