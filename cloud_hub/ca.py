@@ -508,6 +508,7 @@ def gateway_acls(gw: str) -> list[dict[str, object]]:
         topics.vitals(gw, bed).replace(bed, "+"),
         topics.risk(gw, bed).replace(bed, "+"),
         topics.alarm(gw, bed).replace(bed, "+"),
+        topics.observation(gw, bed).replace(bed, "+"),
     ]
     reads = [topics.cmd(gw), f"{topics.PREFIX}/models/#"]
     return (

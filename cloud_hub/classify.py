@@ -30,6 +30,7 @@ from contracts.messages import (
     MessageError,
     ModelRelease,
     ModelState,
+    Observation,
     Risk,
     Status,
     TimeWindow,
@@ -39,7 +40,14 @@ from contracts.messages import (
 )
 from contracts.timeutil import parse_iso
 
-TOPIC_KIND = {"status": Status, "model": ModelState, "vitals": Vitals, "risk": Risk, "alarm": Alarm}
+TOPIC_KIND = {
+    "status": Status,
+    "model": ModelState,
+    "vitals": Vitals,
+    "risk": Risk,
+    "alarm": Alarm,
+    "observation": Observation,
+}
 
 
 def classify(

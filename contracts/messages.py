@@ -313,6 +313,60 @@ class Alarm(Envelope):
     silence_seconds: Annotated[int, Field(ge=0, le=7 * 86_400)] | None = None
     feedback: Literal["deteriorating", "false_alarm"] | None = None
     note: Text(2000) | None = None
+    # Which alarm of the bed: the model's risk alarm, or the NEWS2 response alarm
+    # (issue 15; `risk` and `model` then None). Older payloads are the model's.
+    source: Literal["model", "news2"] = "model"
+
+
+# Nurse observations at the bedside (issue 15): what a monitor does not send.
+ObservationKind = Literal["oxygen", "acvpu", "spo2_scale"]
+OBSERVATION_KINDS: tuple[str, ...] = get_args(ObservationKind)
+OXYGEN_VALUES = ("air", "oxygen")
+ACVPU_VALUES = ("A", "C", "V", "P", "U")
+SPO2_SCALE_VALUES = ("1", "2")
+OxygenDevice = Literal[
+    "nasal cannula", "simple mask", "venturi", "non-rebreather", "high-flow", "NIV", "other"
+]
+OXYGEN_DEVICES: tuple[str, ...] = get_args(OxygenDevice)
+MAX_FLOW_L_MIN = 80.0
+
+
+class Observation(Envelope):
+    """One nurse observation of a bed (supplemental oxygen, ACVPU, SpO2 scale) with
+    who entered it and when (`ts`); carried into the bed's NEWS2 until changed.
+
+    `value`: "air"/"oxygen" (oxygen, with `device` and `flow_l_min` 0-80 when on
+    oxygen, neither on air), "A".."U" (acvpu), "1"/"2" (spo2_scale; "2" needs a
+    `reason`). No model field: a nurse entry is no model output."""
+
+    schema_: Literal["vigil.observation/1"] = Field("vigil.observation/1", alias="schema")
+    bed: Id
+    stay: Id
+    kind: ObservationKind
+    value: Text(16)
+    device: OxygenDevice | None = None
+    flow_l_min: Annotated[float, Field(ge=0.0, le=MAX_FLOW_L_MIN, allow_inf_nan=False)] | None = (
+        None
+    )
+    reason: Text(500) | None = None
+    by: Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_no_bad_chars)]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Observation:
+        allowed = {
+            "oxygen": OXYGEN_VALUES,
+            "acvpu": ACVPU_VALUES,
+            "spo2_scale": SPO2_SCALE_VALUES,
+        }[self.kind]
+        if self.value not in allowed:
+            raise ValueError(f"value of a {self.kind} observation must be one of {allowed}")
+        if (self.device is not None or self.flow_l_min is not None) and self.value != "oxygen":
+            raise ValueError("device and flow_l_min belong to an oxygen observation 'oxygen'")
+        if self.kind == "spo2_scale" and self.value == "2" and not (self.reason or "").strip():
+            raise ValueError("SpO2 scale 2 needs a reason")
+        if not self.by.strip():
+            raise ValueError("by must name who entered the observation")
+        return self
 
 
 class ModelState(Envelope):
@@ -350,11 +404,11 @@ class ModelRelease(Envelope):
 
 
 GatewayMessage = Annotated[
-    Status | Vitals | Risk | Alarm | ModelState, Field(discriminator="schema_")
+    Status | Vitals | Risk | Alarm | ModelState | Observation, Field(discriminator="schema_")
 ]
 _GATEWAY = TypeAdapter(GatewayMessage)
 AnyMessage = Annotated[
-    Status | Vitals | Risk | Alarm | ModelState | Command | ModelRelease,
+    Status | Vitals | Risk | Alarm | ModelState | Observation | Command | ModelRelease,
     Field(discriminator="schema_"),
 ]
 _ANY = TypeAdapter(AnyMessage)
@@ -405,7 +459,7 @@ def parse_message(
     max_bytes: int | None = None,
     now: datetime | None = None,
     window: TimeWindow = DEFAULT_WINDOW,
-) -> Status | Vitals | Risk | Alarm | ModelState | Command | ModelRelease:
+) -> Status | Vitals | Risk | Alarm | ModelState | Observation | Command | ModelRelease:
     """Validate one payload into its message model, or raise MessageError(kind, reason).
 
     Never raises anything else, whatever the bytes. `now`: the receiver's clock (default
@@ -425,7 +479,7 @@ def _parse(
     max_bytes: int | None,
     now: datetime | None,
     window: TimeWindow,
-) -> Status | Vitals | Risk | Alarm | ModelState | Command | ModelRelease:
+) -> Status | Vitals | Risk | Alarm | ModelState | Observation | Command | ModelRelease:
     if not isinstance(payload, bytes | bytearray | memoryview):
         raise MessageError("malformed", f"payload is {type(payload).__name__}, not bytes")
     payload = bytes(payload)

@@ -34,6 +34,11 @@ def alarm(gw: str, bed: str) -> str:
     return f"{PREFIX}/gw/{check_id('gateway', gw)}/bed/{check_id('bed', bed)}/alarm"
 
 
+def observation(gw: str, bed: str) -> str:
+    """A nurse observation of a bed (`vigil.observation/1`)."""
+    return f"{PREFIX}/gw/{check_id('gateway', gw)}/bed/{check_id('bed', bed)}/observation"
+
+
 def model_state(gw: str) -> str:
     return f"{PREFIX}/gw/{check_id('gateway', gw)}/model"
 
@@ -54,6 +59,7 @@ GATEWAY_FILTERS = (
     f"{PREFIX}/gw/+/bed/+/vitals",
     f"{PREFIX}/gw/+/bed/+/risk",
     f"{PREFIX}/gw/+/bed/+/alarm",
+    f"{PREFIX}/gw/+/bed/+/observation",
 )
 
 
@@ -75,7 +81,7 @@ def shared(filter_: str, group: str = HUB_SHARE_GROUP) -> str:
 
 _GW_TOPIC = re.compile(
     rf"^{re.escape(PREFIX)}/gw/(?P<gw>{_ID_LEVEL})/(?:(?P<kind>status|model|cmd)"
-    rf"|bed/(?P<bed>{_ID_LEVEL})/(?P<bkind>vitals|risk|alarm))\Z"
+    rf"|bed/(?P<bed>{_ID_LEVEL})/(?P<bkind>vitals|risk|alarm|observation))\Z"
 )
 
 

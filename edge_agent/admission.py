@@ -1,4 +1,6 @@
-"""A bed's admission context, from the hospital's ADT feed (edge_agent/pcd01.py `AdtEvent`).
+"""A bed's admission context, from the hospital's ADT feed (edge_agent/pcd01.py `AdtEvent`)
+or entered at the bedside terminal (`Gateway.admit/transfer/discharge`, source "bedside",
+for sites without an ADT feed: the typed or scanned id pseudonymised the same way).
 
 Many monitors send no patient demographics and no ICU admission time (PV1-44 empty,
 PID-7/PID-8 empty, sometimes no PID-3 at all). When the hospital sends its ADT messages
@@ -41,8 +43,9 @@ class Admission:
     hosp_admit: datetime | None  # PV1-44 of a transfer into the ICU (else as icu_admit)
     age: float | None
     sex: float | None
-    since: datetime  # time of the ADT event that admitted the patient here
-    event: str  # that event (A01, A02, ...)
+    since: datetime  # time of the ADT event (or bedside entry) that admitted the patient here
+    event: str  # that event (A01, A02, ...; "bedside" for an admission at the terminal)
+    source: str = "adt"  # "adt": the hospital's feed; "bedside": admitted at the terminal
 
     def row(self) -> dict[str, Any]:
         """The store's row (times as ISO-8601 UTC)."""
@@ -68,6 +71,7 @@ class Admission:
             sex=row["sex"],
             since=since,
             event=row["event"],
+            source=row.get("source") or "adt",
         )
 
     def describe(self) -> str:

@@ -196,6 +196,40 @@ class AlarmConfig(_Strict):
     max_silence_seconds: int = Field(3600, ge=60)
 
 
+class News2Config(_Strict):
+    """`[news2]`: the NEWS2 response alarm beside the model's, and how long a nurse
+    observation is trusted (docs/ARCHITECTURE.md "NEWS2 at the bedside").
+
+    `alarm`: which alarms the site uses: "both" (default), "news2" only (the model is
+    still scored, shown and sent, but raises no alarm) or "model" only (NEWS2 shown
+    without an alarm). `alarm_at`: the RCP response band that raises the NEWS2 alarm
+    (low-medium: any single 3; medium: 5-6; high: 7 or more); the band above it
+    escalates. `reassess_minutes`: a supplemental-oxygen or ACVPU entry older than this
+    is still used and flagged "re-assess" (60: the hourly observations of an ICU; the
+    SpO2 scale is a standing clinical decision and is never flagged).
+    """
+
+    alarm: Literal["both", "news2", "model"] = "both"
+    alarm_at: Literal["low-medium", "medium", "high"] = "medium"
+    reassess_minutes: float = Field(60.0, gt=0, le=7 * 24 * 60)
+
+    @property
+    def model_alarm(self) -> bool:
+        return self.alarm in ("both", "model")
+
+    @property
+    def news2_alarm(self) -> bool:
+        return self.alarm in ("both", "news2")
+
+
+class AdmissionConfig(_Strict):
+    """`[admission]`: `require = true` scores only beds with an admitted patient (from
+    the ADT feed or admitted at the bedside): other beds' vitals are shown, not scored,
+    and their snapshot says why. False (default): the monitor's patient is scored."""
+
+    require: bool = False
+
+
 class LinkConfig(_Strict):
     stale_after_seconds: float = Field(10.0, gt=0)
     down_after_seconds: float = Field(30.0, gt=0)
@@ -291,6 +325,8 @@ class EdgeSettings(BaseSettings):
     bundle_dirs: list[Path] = Field(default_factory=lambda: [default_bundle_dir()])
     trusted_keys: list[Path] = Field(default_factory=lambda: [default_trusted_keys_dir()])
     alarms: AlarmConfig = AlarmConfig()
+    news2: News2Config = News2Config()
+    admission: AdmissionConfig = AdmissionConfig()
     link: LinkConfig = LinkConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     hl7: Hl7Config = Hl7Config()

@@ -38,25 +38,31 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from contracts import topics
 from contracts.messages import (
+    ACVPU_VALUES,
+    MAX_FLOW_L_MIN,
+    OXYGEN_DEVICES,
     Alarm,
     Command,
     Envelope,
     ModelRef,
     ModelRelease,
     News2Out,
+    Observation,
     Risk,
     Vitals,
 )
 from contracts.mllp import frame
+from contracts.news2 import RISK_BANDS, News2
 from contracts.preprocessing import FeatureSpec, PreprocessSpec, WindowSpec
 from contracts.timeutil import iso_ms, utc_now
 from contracts.vitals import STATIC_FEATURES, VITAL_NAMES
@@ -74,7 +80,7 @@ from .sources import LineSource, open_line
 
 if TYPE_CHECKING:
     from .pcd01 import AdtEvent, Pcd01Message
-from .state import GatewayState
+from .state import REASSESS_KINDS, AdmissionSnapshot, GatewayState
 from .store import Store
 from .supervisor import Supervisor
 from .windows import BedWindows, ClosedStep
@@ -105,6 +111,43 @@ class Bed:
     last_data: float | None = None  # monotonic time of the last valid reading
     errors: int = 0
     wrong_bed: int = 0
+    news2_alarm: AlarmMachine | None = None  # the NEWS2 response alarm (its own machine)
+    # Nurse observations carried into every NEWS2 until changed: kind -> entry.
+    observations: dict[str, BedObservation] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BedObservation:
+    """One nurse observation of a bed as the gateway holds it (see `Observation`)."""
+
+    kind: str  # oxygen / acvpu / spo2_scale
+    value: str
+    by: str
+    at: datetime  # gateway clock when entered
+    device: str | None = None
+    flow_l_min: float | None = None
+    reason: str | None = None
+
+
+NO_PATIENT = "no patient admitted to this bed"
+_BAND_RANK = {band: i for i, band in enumerate(RISK_BANDS)}
+_SEX_CODE = {"M": 1.0, "F": 0.0}
+
+
+def news2_alarm_params(alarm_at: str, a: AlarmParams) -> AlarmParams:
+    """The NEWS2 response alarm on the alarm machine: its 'risk' is the rank of the RCP
+    band (low 0, low-medium 1, medium 2, high 3), raised at once (one step) at
+    `alarm_at`, escalated by the band above it or by persisting, resolved below it;
+    the band just below `alarm_at` (when not 'low') is 'watch'."""
+    t = _BAND_RANK[alarm_at]
+    return dataclasses.replace(
+        a,
+        threshold=float(t),
+        hysteresis=0.5,
+        min_steps=1,
+        escalate_margin=1.0,
+        watch_fraction=(t - 1) / t if t >= 2 else 1.0,
+    )
 
 
 class Gateway:
@@ -122,6 +165,7 @@ class Gateway:
             [b.id for b in settings.beds],
             operator=settings.operator,
             clock=clock,
+            reassess_seconds=settings.news2.reassess_minutes * 60.0,
         )
         priv = settings.privacy
         self._stay_secret = load_secret(
@@ -173,6 +217,7 @@ class Gateway:
                     clock=clock,
                 ),
                 ack=bool(getattr(b.source, "ack", False)),
+                news2_alarm=AlarmMachine(news2_alarm_params(settings.news2.alarm_at, params)),
             )
             for b in settings.beds
         }
@@ -200,6 +245,8 @@ class Gateway:
         for row in self.store.rows("admissions"):
             if row["bed"] in self.beds:
                 self._admissions[row["bed"]] = Admission.from_row(row)
+                self._show_admission(row["bed"])
+        self._restore_observations()
         self._mismatched: dict[str, str] = {}  # bed -> patient of its last mismatching reading
         # Neither ADT nor PV1-44: the stay's first reading on the bed is its ICU admission.
         self._first_seen: dict[str, tuple[str, datetime]] = {}  # bed -> (stay, first obs time)
@@ -436,9 +483,26 @@ class Gateway:
             )
         self._put_admission(adm, ev)
 
+    def _show_admission(self, bed_id: str) -> None:
+        """Mirror the bed's admission (or none) into the state the terminal reads."""
+        adm = self._admissions.get(bed_id)
+        self.state.set_admission(
+            bed_id,
+            None
+            if adm is None
+            else AdmissionSnapshot(
+                stay=adm.stay,
+                source=adm.source,
+                since=adm.since,
+                age=adm.age,
+                sex={1.0: "M", 0.0: "F"}.get(adm.sex) if adm.sex is not None else None,  # type: ignore[arg-type]
+            ),
+        )
+
     def _put_admission(self, adm: Admission, ev: AdtEvent) -> None:
         self._admissions[adm.bed] = adm
         self._mismatched.pop(adm.bed, None)
+        self._show_admission(adm.bed)
         self.store.put_admission(adm.row())
         text = f"ADT {ev.event} ({ev.meaning}) at {ev.event_time:%Y-%m-%d %H:%M}Z: {adm.describe()}"
         log.info("bed %s: %s", adm.bed, text)
@@ -458,11 +522,330 @@ class Gateway:
             return None
         del self._admissions[bed_id]
         self._mismatched.pop(bed_id, None)
+        self._show_admission(bed_id)
         self.store.drop_admission(bed_id)
         text = f"ADT {ev.event} ({why}) at {ev.event_time:%Y-%m-%d %H:%M}Z: stay {cur.stay} ends"
         log.info("bed %s: %s", bed_id, text)
         self.state.event("admission", text, bed=bed_id)
         return cur
+
+    # --- the bedside: nurse observations and admission (UI thread) ----------------
+    def _known(self, bed_id: str) -> Bed:
+        bed = self.beds.get(bed_id)
+        if bed is None:
+            raise LookupError(f"unknown bed {bed_id!r}")
+        return bed
+
+    @staticmethod
+    def _who(by: str) -> str:
+        if not isinstance(by, str) or not by.strip():
+            raise ValueError("who is entering this must be named (by)")
+        if len(by.strip()) > 128:
+            raise ValueError("the name of who enters this must be at most 128 characters")
+        return by.strip()
+
+    def _stay_of(self, bed: Bed) -> str:
+        adm = self.admission(bed.id)
+        return (adm.stay if adm else None) or bed.windows.stay or "-"
+
+    def set_oxygen(
+        self,
+        bed: str,
+        *,
+        by: str,
+        on_oxygen: bool,
+        device: str | None = None,
+        flow_l_min: float | None = None,
+    ) -> Observation:
+        """Record supplemental oxygen (NEWS2: 2 points) or air for `bed`: on oxygen with
+        the device (one of `contracts.messages.OXYGEN_DEVICES`) and flow (0-80 L/min)
+        when known. LookupError: unknown bed; ValueError: a bad value, in words."""
+        b, who = self._known(bed), self._who(by)
+        if not isinstance(on_oxygen, bool):
+            raise ValueError("on_oxygen must be true (oxygen) or false (air)")
+        if not on_oxygen and (device is not None or flow_l_min is not None):
+            raise ValueError("a patient on air has no oxygen device or flow")
+        if device is not None and device not in OXYGEN_DEVICES:
+            raise ValueError(f"oxygen device must be one of {', '.join(OXYGEN_DEVICES)}")
+        if flow_l_min is not None:
+            if isinstance(flow_l_min, bool) or not isinstance(flow_l_min, int | float):
+                raise ValueError("oxygen flow must be a number of L/min")
+            if not math.isfinite(flow_l_min) or not 0 <= flow_l_min <= MAX_FLOW_L_MIN:
+                raise ValueError(f"oxygen flow must be 0-{MAX_FLOW_L_MIN:g} L/min")
+            flow_l_min = float(flow_l_min)
+        value = "oxygen" if on_oxygen else "air"
+        return self._observe(b, "oxygen", value, who, device=device, flow_l_min=flow_l_min)
+
+    def set_acvpu(self, bed: str, *, by: str, level: str) -> Observation:
+        """Record consciousness on the ACVPU scale (A alert 0; C, V, P, U: 3 points)."""
+        b, who = self._known(bed), self._who(by)
+        lv = level.strip().upper() if isinstance(level, str) else level
+        if lv not in ACVPU_VALUES:
+            raise ValueError(f"ACVPU level must be one of {', '.join(ACVPU_VALUES)}, got {level!r}")
+        return self._observe(b, "acvpu", lv, who)
+
+    def set_spo2_scale(self, bed: str, *, by: str, scale: int, reason: str | None) -> Observation:
+        """Set the bed's SpO2 scale, by a clinician: 2 (hypercapnic respiratory failure,
+        target 88-92 %) needs a reason; 1 is the default scale."""
+        b, who = self._known(bed), self._who(by)
+        if isinstance(scale, bool) or scale not in (1, 2):
+            raise ValueError(f"SpO2 scale must be 1 or 2, got {scale!r}")
+        why = reason.strip() if isinstance(reason, str) and reason.strip() else None
+        if scale == 2 and why is None:
+            raise ValueError("SpO2 scale 2 needs a reason (e.g. hypercapnic respiratory failure)")
+        return self._observe(b, "spo2_scale", str(scale), who, reason=why)
+
+    def _observe(
+        self,
+        bed: Bed,
+        kind: str,
+        value: str,
+        by: str,
+        *,
+        device: str | None = None,
+        flow_l_min: float | None = None,
+        reason: str | None = None,
+    ) -> Observation:
+        """Shown first (the bed's observations, state, event, log), then stored and
+        sent (outbox) like an alarm change; carried into every NEWS2 of the bed until
+        changed or the stay ends."""
+        now = self.clock()
+        gw = self.settings.gateway_id
+        with bed.lock:
+            msg = Observation(
+                gw=gw,
+                ts=now,
+                bed=bed.id,
+                stay=self._stay_of(bed),
+                kind=kind,  # type: ignore[arg-type]
+                value=value,
+                device=device,  # type: ignore[arg-type]
+                flow_l_min=flow_l_min,
+                reason=reason,
+                by=by,
+            )
+            bed.observations[kind] = BedObservation(
+                kind, value, by, now, device=device, flow_l_min=flow_l_min, reason=reason
+            )
+            self.state.set_observation(
+                bed.id,
+                kind,
+                value,
+                by=by,
+                at=now,
+                device=device,
+                flow_l_min=flow_l_min,
+                reason=reason,
+            )
+        text = _describe_observation(kind, value, device, flow_l_min, reason)
+        log.info("bed %s: %s by %s", bed.id, text, by)
+        self.state.event("observation", text, bed=bed.id, by=by)
+        self.store.add_observation(
+            {
+                "event_id": str(msg.event_id),
+                "ts": iso_ms(now),
+                "bed": bed.id,
+                "stay": msg.stay,
+                "kind": kind,
+                "value": value,
+                "device": device,
+                "flow_l_min": flow_l_min,
+                "reason": reason,
+                "by": by,
+            }
+        )
+        self._publish(topics.observation(gw, bed.id), msg)
+        return msg
+
+    def _restore_observations(self) -> None:
+        """At start: each admitted bed's latest observations of its stay, from the store."""
+        for bed_id, adm in list(self._admissions.items()):
+            bed = self.beds[bed_id]
+            rows = self.store.rows("observations", "bed = ? AND stay = ?", [bed_id, adm.stay])
+            for row in sorted(rows, key=lambda r: r["ts"]):
+                o = BedObservation(
+                    row["kind"],
+                    row["value"],
+                    row["by"],
+                    datetime.fromisoformat(row["ts"]),
+                    device=row["device"],
+                    flow_l_min=row["flow_l_min"],
+                    reason=row["reason"],
+                )
+                bed.observations[o.kind] = o
+                self.state.set_observation(
+                    bed_id,
+                    o.kind,
+                    o.value,
+                    by=o.by,
+                    at=o.at,
+                    device=o.device,
+                    flow_l_min=o.flow_l_min,
+                    reason=o.reason,
+                )
+
+    def admit(
+        self,
+        bed: str,
+        *,
+        by: str,
+        patient_id: str,
+        age: float | None,
+        sex: str | None,
+        admitted_at: datetime | None = None,
+    ) -> Admission:
+        """Admit a patient to `bed` at the bedside (sites without an ADT feed). The
+        typed or scanned `patient_id` is pseudonymised here as the ADT path does
+        (edge_agent/privacy.py) and never kept; `admitted_at` (default now; naive: UTC)
+        is the ICU admission the stay's hours count from. A new stay: the bed's windows,
+        NEWS2 observations and alarms start afresh."""
+        b, who = self._known(bed), self._who(by)
+        pid = patient_id.strip() if isinstance(patient_id, str) else ""
+        if not pid:
+            raise ValueError("patient id is empty: type or scan it")
+        if len(pid) > 64 or any(not c.isprintable() for c in pid):
+            raise ValueError("patient id must be at most 64 printable characters")
+        if age is not None:
+            if isinstance(age, bool) or not isinstance(age, int | float):
+                raise ValueError("age must be a number of years")
+            if not math.isfinite(age) or not 0 <= age <= 120:
+                raise ValueError("age must be 0-120 years")
+        if sex is not None and sex not in _SEX_CODE:
+            raise ValueError(f"sex must be M or F (or unknown), got {sex!r}")
+        now = self.clock()
+        at = admitted_at or now
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=UTC)
+        if at > now + timedelta(minutes=5):
+            raise ValueError("admission time is in the future")
+        patient = self.stay_pseudonym(pid, None)
+        with b.lock, self._adm_lock:
+            cur = self._admissions.get(bed)
+            if cur is not None:
+                raise ValueError(f"bed {bed} already has stay {cur.stay}: discharge or transfer it")
+            elsewhere = next(
+                (a.bed for a in self._admissions.values() if a.patient == patient), None
+            )
+            if elsewhere is not None:
+                raise ValueError(f"this patient is admitted in bed {elsewhere}: transfer instead")
+            adm = Admission(
+                bed=bed,
+                patient=patient,
+                stay=self.stay_pseudonym(pid, at),
+                icu_admit=at,
+                hosp_admit=None,
+                age=float(age) if age is not None else None,
+                sex=_SEX_CODE[sex] if sex is not None else None,
+                since=now,
+                event="bedside",
+                source="bedside",
+            )
+            self._new_stay(b, who, "admitted")
+            self._admissions[bed] = adm
+            self._mismatched.pop(bed, None)
+            self._show_admission(bed)
+        self._admission_changed(bed, f"admitted at the bedside: {adm.describe()}", who)
+        self.store.put_admission(adm.row())
+        return adm
+
+    def transfer(self, bed: str, *, by: str, to_bed: str) -> Admission:
+        """Move `bed`'s admitted patient, with the nurse observations, to `to_bed`
+        (the ICU stay goes on; `bed`'s windows and alarms end with it there)."""
+        b, who = self._known(bed), self._who(by)
+        dst = self._known(to_bed)
+        if to_bed == bed:
+            raise ValueError(f"the patient is already in bed {bed}")
+        first, second = (
+            (b, dst) if list(self.beds).index(bed) < list(self.beds).index(to_bed) else (dst, b)
+        )
+        with first.lock, second.lock, self._adm_lock:
+            cur = self._admissions.get(bed)
+            if cur is None:
+                raise ValueError(f"no patient admitted to bed {bed}")
+            there = self._admissions.get(to_bed)
+            if there is not None:
+                raise ValueError(f"bed {to_bed} already has stay {there.stay}")
+            moved = dataclasses.replace(
+                cur, bed=to_bed, since=self.clock(), event="transfer", source="bedside"
+            )
+            observations = dict(b.observations)
+            self._new_stay(b, who, f"transferred to {to_bed}")
+            self._new_stay(dst, who, f"transferred in from {bed}")
+            dst.observations = observations
+            for o in observations.values():
+                self.state.set_observation(
+                    to_bed,
+                    o.kind,
+                    o.value,
+                    by=o.by,
+                    at=o.at,
+                    device=o.device,
+                    flow_l_min=o.flow_l_min,
+                    reason=o.reason,
+                )
+            del self._admissions[bed]
+            self._admissions[to_bed] = moved
+            self._mismatched.pop(bed, None)
+            self._mismatched.pop(to_bed, None)
+            self._show_admission(bed)
+            self._show_admission(to_bed)
+        self._admission_changed(bed, f"stay {cur.stay} transferred to bed {to_bed}", who)
+        self._admission_changed(to_bed, f"stay {cur.stay} transferred in from bed {bed}", who)
+        self.store.drop_admission(bed)
+        self.store.put_admission(moved.row())
+        return moved
+
+    def discharge(self, bed: str, *, by: str) -> Admission:
+        """End the stay of `bed`'s admitted patient: its windows, observations and
+        alarms end (an active alarm is resolved, with who); the next reading of the
+        bed starts afresh (and is not scored with `[admission] require = true`)."""
+        b, who = self._known(bed), self._who(by)
+        with b.lock, self._adm_lock:
+            cur = self._admissions.get(bed)
+            if cur is None:
+                raise ValueError(f"no patient admitted to bed {bed}")
+            self._new_stay(b, who, "discharged")
+            del self._admissions[bed]
+            self._mismatched.pop(bed, None)
+            self._show_admission(bed)
+        self._admission_changed(bed, f"stay {cur.stay} discharged", who)
+        self.store.drop_admission(bed)
+        return cur
+
+    def _new_stay(self, bed: Bed, by: str, why: str) -> None:
+        """The bed's stay ends (under its lock): windows reset, observations cleared, an
+        alarm still raised resolved (with who and why), first-reading anchor dropped."""
+        stay = bed.windows.stay or "-"
+        for machine, source in ((bed.alarm, "model"), (bed.news2_alarm, "news2")):
+            if machine is None:
+                continue
+            s = machine.s
+            machine.s = type(s)()
+            if s.level in ("alarm", "escalated"):
+                ev = AlarmEvent(self.clock(), "resolved", "none", by, f"stay ended: {why}")
+                self._alarm_events(bed, stay, [ev], source=source)
+            else:
+                self._show_alarms(bed, stay, [], source=source)
+        late = bed.windows.late
+        bed.windows = BedWindows(bed.id, bed.windows.spec)
+        bed.windows.late = late
+        bed.observations = {}
+        self._first_seen.pop(bed.id, None)
+        self.state.end_stay(bed.id)
+
+    def _admission_changed(self, bed: str, text: str, by: str) -> None:
+        """Log, show and announce (a status with the beds' stays) an admission change."""
+        log.info("bed %s: %s by %s", bed, text, by)
+        self.state.event("admission", text, bed=bed, by=by)
+        publisher = getattr(self, "publisher", None)
+        if publisher is not None and publisher.connected:
+            with contextlib.suppress(Exception):  # the periodic status follows anyway
+                publisher.client.publish(
+                    publisher.topic_status,
+                    publisher._status("online").to_json(),
+                    qos=1,
+                    retain=True,
+                )
 
     def _admitted(self, bed_id: str, r: Reading) -> Reading:
         """`r` (raw PID-3) with its stay pseudonym, completed from the bed's admission
@@ -521,7 +904,20 @@ class Gateway:
             return []
         bed.last_data = time.monotonic()
         self.state.record_reading(bed_id, r.stay, r.obs_time, r.values, static=r.static)
+        if self.settings.admission.require and self.admission(bed_id) is None:
+            # Shown (vitals, above), not scored: no step, no risk, no NEWS2 alarm.
+            self.state.set_unscored(bed_id, NO_PATIENT)
+            self.state.count("readings_unscored")
+            return []
+        self.state.set_unscored(bed_id, None)
         with bed.lock:
+            if bed.observations and bed.windows.stay not in (None, r.stay):
+                # Another stay on this bed: the last patient's entries are not this one's.
+                bed.observations = {}
+                self.state.clear_observations(bed_id)
+                self.state.event(
+                    "observation", "another stay on the monitor: observations cleared", bed=bed_id
+                )
             closed = bed.windows.add(r)
             for step in closed:
                 try:
@@ -539,7 +935,7 @@ class Gateway:
         """Patient-facing first: score, NEWS2, alarms and the nurse's screen, then store
         and publish (a failing or slow store can neither stop nor delay an alarm)."""
         gw = self.settings.gateway_id
-        n2 = news2_of(step.values)
+        n2 = self._news2(bed, step.values)
         risk: float | None = None
         observed, insufficient = 0, True
         if self.model is not None:
@@ -547,7 +943,11 @@ class Gateway:
             observed, insufficient = inp.observed, inp.insufficient
             if not insufficient:
                 risk = min(1.0, max(0.0, self.model.score(inp.window, inp.static)))
-        events = bed.alarm.on_step(risk, self.clock())
+        now = self.clock()
+        # The site's alarms ([news2] alarm): with "news2" only the model is scored,
+        # shown and sent but raises nothing; with "model" only NEWS2 raises nothing.
+        events = bed.alarm.on_step(risk, now) if self.settings.news2.model_alarm else []
+        n2_events = self._news2_step(bed, n2, now)
         s = bed.alarm.s
         threshold = bed.alarm.params.threshold
         msg = Risk(
@@ -559,7 +959,13 @@ class Gateway:
             alarm_level=s.level,
             model=self.model_ref,  # type: ignore[arg-type]
             news2=News2Out(
-                total=n2.total, risk=n2.risk, subscores=n2.subscores, missing=list(n2.missing)
+                total=n2.total,
+                risk=n2.risk,  # type: ignore[arg-type]
+                subscores=dict(n2.subscores),
+                missing=list(n2.missing),
+                scale=n2.scale,  # type: ignore[arg-type]
+                assumed=list(n2.assumed),
+                reassess=list(n2.reassess),
             ),
             observed=observed,
             insufficient_data=insufficient,
@@ -575,6 +981,7 @@ class Gateway:
             news2=n2,
         )
         alarms = self._show_alarms(bed, step.stay, events)
+        alarms += self._show_alarms(bed, step.stay, n2_events, source="news2")
         # --- then storage and the hub (edge_agent/store.py keeps them if the disk fails)
         self.store.add_step(
             {
@@ -620,16 +1027,61 @@ class Gateway:
         )
         self._keep_alarms(bed, step.stay, alarms)
 
-    def _alarm_events(self, bed: Bed, stay: str, events: list[AlarmEvent]) -> None:
-        self._keep_alarms(bed, stay, self._show_alarms(bed, stay, events))
+    def _news2(self, bed: Bed, values: dict[str, float | None]) -> News2:
+        """NEWS2 of a step: its vitals and the bed's nurse observations; an oxygen or
+        ACVPU entry older than `[news2] reassess_minutes` is used and listed in
+        `reassess` (call under the bed's lock)."""
+        obs = bed.observations
+        oxygen, acvpu, scale = obs.get("oxygen"), obs.get("acvpu"), obs.get("spo2_scale")
+        n2 = news2_of(
+            values,
+            on_oxygen=None if oxygen is None else oxygen.value == "oxygen",
+            acvpu=None if acvpu is None else acvpu.value,
+            scale=int(scale.value) if scale is not None else 1,
+        )
+        limit = timedelta(minutes=self.settings.news2.reassess_minutes)
+        now = self.clock()
+        stale = tuple(
+            k for k in REASSESS_KINDS if (o := obs.get(k)) is not None and now - o.at > limit
+        )
+        return dataclasses.replace(n2, reassess=stale) if stale else n2
+
+    def _news2_step(self, bed: Bed, n2: News2, now: datetime) -> list[AlarmEvent]:
+        """Run the bed's NEWS2 response alarm on this step's band; events in words."""
+        machine = bed.news2_alarm
+        if machine is None or not self.settings.news2.news2_alarm:
+            return []
+        at = self.settings.news2.alarm_at
+        events = machine.on_step(float(_BAND_RANK[n2.risk]), now)
+        what = f"NEWS2 {n2.total} ({n2.risk})"
+        out = []
+        for ev in events:
+            if ev.action == "raised":
+                why = f"{what} at or above the response level {at}"
+            elif ev.action == "escalated":
+                above = _BAND_RANK[n2.risk] > _BAND_RANK[at]
+                why = f"{what}: above {at}" if above else f"{what}: {at} or above persisted"
+            elif ev.action == "resolved":
+                why = f"{what} below the response level {at}"
+            else:
+                why = ev.reason
+            out.append(dataclasses.replace(ev, reason=why))
+        return out
+
+    def _alarm_events(
+        self, bed: Bed, stay: str, events: list[AlarmEvent], source: str = "model"
+    ) -> None:
+        self._keep_alarms(bed, stay, self._show_alarms(bed, stay, events, source=source))
 
     def _show_alarms(
-        self, bed: Bed, stay: str, events: list[AlarmEvent]
+        self, bed: Bed, stay: str, events: list[AlarmEvent], source: str = "model"
     ) -> list[tuple[AlarmEvent, Alarm]]:
         """The nurse's side of alarm changes (log, events, the bed's level), before any
-        storage; returns the messages `_keep_alarms` stores and publishes."""
+        storage; returns the messages `_keep_alarms` stores and publishes. `source`:
+        the model's risk alarm or the NEWS2 response alarm (no risk, no model)."""
         gw = self.settings.gateway_id
         out: list[tuple[AlarmEvent, Alarm]] = []
+        model = source == "model"
         for ev in events:
             msg = Alarm(
                 gw=gw,
@@ -640,20 +1092,30 @@ class Gateway:
                 level=ev.level,
                 by=ev.by,
                 reason=ev.reason,
-                risk=ev.risk,  # type: ignore[arg-type]
-                model=self.model_ref,
+                risk=ev.risk if model else None,  # type: ignore[arg-type]
+                model=self.model_ref if model else None,
                 silence_seconds=ev.silence_seconds,
                 feedback=ev.feedback,
                 note=ev.note,  # type: ignore[arg-type]
+                source=source,  # type: ignore[arg-type]
             )
             out.append((ev, msg))
+            name = "alarm" if model else "NEWS2 alarm"
             log.warning(
-                "bed %s alarm %s (%s) by %s: %s", bed.id, ev.action, ev.level, ev.by, ev.reason
+                "bed %s %s %s (%s) by %s: %s", bed.id, name, ev.action, ev.level, ev.by, ev.reason
             )
             kind = "feedback" if ev.action == "feedback" else "alarm"
-            self.state.event(kind, f"{ev.action} ({ev.level}): {ev.reason}", bed=bed.id, by=ev.by)
+            prefix = "" if model else "NEWS2 alarm "
+            self.state.event(
+                kind, f"{prefix}{ev.action} ({ev.level}): {ev.reason}", bed=bed.id, by=ev.by
+            )
         # Always mirror the level: none <-> watch changes carry no alarm event, and the
         # terminal must still show them.
+        if not model:
+            assert bed.news2_alarm is not None
+            n = bed.news2_alarm.s
+            self.state.record_news2_alarm(bed.id, level=n.level, state=n.state)
+            return out
         s = bed.alarm.s
         self.state.record_alarm(
             bed.id,
@@ -678,12 +1140,13 @@ class Gateway:
                     "level": ev.level,
                     "by": ev.by,
                     "reason": ev.reason,
-                    "risk": ev.risk,
+                    "risk": msg.risk,
                     "model": msg.model.name if msg.model else None,
                     "version": msg.model.version if msg.model else None,
                     "silence_seconds": ev.silence_seconds,
                     "feedback": ev.feedback,
                     "note": ev.note,
+                    "source": msg.source,
                 }
             )
             self._publish(topics.alarm(gw, bed.id), msg)
@@ -762,24 +1225,49 @@ class Gateway:
 
     # --- nurse actions (UI thread) -----------------------------------------------
     def _action(
-        self, bed_id: str, fn: Callable[[AlarmMachine, datetime], AlarmEvent]
+        self,
+        bed_id: str,
+        fn: Callable[[AlarmMachine, datetime], AlarmEvent],
+        *,
+        news2: bool = True,
     ) -> AlarmEvent:
+        """Run a nurse action on the bed's model alarm and (`news2`) its NEWS2 alarm:
+        each one it applies to changes; refused only when it applies to neither (the
+        model's refusal is the one shown). Returns the first event."""
         bed = self.beds.get(bed_id)
         if bed is None:
             raise ActionRefused(f"unknown bed {bed_id!r}")
         with bed.lock:
-            ev = fn(bed.alarm, self.clock())
-            self._alarm_events(bed, bed.windows.stay or "", [ev])
-        return ev
+            now, stay = self.clock(), bed.windows.stay or ""
+            done: list[AlarmEvent] = []
+            refused: ActionRefused | None = None
+            machines = [(bed.alarm, "model")]
+            if news2 and bed.news2_alarm is not None:
+                machines.append((bed.news2_alarm, "news2"))
+            for machine, source in machines:
+                try:
+                    ev = fn(machine, now)
+                except ActionRefused as e:
+                    refused = refused or e
+                    continue
+                self._alarm_events(bed, stay, [ev], source=source)
+                done.append(ev)
+            if not done:
+                assert refused is not None
+                raise refused
+        return done[0]
 
     def acknowledge(self, bed: str, by: str) -> AlarmEvent:
+        """Acknowledge the bed's active alarms (model and NEWS2; never a monitor's)."""
         return self._action(bed, lambda m, now: m.acknowledge(by, now))
 
     def silence(self, bed: str, by: str, seconds: int) -> AlarmEvent:
+        """Silence the bed's alarms (model and NEWS2) for `seconds`."""
         return self._action(bed, lambda m, now: m.silence(by, seconds, now))
 
     def feedback(self, bed: str, by: str, kind: str, note: str | None = None) -> AlarmEvent:
-        return self._action(bed, lambda m, now: m.feedback(by, kind, note, now))
+        """Nurse feedback on the model's alarm (a label for the model's evaluation)."""
+        return self._action(bed, lambda m, now: m.feedback(by, kind, note, now), news2=False)
 
     # --- incoming ----------------------------------------------------------------
     def _on_command(self, cmd: Command) -> None:
@@ -838,8 +1326,12 @@ class Gateway:
                         else "ok",
                     )
                 with bed.lock:
-                    events = bed.alarm.tick(self.clock())
+                    now = self.clock()
+                    events = bed.alarm.tick(now)
                     self._alarm_events(bed, bed.windows.stay or "", events)
+                    if bed.news2_alarm is not None:
+                        events = bed.news2_alarm.tick(now)
+                        self._alarm_events(bed, bed.windows.stay or "", events, source="news2")
             self._mirror_counters()
 
     def _mirror_counters(self) -> None:
@@ -902,3 +1394,18 @@ class Gateway:
         tot["storage_failing"] = int(self.store.failing is not None)
         for k, v in tot.items():
             self.state.set_counter(k, v)
+
+
+def _describe_observation(
+    kind: str, value: str, device: str | None, flow: float | None, reason: str | None
+) -> str:
+    """A nurse observation in words, for the events screen and the log."""
+    if kind == "oxygen":
+        if value == "air":
+            return "on air (no supplemental oxygen)"
+        parts = [p for p in (device, f"{flow:g} L/min" if flow is not None else None) if p]
+        return "on supplemental oxygen" + (f" ({', '.join(parts)})" if parts else "")
+    if kind == "acvpu":
+        names = {"A": "alert", "C": "new confusion", "V": "voice", "P": "pain", "U": "unresponsive"}
+        return f"ACVPU {value} ({names[value]})"
+    return f"SpO2 scale {value}" + (f": {reason}" if reason else "")

@@ -61,14 +61,25 @@ def load_model(dirs: list[Path], trusted_keys: list[Path]) -> tuple[RiskModel | 
     return None, refused
 
 
-def news2_of(values: dict[str, float | None]) -> News2:
-    """NEWS2 from one step's aggregated vitals (missing ones listed, scored 0)."""
+def news2_of(
+    values: dict[str, float | None],
+    *,
+    on_oxygen: bool | None = None,
+    acvpu: str | None = None,
+    scale: int = 1,
+) -> News2:
+    """NEWS2 from one step's aggregated vitals (missing ones listed, scored 0) and the
+    bed's nurse observations (oxygen, ACVPU, SpO2 scale; not recorded: listed in
+    `assumed`, scored as air / Alert)."""
     return news2(
         resp=values.get("Resp"),
         spo2=values.get("O2Sat"),
         sbp=values.get("SBP"),
         hr=values.get("HR"),
         temp=values.get("Temp"),
+        on_oxygen=on_oxygen,
+        acvpu=acvpu,
+        scale=scale,
     )
 
 

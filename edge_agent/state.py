@@ -10,9 +10,12 @@ it on a queue), and `changes()` gives such a queue ready-made.
 Stable interface for the UI (edge_agent/ui): `GatewayState.snapshot()` ->
 `GatewaySnapshot` (gateway health, counters, events) with one `BedSnapshot` per bed
 (latest vitals with their age, risk history, NEWS2 with sub-scores, alarm level and
-state, model name/version, monitor link). Nurse actions do not go through here: they
-go to `Gateway.acknowledge/silence/feedback`, which runs the alarm path and then
-updates this state.
+state, model name/version, monitor link; the NEWS2 response alarm's level; the nurse
+observations carried into NEWS2 with their age and "re-assess" flag; who is admitted
+and from where; why a bed is not scored). Nurse actions do not go through here: they
+go to `Gateway.acknowledge/silence/feedback` and the bedside entries
+(`set_oxygen/set_acvpu/set_spo2_scale/admit/transfer/discharge`), which run the
+alarm/observation path and then update this state.
 
 Time: wall-clock UTC from an injectable `clock`; reading ages are measured on that
 clock from when the reading ARRIVED (observation times run accelerated in replays).
@@ -40,7 +43,7 @@ EVENT_HISTORY = 500  # events kept for the events screen
 @dataclass(frozen=True)
 class Change:
     """What changed: kind is reading / risk / alarm / link / broker / outbox / model /
-    storage / event."""
+    storage / event / observation / admission."""
 
     kind: str
     bed: str | None = None
@@ -59,6 +62,39 @@ class VitalSnapshot:
 class RiskPoint:
     window_end: datetime  # observation time at which the scored step closed
     risk: float | None  # None: insufficient data
+
+
+# Nurse observations older than this are flagged "re-assess" (kinds below only; the
+# gateway sets it from `[news2] reassess_minutes`).
+REASSESS_KINDS = ("oxygen", "acvpu")
+
+
+@dataclass(frozen=True)
+class ObservationSnapshot:
+    """A nurse observation carried into the bed's NEWS2 until changed."""
+
+    kind: str  # oxygen / acvpu / spo2_scale
+    value: str  # "air"/"oxygen", "A".."U", "1"/"2"
+    device: str | None
+    flow_l_min: float | None
+    reason: str | None
+    by: str
+    at: datetime  # when it was entered (gateway clock)
+    age_seconds: float
+    reassess: bool  # older than the site's re-assessment age: still used, flagged
+
+
+@dataclass(frozen=True)
+class AdmissionSnapshot:
+    """Who is in the bed: `source` "adt" (hospital feed), "bedside" (admitted at the
+    terminal) or "monitor" (no admission: the monitor's patient, since its first
+    reading here)."""
+
+    stay: str
+    source: str
+    since: datetime
+    age: float | None
+    sex: str | None  # "M" / "F" / None
 
 
 @dataclass(frozen=True)
@@ -84,6 +120,11 @@ class BedSnapshot:
     last_obs_time: datetime | None
     age: float | None = None  # the patient's age (static feature) of the last reading
     age_unknown: bool = False  # readings arrive but neither monitor nor ADT gave the age
+    observations: tuple[ObservationSnapshot, ...] = ()
+    admission: AdmissionSnapshot | None = None
+    unscored_reason: str | None = None  # vitals shown but not scored, and why
+    news2_alarm_level: AlarmLevel = "none"  # the NEWS2 response alarm (beside the model's)
+    news2_alarm_state: str = "none"  # none / active / acknowledged / silenced
 
 
 @dataclass(frozen=True)
@@ -136,6 +177,20 @@ class _Vital:
     history: deque = field(default_factory=lambda: deque(maxlen=VITAL_HISTORY))
 
 
+@dataclass(frozen=True)
+class _Obs:
+    kind: str
+    value: str
+    device: str | None
+    flow_l_min: float | None
+    reason: str | None
+    by: str
+    at: datetime
+
+
+_SEX = {1.0: "M", 0.0: "F"}
+
+
 @dataclass
 class _Bed:
     bed: str
@@ -155,7 +210,14 @@ class _Bed:
     readings: int = 0
     last_obs_time: datetime | None = None
     age: float | None = None
+    sex: float | None = None
     static_seen: bool = False  # a reading said what it knows of the static features
+    stay_since: datetime | None = None  # arrival of the first reading of `stay`
+    observations: dict[str, _Obs] = field(default_factory=dict)
+    admission: AdmissionSnapshot | None = None
+    unscored_reason: str | None = None
+    news2_alarm_level: AlarmLevel = "none"
+    news2_alarm_state: str = "none"
 
 
 class GatewayState:
@@ -168,10 +230,12 @@ class GatewayState:
         *,
         operator: str | None = None,
         clock: Callable[[], datetime] = utc_now,
+        reassess_seconds: float = 3600.0,
     ) -> None:
         self.gw = gw
         self.operator = operator
         self._clock = clock
+        self.reassess_seconds = reassess_seconds
         self._lock = threading.Lock()
         self._beds: dict[str, _Bed] = {b: _Bed(bed=b) for b in beds}
         self._broker_connected = False
@@ -238,9 +302,12 @@ class GatewayState:
         now = self._clock()
         with self._lock:
             b = self._bed(bed)
+            if stay != b.stay or b.stay_since is None:
+                b.stay_since = now
             b.stay = stay
             if static is not None:
                 b.age, b.static_seen = static.get("Age"), True
+                b.sex = static.get("Gender")
             b.readings += 1
             b.last_obs_time = obs_time
             b.link = "ok"
@@ -290,6 +357,69 @@ class GatewayState:
             b.alarm_level, b.alarm_state = level, state
             b.acknowledged_by, b.silenced_until = acknowledged_by, silenced_until
         self._notify(Change("alarm", bed))
+
+    def record_news2_alarm(self, bed: str, *, level: AlarmLevel, state: str) -> None:
+        """The NEWS2 response alarm of `bed` (edge_agent/alarms.py, its own machine)."""
+        with self._lock:
+            b = self._bed(bed)
+            b.news2_alarm_level, b.news2_alarm_state = level, state
+        self._notify(Change("alarm", bed))
+
+    def set_observation(
+        self,
+        bed: str,
+        kind: str,
+        value: str,
+        *,
+        by: str,
+        at: datetime,
+        device: str | None = None,
+        flow_l_min: float | None = None,
+        reason: str | None = None,
+    ) -> None:
+        """A nurse observation of `bed`, replacing the previous one of its kind."""
+        with self._lock:
+            self._bed(bed).observations[kind] = _Obs(
+                kind, value, device, flow_l_min, reason, by, at
+            )
+        self._notify(Change("observation", bed))
+
+    def clear_observations(self, bed: str) -> None:
+        """`bed`'s nurse observations end (a new stay on its monitor)."""
+        with self._lock:
+            self._bed(bed).observations = {}
+        self._notify(Change("observation", bed))
+
+    def set_admission(self, bed: str, admission: AdmissionSnapshot | None) -> None:
+        """Who is admitted in `bed` (ADT or bedside); None: nobody (the monitor's
+        patient, if any, is then shown with source "monitor")."""
+        with self._lock:
+            self._bed(bed).admission = admission
+        self._notify(Change("admission", bed))
+
+    def set_unscored(self, bed: str, reason: str | None) -> None:
+        """`bed`'s readings are shown but not scored, because of `reason` (None: scored)."""
+        with self._lock:
+            b = self._bed(bed)
+            if b.unscored_reason == reason:
+                return
+            b.unscored_reason = reason
+            if reason is not None:  # nothing scored is shown as current
+                b.risk, b.news2, b.insufficient, b.observed = None, None, True, 0
+        self._notify(Change("risk", bed))
+
+    def end_stay(self, bed: str) -> None:
+        """The bed's stay ended (discharge, transfer out): its risk, NEWS2, history and
+        observations go; the vitals stay on screen until the next reading."""
+        with self._lock:
+            b = self._bed(bed)
+            b.stay, b.stay_since = "", None
+            b.risk, b.news2, b.insufficient, b.observed = None, None, True, 0
+            b.risk_history.clear()
+            b.observations = {}
+            b.admission = None
+            b.age, b.sex, b.static_seen = None, None, False
+        self._notify(Change("risk", bed))
 
     def set_link(self, bed: str, link: str) -> None:
         with self._lock:
@@ -377,6 +507,31 @@ class GatewayState:
         left = None
         if b.silenced_until is not None:
             left = max(0.0, (b.silenced_until - now).total_seconds())
+        observations = []
+        for o in b.observations.values():
+            age = (now - o.at).total_seconds()
+            observations.append(
+                ObservationSnapshot(
+                    kind=o.kind,
+                    value=o.value,
+                    device=o.device,
+                    flow_l_min=o.flow_l_min,
+                    reason=o.reason,
+                    by=o.by,
+                    at=o.at,
+                    age_seconds=age,
+                    reassess=o.kind in REASSESS_KINDS and age > self.reassess_seconds,
+                )
+            )
+        admission = b.admission
+        if admission is None and b.stay and b.stay_since is not None:
+            admission = AdmissionSnapshot(
+                stay=b.stay,
+                source="monitor",
+                since=b.stay_since,
+                age=b.age,
+                sex=_SEX.get(b.sex) if b.sex is not None else None,  # type: ignore[arg-type]
+            )
         return BedSnapshot(
             bed=b.bed,
             stay=b.stay,
@@ -399,4 +554,9 @@ class GatewayState:
             last_obs_time=b.last_obs_time,
             age=b.age,
             age_unknown=b.static_seen and b.age is None,
+            observations=tuple(observations),
+            admission=admission,
+            unscored_reason=b.unscored_reason,
+            news2_alarm_level=b.news2_alarm_level,
+            news2_alarm_state=b.news2_alarm_state,
         )

@@ -2,7 +2,11 @@
 
 - `steps`: one row per bed and closed step: the aggregated vitals the model saw.
 - `risk`: every scored (or insufficient-data) step with risk, NEWS2 and model version.
-- `alarms`: every alarm state change with who, when and why (the audit trail).
+- `alarms`: every alarm state change with who, when and why (the audit trail), of
+  the model's risk alarm or the NEWS2 response alarm (`source`).
+- `observations`: every nurse observation (supplemental oxygen with device and flow,
+  ACVPU, SpO2 scale with its reason) with who and when; a bed's latest ones of its
+  stay are read back at start.
 - `outbox`: every MQTT message BEFORE it is sent; leaves it only when the broker's
   PUBACK arrived, so a broker outage or a power cut loses nothing. (`outbox` holds
   exactly the messages not yet acknowledged: readers count it as the backlog.)
@@ -16,7 +20,8 @@
   reason), for the model-update logic and for audit.
 - `admissions`: per bed, who is admitted there from the hospital's ADT feed
   (edge_agent/admission.py: pseudonyms, ICU admission time, age, sex, since when; never
-  a raw patient id), so a restart keeps it; a discharge deletes the bed's row.
+  a raw patient id) or admitted at the bedside (`source`), so a restart keeps it; a
+  discharge deletes the bed's row.
 
 One connection shared by the gateway's threads behind a lock: writes are tiny and
 SQLite serialises them anyway.
@@ -291,6 +296,26 @@ class Store:
                 "silence_seconds": int,
                 "feedback": str,
                 "note": str,
+                "source": str,
+            },
+            pk="event_id",
+            if_not_exists=True,
+        )
+        # Stores made before the NEWS2 alarm (issue 15): every alarm was the model's.
+        if "source" not in db["alarms"].columns_dict:
+            db.execute("ALTER TABLE alarms ADD COLUMN source TEXT DEFAULT 'model'")
+        t("observations").create(
+            {
+                "event_id": str,
+                "ts": str,
+                "bed": str,
+                "stay": str,
+                "kind": str,
+                "value": str,
+                "device": str,
+                "flow_l_min": float,
+                "reason": str,
+                "by": str,
             },
             pk="event_id",
             if_not_exists=True,
@@ -332,10 +357,13 @@ class Store:
                 "sex": float,
                 "since": str,
                 "event": str,
+                "source": str,
             },
             pk="bed",
             if_not_exists=True,
         )
+        if "source" not in db["admissions"].columns_dict:  # before bedside admission
+            db.execute("ALTER TABLE admissions ADD COLUMN source TEXT DEFAULT 'adt'")
 
     def close(self) -> None:
         with self._lock:
@@ -359,6 +387,10 @@ class Store:
 
     def add_alarm(self, row: dict[str, Any]) -> bool:
         return self._write(_Kept("alarm", _insert("alarms", row), _row_size(row)))
+
+    def add_observation(self, row: dict[str, Any]) -> bool:
+        """A nurse observation (oxygen, ACVPU, SpO2 scale) with who and when."""
+        return self._write(_Kept("observation", _insert("observations", row), _row_size(row)))
 
     def add_inbox(self, topic: str, payload: bytes, valid: bool, reason: str = "") -> bool:
         row = {

@@ -159,6 +159,7 @@ def test_gateway_publishes_its_own_topics_and_the_hub_receives_them(connect):
         topics.vitals("gw-a", "bed-1"): _payload("vitals"),
         topics.risk("gw-a", "bed-1"): _payload("risk"),
         topics.alarm("gw-a", "bed-1"): _payload("alarm"),
+        topics.observation("gw-a", "bed-1"): _payload("observation"),
     }
     for topic, payload in sent.items():
         assert gw.publish(topic, payload).is_failure is False, topic

@@ -147,6 +147,7 @@ def test_strict_broker_access_lists_valid_identities_only(ca):
         "vigil/v1/gw/gw-1/bed/+/vitals",
         "vigil/v1/gw/gw-1/bed/+/risk",
         "vigil/v1/gw/gw-1/bed/+/alarm",
+        "vigil/v1/gw/gw-1/bed/+/observation",
     }
     subs = {a["topic"] for a in roles["gateway-gw-1"] if a["acltype"] == "subscribePattern"}
     assert subs == {"vigil/v1/gw/gw-1/cmd", "vigil/v1/models/#"}

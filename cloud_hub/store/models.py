@@ -166,6 +166,28 @@ class AlarmEvent(Base):
     feedback: Mapped[str | None] = mapped_column(String(32))
     note: Mapped[str | None] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(TS)
+    # The model's risk alarm or the NEWS2 response alarm (migration 0005).
+    source: Mapped[str] = mapped_column(String(16), server_default="model")
+
+
+class ObservationEvent(Base):
+    """Nurse observations at the bedside (`vigil.observation/1`): supplemental oxygen
+    with device and flow, ACVPU, SpO2 scale with its reason; who and when."""
+
+    __tablename__ = "observations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(EVENT_ID, unique=True)
+    gw: Mapped[str] = mapped_column(String(64))
+    bed: Mapped[str] = mapped_column(String(64))
+    stay: Mapped[str] = mapped_column(String(64), index=True)
+    ts: Mapped[datetime] = mapped_column(TS)
+    kind: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(16))
+    device: Mapped[str | None] = mapped_column(String(32))
+    flow_l_min: Mapped[float | None] = mapped_column(Float)
+    reason: Mapped[str | None] = mapped_column(Text)
+    by: Mapped[str] = mapped_column(String(128))
+    received_at: Mapped[datetime] = mapped_column(TS)
 
 
 class ModelStateEvent(Base):

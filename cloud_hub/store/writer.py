@@ -45,7 +45,16 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from contracts.messages import Alarm, ModelRef, ModelState, Risk, Status, Vitals, clean_text
+from contracts.messages import (
+    Alarm,
+    ModelRef,
+    ModelState,
+    Observation,
+    Risk,
+    Status,
+    Vitals,
+    clean_text,
+)
 from contracts.timeutil import as_utc  # store UTC only: SQLite keeps wall time, no offset
 from contracts.topics import check_id
 
@@ -56,6 +65,7 @@ from .models import (
     Gateway,
     GatewayStatus,
     ModelStateEvent,
+    ObservationEvent,
     OutcomeLabel,
     RiskEvent,
     Stay,
@@ -83,6 +93,7 @@ KIND_TABLE: dict[type, Table] = {
     Risk: RiskEvent.__table__,
     Alarm: AlarmEvent.__table__,
     ModelState: ModelStateEvent.__table__,
+    Observation: ObservationEvent.__table__,
 }
 KIND_NAME: dict[type, str] = {
     Status: "status",
@@ -90,9 +101,10 @@ KIND_NAME: dict[type, str] = {
     Risk: "risk",
     Alarm: "alarm",
     ModelState: "model",
+    Observation: "observation",
 }
 
-GatewayMessage = Status | Vitals | Risk | Alarm | ModelState
+GatewayMessage = Status | Vitals | Risk | Alarm | ModelState | Observation
 
 
 @dataclass(frozen=True)
@@ -216,6 +228,18 @@ def message_row(m: GatewayMessage, received_at: datetime, retained: bool = False
             "silence_seconds": m.silence_seconds,
             "feedback": m.feedback,
             "note": m.note,
+            "source": m.source,
+        }
+    if isinstance(m, Observation):
+        return base | {
+            "bed": m.bed,
+            "stay": m.stay,
+            "kind": m.kind,
+            "value": m.value,
+            "device": m.device,
+            "flow_l_min": m.flow_l_min,
+            "reason": m.reason,
+            "by": m.by,
         }
     if isinstance(m, ModelState):
         name, version = _model(m.active)

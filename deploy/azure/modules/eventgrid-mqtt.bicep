@@ -112,6 +112,7 @@ resource gwOwn 'Microsoft.EventGrid/namespaces/topicSpaces@2023-12-15-preview' =
       '${own}/bed/+/vitals'
       '${own}/bed/+/risk'
       '${own}/bed/+/alarm'
+      '${own}/bed/+/observation'
     ]
   }
 }
@@ -145,6 +146,7 @@ resource fleetTelemetry 'Microsoft.EventGrid/namespaces/topicSpaces@2023-12-15-p
       'vigil/v1/gw/+/bed/+/vitals'
       'vigil/v1/gw/+/bed/+/risk'
       'vigil/v1/gw/+/bed/+/alarm'
+      'vigil/v1/gw/+/bed/+/observation'
     ]
   }
 }
