@@ -75,6 +75,11 @@ class Reading:
     values: dict[str, float | None]  # the vitals in the message; None: device says n/a
     static: dict[str, float | None]  # Age, Gender, HospAdmTime, ICULOS (hours)
     icu_admit: datetime | None = None
+    # Drivers that report a validity state per value (IntelliVue, issue 16): vital ->
+    # why its value was withheld (e.g. "demo_data", "invalid"); such a vital is never in
+    # `values`, so nothing scores it. `received`: the gateway's clock at receipt.
+    quality: dict[str, str] = field(default_factory=dict)
+    received: datetime | None = None
 
 
 @dataclass

@@ -273,6 +273,8 @@ def test_compound_nbp_and_validity() -> None:
     assert got.numerics[2].flags == ("demo_data",)
     assert got.numerics[0].mdc_code == 150021  # MDC_PRESS_BLD_NONINV_SYS
     assert got.numerics[0].unit_mdc == 266016  # MDC_DIM_MMHG
+    for bit in (p.INVALID, p.QUESTIONABLE, p.UNAVAILABLE, p.CALIBRATION_ONGOING, p.TEST_DATA):
+        assert not p.Numeric(1, 0x4182, bit, 0x0AA0, 60.0).valid
     # alarm bits (second octet) do not make a value invalid (Guide p. 77)
     assert p.Numeric(1, 0x4182, p.MSMT_STATE_IN_ALARM, 0x0AA0, 150.0).valid
 

@@ -1,0 +1,329 @@
+"""A simulated Philips IntelliVue speaking Data Export on a pty (MIB/RS-232) (issue 16).
+
+The simulator plays a device made by someone else, so it writes its own bytes from the
+guide ("Data Export Interface Programming Guide", 4535 642 59271) and shares no code
+with the gateway's driver (`edge_agent/intellivue/`): two implementations of one
+protocol checking each other. It answers an association request with an association
+result (Guide p. 299), announces itself with an MDS Create Event (p. 54, model
+"866062", bed label, absolute time), answers every poll request for numerics with an
+extended poll result (p. 61) holding HR (ECG), SpO2, pleth pulse, NBP sys/dia/mean (one
+compound object), Resp and Temp, answers a keep-alive poll, and a release request.
+
+Faults (`faults` set, or the methods): `cable_pull(seconds)` writes half a frame and
+then nothing, ignoring the host, for `seconds`; `crc_every=N` sends every Nth frame with
+a wrong FCS; `reboot(seconds)` forgets the association and is silent for `seconds`;
+`demo=True` sets DEMO_DATA on every numeric; `switched_off` names parameters (e.g.
+{"NBP"}) left out of the poll results; `invalid` names parameters sent with INVALID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import select
+import struct
+import threading
+import time
+import tty
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+# Guide ch. 4 p. 30-31: framing; ch. 5/7/9: codes.
+_BOF, _EOF, _ESC = 0xC0, 0xC1, 0x7D
+_DEMO, _INVALID = 0x0400, 0x8000
+
+# parameter -> (handle, [(physio_id, unit_code, base, amplitude, decimals)])
+PARAMETERS: dict[str, tuple[int, list[tuple[int, int, float, float, int]]]] = {
+    "HR": (0x0101, [(0x4182, 0x0AA0, 78.0, 6.0, 0)]),  # NOM_ECG_CARD_BEAT_RATE, bpm
+    "SpO2": (0x0102, [(0x4BB8, 0x0220, 96.0, 1.5, 0)]),  # NOM_PULS_OXIM_SAT_O2, %
+    "Pulse": (0x0103, [(0x4822, 0x0AA0, 79.0, 6.0, 0)]),  # NOM_PLETH_PULS_RATE
+    "NBP": (  # compound: NOM_PRESS_BLD_NONINV_SYS/DIA/MEAN, mmHg
+        0x0104,
+        [
+            (0x4A05, 0x0F20, 118.0, 8.0, 0),
+            (0x4A06, 0x0F20, 72.0, 5.0, 0),
+            (0x4A07, 0x0F20, 87.0, 6.0, 0),
+        ],
+    ),
+    "Resp": (0x0105, [(0x500A, 0x0AE0, 16.0, 2.0, 0)]),  # NOM_RESP_RATE, rpm
+    "Temp": (0x0106, [(0x4B48, 0x17A0, 37.0, 0.3, 1)]),  # NOM_TEMP, degC
+}
+
+
+def _fcs(data: bytes) -> bytes:
+    crc = 0xFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
+    return struct.pack("<H", crc ^ 0xFFFF)
+
+
+def _wrap(user: bytes, bad_fcs: bool = False) -> bytes:
+    body = struct.pack(">BBH", 0x11, 0x01, len(user)) + user
+    check = _fcs(body)
+    if bad_fcs:
+        check = bytes([check[0] ^ 0x5A, check[1]])
+    out = bytearray([_BOF])
+    for b in body + check:
+        if b in (_BOF, _EOF, _ESC):
+            out += bytes([_ESC, b ^ 0x20])
+        else:
+            out.append(b)
+    out.append(_EOF)
+    return bytes(out)
+
+
+def _unwrap_all(buf: bytearray) -> list[bytes]:
+    """Whole frames' user data from `buf` (consumed); the simulator trusts only good FCS."""
+    out = []
+    while True:
+        start = buf.find(bytes([_BOF]))
+        if start < 0:
+            buf.clear()
+            return out
+        end = buf.find(bytes([_EOF]), start)
+        if end < 0:
+            del buf[:start]
+            return out
+        raw, body, esc = buf[start + 1 : end], bytearray(), False
+        del buf[: end + 1]
+        for b in raw:
+            if esc:
+                body.append(b ^ 0x20)
+                esc = False
+            elif b == _ESC:
+                esc = True
+            else:
+                body.append(b)
+        if len(body) >= 6 and _fcs(bytes(body[:-2])) == bytes(body[-2:]):
+            out.append(bytes(body[4:-2]))
+
+
+def _attrs(avas: list[tuple[int, bytes]]) -> bytes:
+    body = b"".join(struct.pack(">HH", a, len(v)) + v for a, v in avas)
+    return struct.pack(">HH", len(avas), len(body)) + body
+
+
+def _float(value: float, decimals: int) -> bytes:
+    mant = round(value * 10**decimals)
+    return struct.pack(">I", ((-decimals) & 0xFF) << 24 | (mant & 0xFFFFFF))
+
+
+def _bcd_time(t: datetime) -> bytes:
+    def b(v: int) -> int:
+        return (v // 10) << 4 | v % 10
+
+    return bytes(
+        b(v) for v in (t.year // 100, t.year % 100, t.month, t.day, t.hour, t.minute, t.second, 0)
+    )
+
+
+def _label(text: str) -> bytes:
+    raw = text.encode() + b"\x00" * (1 + len(text) % 2)
+    return struct.pack(">H", len(raw)) + raw
+
+
+_MDS = struct.pack(">HHH", 33, 0, 0)
+
+
+def _data(ro_type: int, invoke: int, command: int, body: bytes) -> bytes:
+    inner = struct.pack(">HHH", invoke, command, len(body)) + body
+    return struct.pack(">HHHH", 0xE100, 2, ro_type, len(inner)) + inner
+
+
+def association_result() -> bytes:
+    """AC_SPDU with the response blocks of Guide p. 299 and a server's user info."""
+    pres_head = bytes.fromhex(  # AssocRespPresentationHeader after 0xC1 LI (Guide p. 299)
+        "3180a0808001010000a280a003000001"
+        "a5803080800100810251010000308080"
+        "0100810c2a8648ce1402010000000201"
+        "0000000061803080020101a0806180a1"
+        "80060c2a8648ce140201000000030100"
+        "00a203020100a305a103020100be8028"
+        "8002010281"
+    )
+    support = struct.pack(">IIIIII", 0x80000000, 8000, 1400, 1400, 0xFFFFFFFF, 0x60000000)
+    support += _attrs([(0xF001, struct.pack(">I", 0x80000000) + _attrs([]))])
+    user = struct.pack(">IIIII", 0x80000000, 0x40000000, 0, 0x00800000, 0x20000000)
+    user += _attrs([]) + _attrs([(1, support)])
+    user = bytes([len(user)]) + user
+    pres = pres_head + user + bytes(16)
+    pres = b"\xc1" + bytes([len(pres)]) + pres
+    body = bytes.fromhex("0508130100160102800014020002") + pres
+    return (
+        b"\x0e"
+        + (bytes([len(body)]) if len(body) < 255 else b"\xff" + struct.pack(">H", len(body)))
+        + body
+    )
+
+
+@dataclass
+class SimStats:
+    associations: int = 0
+    polls: int = 0
+    results: int = 0
+    bad_fcs_sent: int = 0
+    released: int = 0
+    ignored: int = 0
+
+
+@dataclass
+class IntelliVueSim:
+    """The simulated monitor on a pseudo-terminal (`address` is the host's device)."""
+
+    bed_label: str = "bed-1"
+    seed: int = 0
+    demo: bool = False
+    switched_off: set[str] = field(default_factory=set)
+    invalid: set[str] = field(default_factory=set)
+    crc_every: int = 0
+    stats: SimStats = field(default_factory=SimStats)
+
+    def __post_init__(self) -> None:
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._slave)
+        tty.setraw(self._master)
+        self.address = os.ttyname(self._slave)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._associated = False
+        self._mute_until = 0.0
+        self._frames = 0
+        self._t0 = time.monotonic()
+        self._thread = threading.Thread(
+            target=self._run, name=f"ivue-sim-{self.bed_label}", daemon=True
+        )
+        self._thread.start()
+
+    # --- faults ----------------------------------------------------------------------
+
+    def cable_pull(self, seconds: float) -> None:
+        """Half a frame on the wire, then nothing in or out for `seconds`."""
+        with self._lock:
+            self._write(_wrap(self._result_frame(0, 0))[:20])
+            self._associated = False
+            self._mute_until = time.monotonic() + seconds
+
+    def reboot(self, seconds: float) -> None:
+        """The monitor restarts: association forgotten, silent while it boots."""
+        with self._lock:
+            self._associated = False
+            self._t0 = time.monotonic()
+            self._mute_until = time.monotonic() + seconds
+
+    # --- protocol --------------------------------------------------------------------
+
+    def _rel(self) -> int:
+        return int((time.monotonic() - self._t0) * 8000) & 0xFFFFFFFF
+
+    def _write(self, data: bytes) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._master, data)
+
+    def _send(self, user: bytes) -> None:
+        self._frames += 1
+        bad = bool(self.crc_every) and self._frames % self.crc_every == 0
+        self.stats.bad_fcs_sent += bad
+        self._write(_wrap(user, bad_fcs=bad))
+
+    def values(self, t: float) -> list[tuple[int, list[bytes]]]:
+        """Numeric objects at `t` seconds: (handle, [NuObsValue bytes])."""
+        out = []
+        for i, (name, (handle, rows)) in enumerate(PARAMETERS.items()):
+            if name in self.switched_off:
+                continue
+            state = (_DEMO if self.demo else 0) | (_INVALID if name in self.invalid else 0)
+            vals = []
+            for physio, unit, base, amp, dec in rows:
+                v = base + amp * math.sin(t / 60.0 + i + self.seed)
+                vals.append(struct.pack(">HHH", physio, state, unit) + _float(v, dec))
+            out.append((handle, vals))
+        return out
+
+    def _result_frame(self, invoke: int, poll_number: int) -> bytes:
+        now = datetime.now(UTC)
+        objs = b""
+        objects = self.values(time.monotonic() - self._t0)
+        for handle, vals in objects:
+            if len(vals) == 1:
+                avas = [(0x0921, struct.pack(">H", handle)), (0x0950, vals[0])]
+            else:
+                cmp = b"".join(vals)
+                avas = [
+                    (0x0921, struct.pack(">H", handle)),
+                    (0x094B, struct.pack(">HH", len(vals), len(cmp)) + cmp),
+                ]
+            objs += struct.pack(">H", handle) + _attrs(avas)
+        ctx = struct.pack(">HHH", 0, len(objects), len(objs)) + objs
+        reply = struct.pack(">HHI", poll_number, 0, self._rel()) + _bcd_time(now)
+        reply += struct.pack(">HHH", 1, 6, 0x0803) + struct.pack(">HH", 1, len(ctx)) + ctx
+        res = _MDS + struct.pack(">HH", 0xF13B, len(reply)) + reply
+        return _data(2, invoke, 7, res)
+
+    def _on_message(self, msg: bytes) -> None:
+        first = msg[0]
+        if first == 0x0D:  # association request
+            self.stats.associations += 1
+            self._associated = True
+            self._send(association_result())
+            attrs = _attrs(
+                [
+                    (0x0928, _label("Philips") + _label("866062")),
+                    (0x091E, _label(self.bed_label)),
+                    (0x0987, _bcd_time(datetime.now(UTC))),
+                ]
+            )
+            info = _MDS + attrs
+            arg = _MDS + struct.pack(">IHH", self._rel(), 0x0D06, len(info)) + info
+            self._send(_data(1, 1, 1, arg))
+        elif first == 0x09:  # release request
+            self.stats.released += 1
+            self._associated = False
+            self._send(bytes.fromhex("0a18c11661803080020101a08063808001000000000000000000"))
+        elif first == 0xE1 and self._associated and len(msg) >= 34:
+            invoke, command = struct.unpack_from(">HH", msg, 8)
+            action = struct.unpack_from(">H", msg, 24)[0]
+            if command != 7 or action not in (0x0C16, 0xF13B):
+                return  # MDS create result, or anything else: no answer
+            poll_number, _part, obj_class = struct.unpack_from(">HHH", msg, 28)
+            self.stats.polls += 1
+            if obj_class == 6:
+                self.stats.results += 1
+                self._send(self._result_frame(invoke, poll_number))
+            else:  # keep-alive (alert monitor): an empty result
+                reply = struct.pack(">HI", poll_number, self._rel()) + b"\xff" * 8
+                reply += struct.pack(">HHH", 1, obj_class, 0x0811) + struct.pack(">HH", 0, 0)
+                self._send(
+                    _data(2, invoke, 7, _MDS + struct.pack(">HH", 0x0C16, len(reply)) + reply)
+                )
+        else:
+            self.stats.ignored += 1
+
+    def _run(self) -> None:
+        buf = bytearray()
+        while not self._stop.is_set():
+            r, _, _ = select.select([self._master], [], [], 0.05)
+            if not r:
+                continue
+            try:
+                data = os.read(self._master, 65536)
+            except OSError:
+                time.sleep(0.05)
+                continue
+            buf += data
+            with self._lock:
+                if time.monotonic() < self._mute_until:
+                    buf.clear()
+                    continue
+                for msg in _unwrap_all(buf):
+                    if msg:
+                        self._on_message(msg)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        for fd in (self._master, self._slave):
+            with contextlib.suppress(OSError):
+                os.close(fd)
