@@ -394,7 +394,10 @@ class GatewayState:
         """Who is admitted in `bed` (ADT or bedside); None: nobody (the monitor's
         patient, if any, is then shown with source "monitor")."""
         with self._lock:
-            self._bed(bed).admission = admission
+            b = self._bed(bed)
+            b.admission = admission
+            if admission is not None and admission.stay != b.stay:
+                b.stay, b.stay_since = admission.stay, admission.since
         self._notify(Change("admission", bed))
 
     def set_unscored(self, bed: str, reason: str | None) -> None:
