@@ -218,8 +218,9 @@ def score(
             if summary.stays == 0:
                 raise ScoreError(f"{file}: no stay could be scored")
             return
+        stays = read_stays(file)  # bad input first: one line, before the bundle loads
         scorer = make_scorer(dirs, keys, alarms)
-        for stay in read_stays(file):
+        for stay in stays:
             scored = scorer.score(stay)
             for line in (
                 (dumps(hour_json(scored, h)) for h in scored.hours)

@@ -129,6 +129,9 @@ CASES: list[tuple[str, int, str]] = [
     ("edge decode {w}/dir", 1, "cannot read {w}/dir"),
     ("edge decode {w}/empty.txt", 0, "no HL7 message"),
     ("edge decode {w}/bin.dat --tz Mars/Base", 2, "--tz 'Mars/Base'"),
+    ("edge score {w}/missing.psv", 2, "missing.psv: no such file"),
+    ("edge score {w}/empty.txt", 2, "empty.txt: empty file"),
+    ("edge score {w}/dir", 2, "needs --out DIR"),
     # --- vigil sim ---------------------------------------------------------------------
     ("sim --tcp 70000 --duration 1s", 2, "'--tcp'"),
     ("sim --tcp 65535 --beds 2 --duration 1s", 2, "--tcp 65535"),
