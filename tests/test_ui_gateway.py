@@ -88,8 +88,12 @@ async def test_ack_silence_feedback_reach_store_and_outbox_while_broker_down(tmp
         app = VigilApp(GatewayPort(gw), operator="Nurse Ann", blink=False)
         await nurse_acts_on_bed_1(app)
 
-        rows = actions_by(gw.store.rows("alarms", "bed = ?", ["bed-1"]), "Nurse Ann")
+        every = actions_by(gw.store.rows("alarms", "bed = ?", ["bed-1"]), "Nurse Ann")
+        rows = [r for r in every if r["source"] == "model"]
         assert [r["action"] for r in rows] == ["acknowledged", "silenced", "feedback", "feedback"]
+        # The stay's NEWS2 alarm is up too: acknowledge and silence act on it as well.
+        news2 = [r["action"] for r in every if r["source"] == "news2"]
+        assert news2 == ["acknowledged", "silenced"]
         assert rows[1]["silence_seconds"] == 300
         assert [(r["feedback"], r["note"]) for r in rows[2:]] == [
             ("false_alarm", "leads off"),
@@ -102,10 +106,12 @@ async def test_ack_silence_feedback_reach_store_and_outbox_while_broker_down(tmp
             for r in gw.store.db.query("SELECT payload FROM outbox ORDER BY id")
         ]
         mine = [m for m in queued if isinstance(m, Alarm) and m.by == "Nurse Ann"]
+        assert {str(m.event_id) for m in mine} == {r["event_id"] for r in every}
+        mine = [m for m in mine if m.source == "model"]
         assert [m.action for m in mine] == ["acknowledged", "silenced", "feedback", "feedback"]
         assert {str(m.event_id) for m in mine} == {r["event_id"] for r in rows}
         assert all(m.bed == "bed-1" and m.gw == GW and m.model is not None for m in mine)
-        assert gw.store.outbox_size() == before + 4
+        assert gw.store.outbox_size() == before + 4 + len(news2)
         ts = [m.ts for m in mine]
         assert ts == sorted(ts) and ts[-1] - ts[0] < timedelta(minutes=1)
         snap = gw.state.snapshot()
@@ -130,7 +136,7 @@ async def test_actions_reach_the_hub_side_of_a_real_broker(broker, tmp_path, sep
         while time.monotonic() < deadline:
             with sub.lock:
                 got = [parse_message(p) for _, p, _ in sub.messages]
-            mine = [m for m in got if m.by == "Nurse Bo"]
+            mine = [m for m in got if m.by == "Nurse Bo" and m.source == "model"]
             if len(mine) >= 4:
                 break
             time.sleep(0.05)

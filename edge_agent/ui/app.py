@@ -2,8 +2,10 @@
 
 The app polls the core once a second in a worker thread (the gateway never waits on
 the UI), pushes the resulting `WardView` down to the screens, and sends the nurse's
-actions (acknowledge, silence, feedback) back through the core's alarm path, also in
-a worker thread, so a slow disk never freezes the screen.
+actions (acknowledge, silence, feedback) back through the core's alarm path, and the
+bedside entries (oxygen, ACVPU, SpO2 scale, admit, transfer, discharge) through the
+core's methods of those names, each with the signed-in operator and each in a worker
+thread, so a slow disk never freezes the screen. A refusal is shown, never raised.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from textual.binding import Binding
 from textual.reactive import reactive
 
 from edge_agent.alarms import ActionRefused
-from edge_agent.ui.messages import NurseAction, OpenBed
+from edge_agent.ui.messages import ENTRY_ACTIONS, BedsideEntry, NurseAction, OpenBed
 from edge_agent.ui.port import CorePort
 from edge_agent.ui.screens import (
     BedsideScreen,
@@ -241,6 +243,36 @@ class VigilApp(App[None]):
                 self.notify, f"Bed {req.bed}: {req.action} FAILED: {e}", severity="error"
             )
             return
+        log.info(done)
+        self.call_from_thread(self._action_done, done)
+
+    def on_bedside_entry(self, message: BedsideEntry) -> None:
+        if not self.operator:
+            self.notify("Sign in first: entries are recorded with your name.", severity="error")
+            self.push_screen(LoginScreen(name="login"), self._signed_in)
+            return
+        self._record(message.request, self.operator)
+
+    @work(thread=True, group="actions")
+    def _record(self, req: BedsideEntry.Request, by: str) -> None:
+        """A bedside entry through the port, as `_perform` does for alarm actions."""
+        try:
+            if req.action not in ENTRY_ACTIONS:
+                raise ActionRefused(f"unknown entry {req.action!r}")
+            getattr(self.port, req.action)(req.bed, by, **req.fields)
+        except ActionRefused as e:
+            log.warning("bed %s: %s by %s refused: %s", req.bed, req.action, by, e)
+            self.call_from_thread(
+                self.notify, f"Bed {req.bed}: NOT recorded: {e}", severity="error", timeout=10
+            )
+            return
+        except Exception as e:  # stored nowhere: the nurse must know it did not happen
+            log.exception("bedside entry %s on bed %s failed", req.action, req.bed)
+            self.call_from_thread(
+                self.notify, f"Bed {req.bed}: {req.summary} FAILED: {e}", severity="error"
+            )
+            return
+        done = f"Bed {req.bed}: {req.summary} recorded by {by}"
         log.info(done)
         self.call_from_thread(self._action_done, done)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from textual.message import Message
 
@@ -29,3 +30,27 @@ class OpenBed(Message):
     def __init__(self, bed: str) -> None:
         super().__init__()
         self.bed = bed
+
+
+# The bedside entries a screen may ask for: the `CorePort` methods of the same names.
+ENTRY_ACTIONS = ("set_oxygen", "set_acvpu", "set_spo2_scale", "admit", "transfer", "discharge")
+
+
+class BedsideEntry(Message):
+    """A nurse entry on one bed (oxygen, ACVPU, SpO2 scale, admit, transfer, discharge).
+
+    `action` names the `CorePort` method and `fields` its arguments after bed and
+    operator; `summary` is what the terminal says once the core has accepted it. The
+    app adds the signed-in operator, so no screen can record an entry without a name.
+    """
+
+    @dataclass(frozen=True)
+    class Request:
+        bed: str
+        action: str  # one of ENTRY_ACTIONS
+        fields: dict[str, Any]
+        summary: str
+
+    def __init__(self, request: BedsideEntry.Request) -> None:
+        super().__init__()
+        self.request = request

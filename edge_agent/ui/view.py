@@ -57,6 +57,34 @@ class VitalView:
 
 
 @dataclass(frozen=True)
+class ObservationView:
+    """A nurse's entry at the bedside that NEWS2 uses until it is changed: supplemental
+    oxygen (air, or a device and a flow), consciousness (ACVPU) or the SpO2 scale."""
+
+    kind: str  # oxygen / acvpu / spo2_scale
+    value: str  # air / oxygen; A C V P U; 1 / 2
+    by: str
+    at: datetime
+    age_seconds: float
+    reassess: bool = False  # older than the site's re-assess time: flagged, not trusted
+    device: str | None = None
+    flow_l_min: float | None = None
+    reason: str | None = None  # why SpO2 scale 2
+
+
+@dataclass(frozen=True)
+class AdmissionView:
+    """The patient admitted to a bed: from the hospital's ADT, at the bedside, or the
+    monitor's first reading (no ADT)."""
+
+    stay: str
+    source: str  # adt / bedside / monitor
+    since: datetime | None
+    age: float | None = None
+    sex: str | None = None
+
+
+@dataclass(frozen=True)
 class BedView:
     """Everything the bedside tile set and the ward row show for one bed."""
 
@@ -78,6 +106,17 @@ class BedView:
     # Neither the monitor (PID-7) nor the hospital's ADT gave the patient's age: the
     # model uses the bundle's fill value, and the bedside title says "age unknown".
     age_unknown: bool = False
+    # Nurse entries (oxygen, ACVPU, SpO2 scale), newest per kind, with their age.
+    observations: tuple[ObservationView, ...] = ()
+    admission: AdmissionView | None = None
+    # Readings arrive but are not scored (e.g. no patient admitted): shown, with why.
+    unscored_reason: str | None = None
+    news2_scale: int = 1  # SpO2 scale NEWS2 used (2: hypercapnic respiratory failure)
+    # Parameters never recorded and scored as air / alert; entries past re-assess time.
+    news2_assumed: tuple[str, ...] = ()
+    news2_reassess: tuple[str, ...] = ()
+    news2_alarm_level: AlarmLevel = "none"  # NEWS2's own alarm, beside the model's
+    news2_alarm_state: str = "none"  # none / active / acknowledged / silenced
 
     @property
     def alarming(self) -> bool:
@@ -86,6 +125,15 @@ class BedView:
 
     def vital(self, name: str) -> VitalView:
         return self.vitals.get(name) or VitalView(name=name, value=None, age_seconds=None)
+
+    def observation(self, kind: str) -> ObservationView | None:
+        """The latest entry of one kind (oxygen / acvpu / spo2_scale), None: never recorded."""
+        return next((o for o in self.observations if o.kind == kind), None)
+
+    @property
+    def reassess(self) -> bool:
+        """Some nurse entry NEWS2 uses is older than the re-assess time."""
+        return bool(self.news2_reassess) or any(o.reassess for o in self.observations)
 
 
 @dataclass(frozen=True)

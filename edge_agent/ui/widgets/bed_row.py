@@ -1,4 +1,6 @@
-"""One bed in the ward list: key vitals, risk, NEWS2 and alarm state on one line.
+"""One bed in the ward list: key vitals, risk, NEWS2 with its response band and a
+re-assess marker (↻: a nurse entry NEWS2 uses is past its re-assess time), and alarm
+state on one line.
 
 Rendered as one Rich Text per row (64 beds refresh every second); the colours come
 from the component classes below, which app.tcss sets, so colour stays out of Python.
@@ -21,8 +23,12 @@ COLUMNS = (
     ("Temp", 5, "bedrow--temp"),
 )
 
+# The RCP response bands, short enough for the ward row.
+BAND_SHORT = {"low": "low", "low-medium": "low-med", "medium": "medium", "high": "HIGH"}
+REASSESS_MARK = "↻"
+
 HEADER = (
-    f"{'BED':<8}{'RISK':>6} {'':1} {'NEWS2':>5}  "
+    f"{'BED':<8}{'RISK':>6} {'':1} {'NEWS2':<11} "
     + " ".join(f"{n if n != 'O2Sat' else 'SpO2':>{w}}" for n, w, _ in COLUMNS)
     + "  ALARM"
 )
@@ -40,6 +46,11 @@ class BedRow(ListItem):
         "bedrow--watch",
         "bedrow--alarm",
         "bedrow--escalated",
+        "bedrow--news2-low",
+        "bedrow--news2-low-medium",
+        "bedrow--news2-medium",
+        "bedrow--news2-high",
+        "bedrow--reassess",
     }
 
     bed: reactive[BedView | None] = reactive(None, always_update=True)
@@ -54,8 +65,14 @@ class BedRow(ListItem):
         risk = f"{b.risk:.2f}" if b.risk is not None else "--"
         t.append(f"{risk:>6} ")
         t.append("!" if b.alarming else " ", style("bedrow--alarm") if b.alarming else "")
-        n2 = str(b.news2.total) if b.news2 else "--"
-        t.append(f" {n2:>5}  ")
+        if b.news2 is not None:
+            t.append(f" {b.news2.total:>2} ")
+            band = BAND_SHORT.get(b.news2.risk, b.news2.risk)
+            t.append(f"{band:<7}", style(f"bedrow--news2-{b.news2.risk}"))
+        else:
+            t.append(f" {'--':>2} {'':<7}")
+        t.append(REASSESS_MARK if b.reassess else " ", style("bedrow--reassess"))
+        t.append(" ")
         for i, (name, width, cls) in enumerate(COLUMNS):
             v = b.vital(name)
             s = style("bedrow--stale") if (v.missing or v.stale) else style(cls)

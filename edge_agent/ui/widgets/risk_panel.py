@@ -1,11 +1,14 @@
 """The model's risk for one bed: score with its trend, threshold, alarm level, model version.
 
 Every risk shown carries the model name and version (patient safety: a nurse must
-know which model said so).
+know which model said so). NEWS2's own alarm stands beside the model's alarm level,
+so a ward that escalates on either sees both. A bed whose readings are not scored
+(no patient admitted, ...) says why instead of showing a risk.
 """
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.reactive import reactive
 from textual.widget import Widget
@@ -39,6 +42,8 @@ def alarm_state_text(bed: BedView) -> str:
 
 
 class RiskPanel(Widget):
+    COMPONENT_CLASSES = {f"risk--n2-{name}" for name in ALARM_LEVELS}
+
     bed: reactive[BedView | None] = reactive(None, always_update=True, layout=False)
 
     def compose(self) -> ComposeResult:
@@ -50,7 +55,9 @@ class RiskPanel(Widget):
     def watch_bed(self, bed: BedView | None) -> None:
         if not self.is_mounted or bed is None:
             return
-        if bed.risk is None:
+        if bed.unscored_reason:
+            score = f"NOT SCORED: {bed.unscored_reason}"
+        elif bed.risk is None:
             score = "RISK  --  not scored (insufficient data)"
         else:
             arrow = trend_arrow(bed.risk_history)
@@ -60,5 +67,12 @@ class RiskPanel(Widget):
         level = self.query_one(".risk--level", Static)
         for name in ALARM_LEVELS:
             level.set_class(bed.alarm_level == name, f"-{name}")
-        level.update(f"{bed.alarm_level.upper()}{alarm_state_text(bed)}")
+        text = Text(f"{bed.alarm_level.upper()}{alarm_state_text(bed)}")
+        news2 = bed.news2_alarm_level
+        if news2 != "none":
+            text.append(" │ ")
+            state = {"acknowledged": " ack", "silenced": " silenced"}.get(bed.news2_alarm_state, "")
+            style = self.get_component_rich_style(f"risk--n2-{news2}")
+            text.append(f"NEWS2 {news2.upper()}{state}", style)
+        level.update(text)
         self.query_one(".risk--model", Static).update(f"{bed.model_name} {bed.model_version}")
