@@ -280,6 +280,9 @@ def test_a_folder_gives_one_challenge_file_per_stay_and_skips_a_bad_one(tmp_path
             else:
                 assert prob == pytest.approx(h["risk"], abs=1e-5)
                 assert label == int(h["risk"] >= scorer.params.threshold)
+        # what the official scorer warns about: a positive no likelier than a negative
+        pos, neg = got[got[:, 1] == 1, 0], got[got[:, 1] == 0, 0]
+        assert not (pos.size and neg.size) or pos.min() > neg.max()
     assert any(challenge(out / n)[:, 0].min() == 0 for n in SMALL)  # early hours: 0|0
 
 
