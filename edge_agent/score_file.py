@@ -488,10 +488,14 @@ class Item:
     path: Path | None = None  # a Parquet file is read by path
 
 
-def iter_items(source: Path) -> Iterator[Item]:
-    """The stay files of a folder (sorted) or a .tar.gz, one Item each."""
+def iter_items(source: Path, exclude: Path | None = None) -> Iterator[Item]:
+    """The stay files of a folder (sorted) or a .tar.gz, one Item each; files under
+    `exclude` (the output folder, when it lies inside the source) are not stays."""
     if source.is_dir():
+        skip = exclude.resolve() if exclude is not None else None
         for p in sorted(source.rglob("*")):
+            if skip is not None and p.resolve().is_relative_to(skip):
+                continue
             if p.is_file() and p.suffix.lower() in SUFFIXES:
                 if p.suffix.lower() == ".parquet":
                     yield Item(p.name, None, path=p)
@@ -610,12 +614,12 @@ def score_many(
 
     if jobs == 1:
         _init_worker(*args)
-        for item in iter_items(source):
+        for item in iter_items(source, out):
             account(_score_item(item))
         return summary
     ctx = mp.get_context("spawn")  # no LiteRT interpreter shared across a fork
     with ctx.Pool(jobs, initializer=_init_worker, initargs=args) as pool:
-        for result in pool.imap_unordered(_score_item, iter_items(source), chunksize=32):
+        for result in pool.imap_unordered(_score_item, iter_items(source, out), chunksize=32):
             account(result)
     return summary
 

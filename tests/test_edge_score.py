@@ -286,6 +286,20 @@ def test_a_folder_gives_one_challenge_file_per_stay_and_skips_a_bad_one(tmp_path
     assert any(challenge(out / n)[:, 0].min() == 0 for n in SMALL)  # early hours: 0|0
 
 
+def test_one_file_with_out_and_an_out_folder_inside_the_stays(tmp_path):
+    stays = tmp_path / "stays"
+    stays.mkdir()
+    shutil.copy(SAMPLES / SMALL[0], stays / SMALL[0])
+    vigil(stays / SMALL[0], "--out", tmp_path / "one")
+    assert [f.name for f in (tmp_path / "one").iterdir()] == [SMALL[0]]
+    # the predictions written into the stays' own folder are not read back as stays
+    p = vigil(stays, "--out", stays / "preds")
+    assert "scored 1 stay(s)" in p.stdout and "skipped 0" in p.stdout
+    p = vigil(stays, "--out", stays / "preds")
+    assert "scored 1 stay(s)" in p.stdout and "skipped 0" in p.stdout
+    assert (stays / "preds" / SMALL[0]).read_text() == (tmp_path / "one" / SMALL[0]).read_text()
+
+
 def test_a_tar_gz_gives_the_same_files_and_an_unreadable_member_is_reported(tmp_path):
     stays = tmp_path / "stays"
     stays.mkdir()
