@@ -112,8 +112,10 @@ class Bed:
     errors: int = 0
     wrong_bed: int = 0
     news2_alarm: AlarmMachine | None = None  # the NEWS2 response alarm (its own machine)
-    # Nurse observations carried into every NEWS2 until changed: kind -> entry.
+    # Nurse observations carried into every NEWS2 until changed: kind -> entry, and the
+    # stay they belong to (None: not known yet, the next reading's).
     observations: dict[str, BedObservation] = field(default_factory=dict)
+    obs_stay: str | None = None
 
 
 @dataclass(frozen=True)
@@ -540,8 +542,8 @@ class Gateway:
     def _who(by: str) -> str:
         if not isinstance(by, str) or not by.strip():
             raise ValueError("who is entering this must be named (by)")
-        if len(by.strip()) > 128:
-            raise ValueError("the name of who enters this must be at most 128 characters")
+        if len(by.strip()) > 128 or not by.strip().isprintable():
+            raise ValueError("the name of who enters this must be at most 128 printable characters")
         return by.strip()
 
     def _stay_of(self, bed: Bed) -> str:
@@ -593,6 +595,8 @@ class Gateway:
         why = reason.strip() if isinstance(reason, str) and reason.strip() else None
         if scale == 2 and why is None:
             raise ValueError("SpO2 scale 2 needs a reason (e.g. hypercapnic respiratory failure)")
+        if why is not None and (len(why) > 500 or not why.isprintable()):
+            raise ValueError("the reason must be at most 500 printable characters")
         return self._observe(b, "spo2_scale", str(scale), who, reason=why)
 
     def _observe(
@@ -627,6 +631,7 @@ class Gateway:
             bed.observations[kind] = BedObservation(
                 kind, value, by, now, device=device, flow_l_min=flow_l_min, reason=reason
             )
+            bed.obs_stay = msg.stay if msg.stay != "-" else None
             self.state.set_observation(
                 bed.id,
                 kind,
@@ -658,10 +663,17 @@ class Gateway:
         return msg
 
     def _restore_observations(self) -> None:
-        """At start: each admitted bed's latest observations of its stay, from the store."""
-        for bed_id, adm in list(self._admissions.items()):
-            bed = self.beds[bed_id]
-            rows = self.store.rows("observations", "bed = ? AND stay = ?", [bed_id, adm.stay])
+        """At start: each bed's latest observations of its stay (the admitted one, else
+        the stay of its last stored step), from the store. A reading of another stay
+        clears them (`process_reading`). An entry made while the bed had no stay yet
+        (stored with stay "-") is not restored: whose it was is not known."""
+        for bed_id, bed in self.beds.items():
+            adm = self._admissions.get(bed_id)
+            stay = adm.stay if adm is not None else self.store.last_stay(bed_id)
+            if stay is None:
+                continue
+            rows = self.store.rows("observations", "bed = ? AND stay = ?", [bed_id, stay])
+            bed.obs_stay = stay if rows else None
             for row in sorted(rows, key=lambda r: r["ts"]):
                 o = BedObservation(
                     row["kind"],
@@ -771,7 +783,7 @@ class Gateway:
             observations = dict(b.observations)
             self._new_stay(b, who, f"transferred to {to_bed}")
             self._new_stay(dst, who, f"transferred in from {bed}")
-            dst.observations = observations
+            dst.observations, dst.obs_stay = observations, moved.stay
             for o in observations.values():
                 self.state.set_observation(
                     to_bed,
@@ -829,7 +841,7 @@ class Gateway:
         late = bed.windows.late
         bed.windows = BedWindows(bed.id, bed.windows.spec)
         bed.windows.late = late
-        bed.observations = {}
+        bed.observations, bed.obs_stay = {}, None
         self._first_seen.pop(bed.id, None)
         self.state.end_stay(bed.id)
 
@@ -911,12 +923,15 @@ class Gateway:
             return []
         self.state.set_unscored(bed_id, None)
         with bed.lock:
-            if bed.observations and bed.windows.stay not in (None, r.stay):
+            if bed.observations and bed.obs_stay is None:
+                bed.obs_stay = r.stay  # entered before the bed's first reading
+            elif bed.observations and r.stay != bed.obs_stay:
                 # Another stay on this bed: the last patient's entries are not this one's.
-                bed.observations = {}
+                bed.observations, bed.obs_stay = {}, None
                 self.state.clear_observations(bed_id)
+                log.info("bed %s: another stay: nurse observations cleared", bed_id)
                 self.state.event(
-                    "observation", "another stay on the monitor: observations cleared", bed=bed_id
+                    "observation", "another stay on this bed: observations cleared", bed=bed_id
                 )
             closed = bed.windows.add(r)
             for step in closed:

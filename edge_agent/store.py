@@ -6,7 +6,7 @@
   the model's risk alarm or the NEWS2 response alarm (`source`).
 - `observations`: every nurse observation (supplemental oxygen with device and flow,
   ACVPU, SpO2 scale with its reason) with who and when; a bed's latest ones of its
-  stay are read back at start.
+  stay (admitted, else of its last step, `last_stay`) are read back at start.
 - `outbox`: every MQTT message BEFORE it is sent; leaves it only when the broker's
   PUBACK arrived, so a broker outage or a power cut loses nothing. (`outbox` holds
   exactly the messages not yet acknowledged: readers count it as the backlog.)
@@ -622,6 +622,16 @@ class Store:
     def rows(self, table: str, where: str | None = None, params: Any = None) -> list[dict]:
         with self._lock:
             return list(self.db[table].rows_where(where, params or [], order_by="rowid"))
+
+    def last_stay(self, bed: str) -> str | None:
+        """The stay of the bed's latest stored step (None: no step stored)."""
+        with self._lock:
+            found = list(
+                self.db["steps"].rows_where(
+                    "bed = ?", [bed], order_by="step_start DESC", limit=1, select="stay"
+                )
+            )
+        return found[0]["stay"] if found else None
 
     # --- outbox ----------------------------------------------------------------
     def enqueue(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> int:

@@ -247,3 +247,36 @@ def test_acknowledge_and_silence_reach_the_news2_alarm_too(broker, tmp_path):
         ]
     finally:
         gw.stop()
+
+
+def test_another_stay_on_the_monitor_ends_the_last_patients_entries(tmp_path):
+    clock = Clock()
+    t0 = hour_start(clock)
+    gw = Gateway(edge_settings(tmp_path, gateway_id=GW), clock=clock)
+    try:
+        feed(gw, t0, 0)
+        gw.set_acvpu("b1", by="nurse jo", level="U")
+        feed(gw, t0, 1)
+        assert gw.state.snapshot().bed("b1").news2.subscores["consciousness"] == 3
+        gw.store.close()
+        # a restart keeps them for the bed's stay (that of its last stored step)
+        gw = Gateway(edge_settings(tmp_path, gateway_id=GW), clock=clock)
+        assert [o.value for o in gw.state.snapshot().bed("b1").observations] == ["U"]
+        feed(gw, t0, 2, 3)
+        assert gw.state.snapshot().bed("b1").news2.subscores["consciousness"] == 3
+        # the monitor now sends another patient: that one was never assessed
+        for h in (4, 5):
+            gw.process_reading("b1", reading("b1", h, t0=t0, patient="MRN-0002"))
+        snap = gw.state.snapshot().bed("b1")
+        assert snap.observations == () and snap.news2.assumed == ("oxygen", "consciousness")
+        assert snap.news2.subscores["consciousness"] == 0
+        assert (
+            "observations cleared"
+            in [e for e in snap_events(gw) if e.kind == "observation"][-1].text
+        )
+    finally:
+        gw.store.close()
+
+
+def snap_events(gw: Gateway) -> list:
+    return list(gw.state.snapshot().events)
