@@ -244,6 +244,13 @@ def decode(
     tz: Annotated[
         str, typer.Option("--tz", help="time zone of times without an offset (IANA name)")
     ] = "UTC",
+    driver: Annotated[
+        str,
+        typer.Option(
+            "--driver",
+            help="hl7 (IHE PCD-01 messages) or intellivue (a Philips MIB/RS-232 recording)",
+        ),
+    ] = "hl7",
 ) -> None:
     """Show what the gateway understands from a monitor's HL7 (IHE PCD-01) messages.
 
@@ -254,8 +261,24 @@ def decode(
     "accepted", "vitals", "times", "ignored": [{"segment", "code", "reason"}], "ack"}`.
     Exit 1 when a file cannot be read.
 
+    With --driver intellivue: FILE is a recorded monitor -> host byte stream of a Philips
+    IntelliVue's MIB/RS-232 port (Data Export protocol); every decoded message is printed,
+    each poll result with its numerics (MDC code, value, unit, validity state); --json
+    prints one object per poll result, `{"vitals": {valid values in catalogue units},
+    "states": {the rest}, ...}`. Frames with a bad check sequence are counted and
+    reported, never decoded (edge_agent/intellivue/tools.py).
+
     Example: vigil edge decode monitor-capture.hl7 --json --tz Europe/Berlin
     """
+    if driver == "intellivue":
+        from edge_agent.intellivue.tools import run_decode
+
+        bad = run_decode(files, as_json, typer.echo)
+        if bad:
+            raise typer.Exit(1) if len(files) == 1 else fail(f"{bad} file(s) could not be read", 1)
+        return
+    if driver != "hl7":
+        raise fail(f"--driver {driver!r}: not a driver (hl7, intellivue)")
     import json
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -345,6 +368,72 @@ def decode(
         raise (
             typer.Exit(1) if len(files) == 1 else fail(f"{unreadable} file(s) could not be read", 1)
         )
+
+
+@app.command("probe")
+def probe(
+    driver: Annotated[str, typer.Option("--driver", help="the monitor's protocol: intellivue")],
+    port: Annotated[
+        str | None, typer.Option("--port", help="serial device of the monitor's MIB port")
+    ] = None,
+    udp: Annotated[
+        str | None, typer.Option("--udp", help="HOST[:PORT] of the monitor's LAN Data Export")
+    ] = None,
+    seconds: Annotated[
+        float, typer.Option("--seconds", min=0.5, help="how long to listen once associated")
+    ] = 5.0,
+    baud: Annotated[int, typer.Option("--baud", help="serial speed (MIB: 115200)")] = 115200,
+) -> None:
+    """Connect to a bedside monitor, print its identity and numerics, and exit.
+
+    The first thing to run at a bed: associates with the monitor (Philips IntelliVue Data
+    Export over the MIB/RS-232 port, or UDP on the LAN), prints who answered (model,
+    bed label, clock) and every poll result for --seconds (values in catalogue units and
+    the numerics withheld with their state), then releases the association. Listen-only:
+    it changes no monitor setting. Exit 1 when no monitor answered.
+
+    Example: vigil edge probe --driver intellivue --port /dev/ttyUSB0 --seconds 5
+    """
+    if driver != "intellivue":
+        raise fail(f"--driver {driver!r}: not a driver that probes (intellivue)")
+    if (port is None) == (udp is None):
+        raise fail("give the monitor's --port DEVICE or --udp HOST (one of them)")
+    if port is not None and not Path(port).exists():
+        raise fail(f"--port {port}: no such device")
+    from contracts.timeutil import iso_ms
+    from edge_agent.decoder import Reading
+    from edge_agent.intellivue.tools import identity_text
+    from edge_agent.intellivue.tools import probe as run_probe
+
+    def show(r: Reading) -> None:
+        values = ", ".join(f"{k} {v:g}" for k, v in r.values.items() if v is not None)
+        withheld = ", ".join(f"{k} ({v})" for k, v in r.quality.items())
+        typer.echo(
+            f"{iso_ms(r.obs_time)}  {values or 'no valid numeric'}"
+            + (f"  withheld: {withheld}" if withheld else "")
+        )
+
+    where = port or f"udp {udp}"
+    got = run_probe(
+        port=port,
+        udp=udp,
+        seconds=seconds,
+        baud=baud,
+        on_reading=show,
+        on_identity=lambda m: typer.echo(f"monitor on {where}: {identity_text(m)}"),
+    )
+    s = got.session
+    if not got.readings:
+        raise fail(
+            f"no IntelliVue answered on {where} within {seconds:g} s (check the cable, "
+            f"{baud} baud 8N1, and that the monitor's port is set to Data Export)",
+            1,
+        )
+    frames = got.frames.stats if got.frames else None
+    typer.echo(
+        f"{len(got.readings)} poll result(s); associations {s.stats.associations}; "
+        f"bad frames {frames.frames_bad if frames else 0}; released: {s.state == 'stopped'}"
+    )
 
 
 def _echo_adt(path: Path, n: int, m: AdtEvent, ack: str, as_json: bool) -> None:

@@ -180,18 +180,23 @@ class IntelliVueSim:
     invalid: set[str] = field(default_factory=set)
     crc_every: int = 0
     stats: SimStats = field(default_factory=SimStats)
+    pty: bool = True  # False: no line, what it sends is kept in `wire` (recordings)
 
     def __post_init__(self) -> None:
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._slave)
-        tty.setraw(self._master)
-        self.address = os.ttyname(self._slave)
+        self.wire = bytearray()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._associated = False
         self._mute_until = 0.0
         self._frames = 0
         self._t0 = time.monotonic()
+        if not self.pty:
+            self.address = "recording"
+            return
+        self._master, self._slave = os.openpty()
+        tty.setraw(self._slave)
+        tty.setraw(self._master)
+        self.address = os.ttyname(self._slave)
         self._thread = threading.Thread(
             target=self._run, name=f"ivue-sim-{self.bed_label}", daemon=True
         )
@@ -219,6 +224,9 @@ class IntelliVueSim:
         return int((time.monotonic() - self._t0) * 8000) & 0xFFFFFFFF
 
     def _write(self, data: bytes) -> None:
+        if not self.pty:
+            self.wire += data
+            return
         with contextlib.suppress(OSError):
             os.write(self._master, data)
 
@@ -322,8 +330,20 @@ class IntelliVueSim:
                         self._on_message(msg)
 
     def close(self) -> None:
+        if not self.pty:
+            return
         self._stop.set()
         self._thread.join(2)
         for fd in (self._master, self._slave):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def record_stream(polls: int, **faults: object) -> bytes:
+    """A monitor -> host recording as a capture tool would keep it: association result,
+    MDS create event, then `polls` poll results (faults as for `IntelliVueSim`)."""
+    sim = IntelliVueSim(pty=False, **faults)  # type: ignore[arg-type]
+    sim._on_message(b"\x0d")  # an association request (only its session byte is read)
+    for n in range(1, polls + 1):
+        sim._send(sim._result_frame(n, n))
+    return bytes(sim.wire)

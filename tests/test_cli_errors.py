@@ -129,6 +129,8 @@ CASES: list[tuple[str, int, str]] = [
     ("edge decode {w}/dir", 1, "cannot read {w}/dir"),
     ("edge decode {w}/empty.txt", 0, "no HL7 message"),
     ("edge decode {w}/bin.dat --tz Mars/Base", 2, "--tz 'Mars/Base'"),
+    ("edge decode --driver intellivue {w}/missing.bin", 1, "cannot read {w}/missing.bin"),
+    ("edge probe --driver intellivue --port {w}/nodev", 2, "--port {w}/nodev: no such device"),
     ("edge score {w}/missing.psv", 2, "missing.psv: no such file"),
     ("edge score {w}/empty.txt", 2, "empty.txt: empty file"),
     ("edge score {w}/dir", 2, "needs --out DIR"),
