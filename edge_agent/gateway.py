@@ -730,6 +730,8 @@ class Gateway:
             at = at.replace(tzinfo=UTC)
         if at > now + timedelta(minutes=5):
             raise ValueError("admission time is in the future")
+        if at < now - timedelta(days=365):
+            raise ValueError("admission time is more than a year ago")
         patient = self.stay_pseudonym(pid, None)
         with b.lock, self._adm_lock:
             cur = self._admissions.get(bed)
@@ -756,6 +758,7 @@ class Gateway:
             self._admissions[bed] = adm
             self._mismatched.pop(bed, None)
             self._show_admission(bed)
+            self.state.set_unscored(bed, None)
         self._admission_changed(bed, f"admitted at the bedside: {adm.describe()}", who)
         self.store.put_admission(adm.row())
         return adm
@@ -844,6 +847,8 @@ class Gateway:
         bed.observations, bed.obs_stay = {}, None
         self._first_seen.pop(bed.id, None)
         self.state.end_stay(bed.id)
+        if self.settings.admission.require:  # until the next admission
+            self.state.set_unscored(bed.id, NO_PATIENT)
 
     def _admission_changed(self, bed: str, text: str, by: str) -> None:
         """Log, show and announce (a status with the beds' stays) an admission change."""

@@ -185,11 +185,14 @@ def test_with_require_an_unadmitted_bed_is_shown_not_scored_and_says_why(tmp_pat
         assert gw.store.rows("risk") == [] and gw.store.rows("steps") == []
         assert gw.store.outbox_size() == 0  # nothing scored, nothing sent
         gw.admit("b1", by="nurse jo", patient_id="MRN-0001", age=70, sex="F", admitted_at=t0)
+        assert gw.state.snapshot().bed("b1").unscored_reason is None  # at once
         for h in (3, 4):
             gw.process_reading("b1", reading("b1", h, t0=t0))
         snap = gw.state.snapshot().bed("b1")
         assert snap.unscored_reason is None and snap.news2 is not None
         assert [r["window_end"] for r in gw.store.rows("risk")] == [iso_ms(t0 + timedelta(hours=4))]
+        gw.discharge("b1", by="nurse jo")
+        assert gw.state.snapshot().bed("b1").unscored_reason == NO_PATIENT
     finally:
         gw.store.close()
 
