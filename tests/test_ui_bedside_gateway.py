@@ -247,7 +247,7 @@ async def test_admit_transfer_discharge_by_keys(tmp_path, stay_rows):
         async with app.run_test(size=(80, 24)) as pilot:
             await open_bed(app, pilot, "bed-1")
             text = app.screen_text()
-            assert "NOT SCORED: no patient" in text and "monitor: stay" in text, text
+            assert "NOT SCORED: no patient" in text and "monitor's stay" in text, text
             assert f"NEWS2 --  {bed.unscored_reason}" in text, text
             # A scanner types the id and Enter; then age, sex, and the default time.
             await pilot.press("i", *"MRN-0042", "enter", *"71", "enter", "m", "enter", "enter")
@@ -256,9 +256,9 @@ async def test_admit_transfer_discharge_by_keys(tmp_path, stay_rows):
             assert len(adm) == 1 and adm[0]["source"] == "bedside"
             assert "MRN-0042" not in str(adm)  # pseudonymised at the gateway
             feed(gw, "bed-1", stay_rows, range(3, 6), patient="")
-            await until(pilot, lambda: "bedside: stay st-" in app.screen_text(), poll=True)
+            await until(pilot, lambda: "bedside stay st-" in app.screen_text(), poll=True)
             title = str(app.screen.query_one("#title").render())  # 80 columns cut it
-            assert "bedside: stay st-" in title and " 71y M adm " in title, title
+            assert "bedside stay st-" in title and " 71y M adm " in title, title
             assert "NOT SCORED" not in app.screen_text()
             assert gw.state.snapshot().bed("bed-1").news2 is not None
 

@@ -7,11 +7,17 @@ and look at the SVGs in tests/__snapshots__/ before committing them.
 
 from __future__ import annotations
 
+import dataclasses
+from datetime import timedelta
+
 import pytest
 
+from contracts.news2 import news2
 from edge_agent.ui.app import VigilApp
+from edge_agent.ui.gateway_port import ward_view
 from edge_agent.ui.screens import BedsideScreen
-from tests.support.ui import FixedPort, fixed_ward
+from edge_agent.ui.view import WardView
+from tests.support.ui import FIXED_NOW, FixedPort, fixed_state, fixed_ward
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((160, 48), id="160x48")]
 
@@ -68,3 +74,54 @@ def test_help_lists_keys(snap_compare):
         await settle(pilot)
 
     assert snap_compare(make_app(), terminal_size=(80, 24), run_before=run_before)
+
+
+def ward_with_nurse_entries() -> WardView:
+    """bed03 of `fixed_state` with a nurse's oxygen entry 2 h old (past the 1 h re-assess
+    time: flagged), ACVPU 'C' 10 min old and scale 1 never set, NEWS2 rescored with
+    them (high band) and its own alarm raised, all through the real `GatewayState`."""
+    state = fixed_state()
+    bed = "bed03"
+    state.set_observation(
+        bed,
+        "oxygen",
+        "oxygen",
+        by="Ann Nurse",
+        at=FIXED_NOW - timedelta(hours=2),
+        device="nasal cannula",
+        flow_l_min=4.0,
+    )
+    state.set_observation(bed, "acvpu", "C", by="Bo Nurse", at=FIXED_NOW - timedelta(minutes=10))
+    v = {n: s.value for n, s in state.snapshot().bed(bed).vitals.items()}
+    n2 = news2(
+        resp=v["Resp"],
+        spo2=v["O2Sat"],
+        sbp=v["SBP"],
+        hr=v["HR"],
+        temp=v["Temp"],
+        on_oxygen=True,
+        acvpu="C",
+    )
+    state.record_risk(
+        bed,
+        window_end=FIXED_NOW,
+        risk=0.83,
+        threshold=0.5,
+        observed=280,
+        insufficient=False,
+        news2=dataclasses.replace(n2, reassess=("oxygen",)),
+    )
+    state.record_news2_alarm(bed, level="alarm", state="active")
+    return ward_view(state.snapshot())
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_bedside_nurse_entries_with_reassess_flag(snap_compare, size):
+    app = VigilApp(FixedPort(ward_with_nurse_entries()), operator="Ann Nurse", blink=False)
+    assert snap_compare(app, terminal_size=size, run_before=open_bed(0))
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_ward_news2_band_and_reassess_marker(snap_compare, size):
+    app = VigilApp(FixedPort(ward_with_nurse_entries()), operator="Ann Nurse", blink=False)
+    assert snap_compare(app, terminal_size=size, run_before=settle)

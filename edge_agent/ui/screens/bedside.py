@@ -49,7 +49,12 @@ def admission_text(bed: BedView, now: datetime | None = None) -> str:
     since = ""
     if a.since is not None and now is not None:
         since = f" adm {format_age((now - a.since).total_seconds())} ago"
-    return f"{a.source}: stay {a.stay}{' ' + who if who else ''}{since}"
+    source = SOURCE_WORDS.get(a.source, a.source)
+    return f"{source} stay {a.stay}{' ' + who if who else ''}{since}"
+
+
+# Where the admission came from, first in the title (80 columns may cut its end).
+SOURCE_WORDS = {"adt": "ADT", "bedside": "bedside", "monitor": "monitor's"}
 
 
 class BedsideScreen(WardViewScreen):

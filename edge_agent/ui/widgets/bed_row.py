@@ -68,7 +68,8 @@ class BedRow(ListItem):
         if b.news2 is not None:
             t.append(f" {b.news2.total:>2} ")
             band = BAND_SHORT.get(b.news2.risk, b.news2.risk)
-            t.append(f"{band:<7}", style(f"bedrow--news2-{b.news2.risk}"))
+            t.append(band, style(f"bedrow--news2-{b.news2.risk}"))
+            t.append(" " * (7 - len(band)))
         else:
             t.append(f" {'--':>2} {'':<7}")
         t.append(REASSESS_MARK if b.reassess else " ", style("bedrow--reassess"))

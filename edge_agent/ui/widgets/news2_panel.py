@@ -134,14 +134,15 @@ class News2Panel(Static):
         super().__init__(*args, **kw)
 
     def watch_bed(self, bed: BedView | None) -> None:
+        # Classes first: the pieces' styles inherit the panel's band colour.
+        band = bed.news2.risk if bed and bed.news2 else "none"
+        for b in BANDS:
+            self.set_class(band == b, f"-{b}")
+        self.set_class(bool(bed and bed.reassess), "-reassess")
         text = Text(no_wrap=False)
         for i, line in enumerate(news2_lines(bed)):
             if i:
                 text.append("\n")
             for piece, cls in line:
-                text.append(piece, self.get_component_rich_style(cls) if cls else "")
+                text.append(piece, self.get_component_rich_style(cls, partial=True) if cls else "")
         self.update(text)
-        band = bed.news2.risk if bed and bed.news2 else "none"
-        for b in BANDS:
-            self.set_class(band == b, f"-{b}")
-        self.set_class(bool(bed and bed.reassess), "-reassess")

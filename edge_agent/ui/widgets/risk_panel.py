@@ -72,7 +72,7 @@ class RiskPanel(Widget):
         if news2 != "none":
             text.append(" │ ")
             state = {"acknowledged": " ack", "silenced": " silenced"}.get(bed.news2_alarm_state, "")
-            style = self.get_component_rich_style(f"risk--n2-{news2}")
+            style = self.get_component_rich_style(f"risk--n2-{news2}", partial=True)
             text.append(f"NEWS2 {news2.upper()}{state}", style)
         level.update(text)
         self.query_one(".risk--model", Static).update(f"{bed.model_name} {bed.model_version}")
