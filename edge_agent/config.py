@@ -139,8 +139,31 @@ class SimSource(_Strict):
         return self
 
 
+class IntelliVueSource(_Strict):
+    """A Philips IntelliVue spoken to in its own Data Export protocol (issue 16,
+    edge_agent/intellivue/): over its MIB/RS-232 port (`port`, 115200 8N1) or the LAN
+    (`udp = "host"` or `"host:24105"`). `poll_seconds`: numerics poll period (the monitor
+    takes one numerics poll a second, Guide p. 28); `silence_seconds`: no message for that
+    long and the driver associates again (cable pulled, monitor rebooted)."""
+
+    type: Literal["intellivue"]
+    port: str | None = Field(None, min_length=1, description="serial device, e.g. /dev/ttyUSB0")
+    udp: str | None = Field(None, min_length=1, description="monitor host[:port] on the LAN")
+    baud: int = Field(115200, gt=0)
+    poll_seconds: float = Field(1.0, gt=0)
+    keep_alive_seconds: float = Field(10.0, ge=0)
+    silence_seconds: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_line(self) -> IntelliVueSource:
+        if (self.port is None) == (self.udp is None):
+            raise ValueError("give the monitor's port (serial) or udp (LAN), one of them")
+        return self
+
+
 Source = Annotated[
-    SerialSource | TcpSource | MllpListenSource | SimSource, Field(discriminator="type")
+    SerialSource | TcpSource | MllpListenSource | SimSource | IntelliVueSource,
+    Field(discriminator="type"),
 ]
 
 

@@ -9,7 +9,8 @@ reopened (the decoder then drops its half frame); `write(bytes)` sends an ACK ba
 connection refused or closed) is reopened with exponential backoff; `state` says
 `up` or `down` and `reconnects` counts reopenings. The gateway carries no simulator: a
 `sim` source is served by the factory that `vigil_cli.sim_line` registers with
-`register_source` (the `vigil` command and the tests do that).
+`register_source` (the `vigil` command and the tests do that). An `intellivue` source
+(Philips Data Export, edge_agent/intellivue/) is registered here, per bed in config.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from .config import LinkConfig, SerialSource, SimSource, TcpSource
+from .config import IntelliVueSource, LinkConfig, SerialSource, SimSource, TcpSource
 
 log = logging.getLogger(__name__)
 
@@ -227,3 +228,15 @@ def open_line(bed: str, source: Any, link: LinkConfig, stop: threading.Event) ->
             "start it with the `vigil` command (firmware_sim installed), or use serial/tcp"
         )
     raise TypeError(f"unknown source {source!r}")
+
+
+def _intellivue_line(
+    bed: str, cfg: IntelliVueSource, link: LinkConfig, stop: threading.Event
+) -> LineSource:
+    """A bed whose monitor speaks Philips IntelliVue Data Export (edge_agent/intellivue/)."""
+    from .intellivue.line import IntelliVueLine
+
+    return IntelliVueLine(bed, cfg, link, stop)
+
+
+register_source(IntelliVueSource, _intellivue_line)

@@ -27,7 +27,7 @@ import threading
 import time
 import tty
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 # Guide ch. 4 p. 30-31: framing; ch. 5/7/9: codes.
 _BOF, _EOF, _ESC = 0xC0, 0xC1, 0x7D
@@ -181,9 +181,13 @@ class IntelliVueSim:
     crc_every: int = 0
     stats: SimStats = field(default_factory=SimStats)
     pty: bool = True  # False: no line, what it sends is kept in `wire` (recordings)
+    speed: float = 1.0  # the monitor's clock runs this many times real time (tests, demo)
+    clock_start: datetime | None = None  # its clock at start (default: now)
 
     def __post_init__(self) -> None:
         self.wire = bytearray()
+        self._epoch = time.monotonic()
+        self._start = self.clock_start or datetime.now(UTC).replace(microsecond=0)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._associated = False
@@ -220,6 +224,10 @@ class IntelliVueSim:
 
     # --- protocol --------------------------------------------------------------------
 
+    def now(self) -> datetime:
+        """The monitor's clock (keeps running through a reboot, `speed` times real time)."""
+        return self._start + timedelta(seconds=(time.monotonic() - self._epoch) * self.speed)
+
     def _rel(self) -> int:
         return int((time.monotonic() - self._t0) * 8000) & 0xFFFFFFFF
 
@@ -251,7 +259,7 @@ class IntelliVueSim:
         return out
 
     def _result_frame(self, invoke: int, poll_number: int) -> bytes:
-        now = datetime.now(UTC)
+        now = self.now()
         objs = b""
         objects = self.values(time.monotonic() - self._t0)
         for handle, vals in objects:
@@ -280,7 +288,7 @@ class IntelliVueSim:
                 [
                     (0x0928, _label("Philips") + _label("866062")),
                     (0x091E, _label(self.bed_label)),
-                    (0x0987, _bcd_time(datetime.now(UTC))),
+                    (0x0987, _bcd_time(self.now())),
                 ]
             )
             info = _MDS + attrs

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from contracts.mdc import BY_CODE
+from contracts.mdc import BY_CODE, Term
 from contracts.timeutil import utc_now
 from contracts.units import UnitError, to_catalogue
 
@@ -95,6 +95,7 @@ class Session:
         self._next_keep_alive = 0.0
         self._retry_at = 0.0
         self._pending: list[bytes] = []
+        self.last_terms: dict[str, Term] = {}  # vital -> the MDC term of its last value
 
     # --- sending --------------------------------------------------------------------
 
@@ -230,6 +231,7 @@ class Session:
             if cur is None or term.priority < cur[0]:
                 best[term.vital] = (term.priority, value, n)
         values: dict[str, float | None] = {v: b[1] for v, b in best.items()}
+        self.last_terms = {v: BY_CODE[b[2].mdc_code] for v, b in best.items()}
         quality = {v: why for v, why in withheld.items() if v not in values}
         first = next(iter(best.values()), None)
         self._seq += 1

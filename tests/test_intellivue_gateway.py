@@ -1,0 +1,114 @@
+"""End to end (issue 16 layer 5): a simulated IntelliVue on a real pty -> the gateway with
+an `intellivue` bed -> real Mosquitto -> subscriber; a cable pull and a monitor reboot in
+the middle; an invalid numeric is never published nor scored; the pulled hours are a gap."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from contracts import topics
+from contracts.messages import Risk, Vitals, parse_message
+from edge_agent.config import load_config
+from edge_agent.gateway import Gateway
+from edge_agent.intellivue.line import IntelliVueLine
+from firmware_sim.intellivue import IntelliVueSim
+from tests.support.broker import Subscriber
+from tests.support.waiting import wait_until
+
+GW = "ward-iv"
+
+
+def _toml(tmp_path, port: int, device: str) -> str:
+    p = tmp_path / "gw.toml"
+    p.write_text(
+        f'gateway_id = "{GW}"\noperator = "test nurse"\nstore_path = "{tmp_path / "gw.sqlite"}"\n'
+        f'[[beds]]\nid = "bed-4"\nsource = {{ type = "intellivue", port = "{device}",'
+        " poll_seconds = 0.2, silence_seconds = 1.0 }\n"
+        f"[mqtt]\nport = {port}\n"
+    )
+    return str(p)
+
+
+@pytest.mark.slow
+def test_intellivue_bed_end_to_end_with_cable_pull_and_reboot(broker, tmp_path) -> None:
+    # the monitor's clock runs 3600x: every 0.2 s poll is 12 simulated minutes, so the
+    # gateway closes an hourly step about every second
+    sim = IntelliVueSim(bed_label="bed-4", speed=3600.0, invalid={"SpO2"})
+    settings = load_config(_toml(tmp_path, broker.port, sim.address))
+    sub = Subscriber(broker.port, f"vigil/v1/gw/{GW}/bed/bed-4/#")
+    gw = Gateway(settings)
+    gw.start()
+    try:
+        wait_until(lambda: isinstance(gw.beds["bed-4"].line, IntelliVueLine), timeout=10)
+        line = gw.beds["bed-4"].line
+        assert isinstance(line, IntelliVueLine)
+        session = line.session
+        wait_until(lambda: _count(sub, "/vitals") >= 3, timeout=30)
+        pulled_at = sim.now()
+        sim.cable_pull(3.0)  # 3 h of the monitor's time with nothing on the line
+        wait_until(lambda: session.stats.lost["silence"] >= 1, timeout=10)
+        wait_until(lambda: session.stats.reassociations >= 1, timeout=15)
+        back_at = sim.now()
+        n = _count(sub, "/vitals")
+        wait_until(lambda: _count(sub, "/vitals") >= n + 2, timeout=30)
+        sim.reboot(2.0)
+        wait_until(lambda: session.stats.reassociations >= 2, timeout=15)
+        n = _count(sub, "/vitals")
+        wait_until(lambda: _count(sub, "/vitals") >= n + 2, timeout=30)
+        assert gw.publisher.wait_idle(10)
+        frames = line.frames.stats
+        bed = gw.beds["bed-4"]
+        decoded = bed.decoder.stats.frames_ok
+    finally:
+        gw.stop()
+        sub.close()
+        sim.close()
+
+    assert sim.stats.associations >= 3  # the first, after the pull, after the reboot
+    assert frames.bad["truncated"] >= 1  # the half frame of the pull, counted
+    assert decoded == session.stats.readings or decoded >= session.stats.readings - 1
+    vitals = [
+        m
+        for t, payload, _ in sub.messages
+        if topics.parse(t)["kind"] == "vitals"
+        for m in [parse_message(payload)]
+    ]
+    assert vitals and all(isinstance(v, Vitals) for v in vitals)
+    for v in vitals:  # the invalid SpO2 is never a value
+        assert v.values.get("O2Sat") is None, v.values
+        assert v.values.get("HR") is None or 60 <= v.values["HR"] <= 95
+    with_data = [v for v in vitals if v.readings > 0]
+    assert len(with_data) >= 6
+    # the hours of the pull carry no invented values: no step is published for an hour
+    # the line was down (a gap in the hourly steps), and none inside it had a reading
+    starts = [v.step_start for v in vitals]
+    assert starts == sorted(starts)
+    inside = [t for t in starts if pulled_at < t and t + _hour() <= back_at]
+    assert inside == [], (pulled_at, back_at, starts)
+    gaps = [(a, b) for a, b in zip(starts, starts[1:], strict=False) if b - a >= 2 * _hour()]
+    assert any(a <= pulled_at <= b for a, b in gaps), (pulled_at, starts)
+    risks = [parse_message(p) for t, p, _ in sub.messages if topics.parse(t)["kind"] == "risk"]
+    assert all(isinstance(r, Risk) for r in risks)
+
+
+def _count(sub: Subscriber, part: str) -> int:
+    with sub.lock:
+        return sum(1 for m in sub.messages if part in m[0])
+
+
+def _hour():
+    from datetime import timedelta
+
+    return timedelta(hours=1)
+
+
+def test_config_needs_exactly_one_of_port_and_udp(tmp_path) -> None:
+    from edge_agent.config import ConfigError
+
+    p = tmp_path / "gw.toml"
+    p.write_text('gateway_id = "g"\n[[beds]]\nid = "b"\nsource = { type = "intellivue" }\n')
+    with pytest.raises(ConfigError, match="port \\(serial\\) or udp"):
+        load_config(str(p))
+    time.sleep(0)
