@@ -142,13 +142,48 @@ def sim(
     control: Annotated[
         bool, typer.Option(help="Read fault specs from stdin, one per line.")
     ] = False,
+    protocol: Annotated[
+        str,
+        typer.Option(
+            "--protocol",
+            help="hl7 (ORU^R01 over MLLP) or intellivue (Philips Data Export, answers polls;"
+            " --pty, or --tcp PORT for UDP on the LAN; faults demo, invalid:P, off:P, crc:N).",
+        ),
+    ] = "hl7",
 ) -> None:
-    """Run simulated bedside monitors (HL7 v2 ORU^R01 over MLLP).
+    """Run simulated bedside monitors (HL7 v2 ORU^R01 over MLLP, or Philips IntelliVue).
+
+    With --protocol intellivue each bed is a Philips IntelliVue speaking Data Export
+    (firmware_sim/intellivue.py): on a pty as its MIB/RS-232 port, or with --tcp PORT
+    on UDP ports PORT, PORT+1, ...; --control reads `cable_pull BED SECONDS` and
+    `reboot BED SECONDS` from stdin.
 
     Example: vigil sim --pty --beds 3 --scenario stable,sepsis,desaturation --speed 60
     """
     if ctx.invoked_subcommand is not None:
         return
+    if protocol == "intellivue":
+        from .intellivue import FaultError, serve
+
+        if device or mllp_connect:
+            raise fail("--protocol intellivue runs on --pty or --tcp PORT (UDP)", prefix=SIM)
+        try:
+            serve(
+                beds or 1,
+                speed=speed,
+                seed=seed,
+                clock_start=naive_as_utc(parse_iso(start)) if start else None,
+                faults=list(fault),
+                udp_port=tcp,
+                duration=_seconds(duration, "--duration") if duration else None,
+                echo=typer.echo,
+                control=control,
+            )
+        except (FaultError, ValueError, OSError) as e:
+            raise fail(e, prefix=SIM) from None
+        return
+    if protocol != "hl7":
+        raise fail(f"--protocol {protocol!r}: choose hl7 or intellivue", prefix=SIM)
     if not speed > 0:
         raise fail(f"--speed must be > 0, got {speed}", prefix=SIM)
     if not interval > 0 or not max_rate > 0:

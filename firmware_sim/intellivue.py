@@ -9,6 +9,9 @@ result (Guide p. 299), announces itself with an MDS Create Event (p. 54, model
 extended poll result (p. 61) holding HR (ECG), SpO2, pleth pulse, NBP sys/dia/mean (one
 compound object), Resp and Temp, answers a keep-alive poll, and a release request.
 
+On the LAN (`udp_port`), it answers Data Export messages on UDP 127.0.0.1 (one message
+per datagram, Guide ch. 4 p. 29) to whoever sent the last one.
+
 Faults (`faults` set, or the methods): `cable_pull(seconds)` writes half a frame and
 then nothing, ignoring the host, for `seconds`; `crc_every=N` sends every Nth frame with
 a wrong FCS; `reboot(seconds)` forgets the association and is silent for `seconds`;
@@ -22,10 +25,13 @@ import contextlib
 import math
 import os
 import select
+import socket
 import struct
+import sys
 import threading
 import time
 import tty
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -181,6 +187,7 @@ class IntelliVueSim:
     crc_every: int = 0
     stats: SimStats = field(default_factory=SimStats)
     pty: bool = True  # False: no line, what it sends is kept in `wire` (recordings)
+    udp_port: int | None = None  # set: Data Export over UDP on 127.0.0.1:port (0: any)
     speed: float = 1.0  # the monitor's clock runs this many times real time (tests, demo)
     clock_start: datetime | None = None  # its clock at start (default: now)
 
@@ -194,13 +201,21 @@ class IntelliVueSim:
         self._mute_until = 0.0
         self._frames = 0
         self._t0 = time.monotonic()
-        if not self.pty:
+        self._sock: socket.socket | None = None
+        self._peer: tuple[str, int] | None = None
+        if self.udp_port is not None:
+            self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self._sock.bind(("127.0.0.1", self.udp_port))
+            host, port = self._sock.getsockname()
+            self.address = f"{host}:{port}"
+        elif not self.pty:
             self.address = "recording"
             return
-        self._master, self._slave = os.openpty()
-        tty.setraw(self._slave)
-        tty.setraw(self._master)
-        self.address = os.ttyname(self._slave)
+        else:
+            self._master, self._slave = os.openpty()
+            tty.setraw(self._slave)
+            tty.setraw(self._master)
+            self.address = os.ttyname(self._slave)
         self._thread = threading.Thread(
             target=self._run, name=f"ivue-sim-{self.bed_label}", daemon=True
         )
@@ -239,6 +254,11 @@ class IntelliVueSim:
             os.write(self._master, data)
 
     def _send(self, user: bytes) -> None:
+        if self._sock is not None:  # LAN: one message per datagram, no framing
+            if self._peer is not None:
+                with contextlib.suppress(OSError):
+                    self._sock.sendto(user, self._peer)
+            return
         self._frames += 1
         bad = bool(self.crc_every) and self._frames % self.crc_every == 0
         self.stats.bad_fcs_sent += bad
@@ -317,7 +337,24 @@ class IntelliVueSim:
         else:
             self.stats.ignored += 1
 
+    def _run_udp(self) -> None:
+        assert self._sock is not None
+        self._sock.settimeout(0.05)
+        while not self._stop.is_set():
+            try:
+                data, peer = self._sock.recvfrom(65535)
+            except (TimeoutError, OSError):
+                continue
+            with self._lock:
+                if time.monotonic() < self._mute_until or not data:
+                    continue
+                self._peer = peer
+                self._on_message(data)
+
     def _run(self) -> None:
+        if self._sock is not None:
+            self._run_udp()
+            return
         buf = bytearray()
         while not self._stop.is_set():
             r, _, _ = select.select([self._master], [], [], 0.05)
@@ -342,6 +379,9 @@ class IntelliVueSim:
             return
         self._stop.set()
         self._thread.join(2)
+        if self._sock is not None:
+            self._sock.close()
+            return
         for fd in (self._master, self._slave):
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -355,3 +395,95 @@ def record_stream(polls: int, **faults: object) -> bytes:
     for n in range(1, polls + 1):
         sim._send(sim._result_frame(n, n))
     return bytes(sim.wire)
+
+
+class FaultError(ValueError):
+    """An IntelliVue fault spec that does not parse."""
+
+
+def parse_faults(specs: list[str]) -> dict[str, object]:
+    """`--fault` specs of `vigil sim --protocol intellivue` -> IntelliVueSim keywords:
+    `demo`, `invalid:SpO2,HR`, `off:NBP`, `crc:N` (every Nth frame a bad FCS)."""
+    out: dict[str, object] = {"switched_off": set(), "invalid": set()}
+    for spec in specs:
+        name, _, arg = spec.partition(":")
+        names = {a.strip() for a in arg.split(",") if a.strip()}
+        if name == "demo" and not arg:
+            out["demo"] = True
+        elif name in ("invalid", "off") and names:
+            unknown = names - set(PARAMETERS)
+            if unknown:
+                raise FaultError(
+                    f"fault {spec!r}: unknown parameter {sorted(unknown)[0]!r}"
+                    f" (choose from {', '.join(PARAMETERS)})"
+                )
+            key = "invalid" if name == "invalid" else "switched_off"
+            out[key] = out[key] | names  # type: ignore[operator]
+        elif name == "crc" and arg.isdigit() and int(arg) > 0:
+            out["crc_every"] = int(arg)
+        else:
+            raise FaultError(
+                f"fault {spec!r}: IntelliVue faults are demo, invalid:PARAM, off:PARAM, crc:N"
+            )
+    return out
+
+
+def serve(
+    beds: int,
+    *,
+    speed: float = 1.0,
+    seed: int = 0,
+    clock_start: datetime | None = None,
+    faults: list[str] | None = None,
+    udp_port: int | None = None,
+    duration: float | None = None,
+    echo: Callable[[str], None] = print,
+    control: bool = False,
+) -> list[IntelliVueSim]:
+    """Run `beds` simulated IntelliVues (pty, or UDP ports udp_port, +1, ...) until
+    `duration` or Ctrl-C; with `control`, stdin lines `cable_pull BED SECONDS` and
+    `reboot BED SECONDS` inject those faults. Returns the monitors (closed)."""
+    kw = parse_faults(faults or [])
+    sims = [
+        IntelliVueSim(
+            bed_label=f"bed-{i + 1}",
+            seed=seed + i,
+            speed=speed,
+            clock_start=clock_start,
+            udp_port=None if udp_port is None else (udp_port + i if udp_port else 0),
+            **kw,  # type: ignore[arg-type]
+        )
+        for i in range(beds)
+    ]
+    for s in sims:
+        echo(f"{s.bed_label} {s.address}")
+    sys.stdout.flush()  # a parent process reads the addresses before the run ends
+    if control:
+        threading.Thread(target=_control, args=(sims, echo), daemon=True).start()
+    deadline = None if duration is None else time.monotonic() + duration
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for s in sims:
+            s.close()
+    return sims
+
+
+def _control(sims: list[IntelliVueSim], echo: Callable[[str], None]) -> None:
+    for line in sys.stdin:
+        parts = line.split()
+        try:
+            what, bed, seconds = parts[0], int(parts[1]), float(parts[2])
+            sim = sims[bed - 1]
+        except (IndexError, ValueError):
+            echo(f"control: expected 'cable_pull|reboot BED SECONDS', got {line.strip()!r}")
+            continue
+        if what == "cable_pull":
+            sim.cable_pull(seconds)
+        elif what == "reboot":
+            sim.reboot(seconds)
+        else:
+            echo(f"control: unknown fault {what!r} (cable_pull, reboot)")

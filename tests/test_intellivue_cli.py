@@ -122,3 +122,30 @@ def test_probe_bad_arguments(args: list[str], message: str) -> None:
     res = CliRunner().invoke(app, ["edge", "probe", *args])
     assert res.exit_code == 2 and res.stderr.startswith(f"error: {message}")
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_vigil_sim_protocol_intellivue_serves_a_probe_on_its_pty() -> None:
+    sim = subprocess.Popen(
+        VIGIL
+        + ["sim", "--protocol", "intellivue", "--pty", "--duration", "20s", "--fault", "off:NBP"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert sim.stdout is not None
+        bed, address = sim.stdout.readline().split()
+        assert bed == "bed-1" and address.startswith("/dev/")
+        res = _run(["edge", "probe", "--driver", "intellivue", "--port", address, "--seconds", "1"])
+    finally:
+        sim.terminate()
+        sim.wait(10)
+    assert res.returncode == 0, res.stderr
+    readings = [x for x in res.stdout.splitlines() if " HR " in x]
+    assert readings and all("SBP" not in x for x in readings)  # NBP switched off
+
+
+def test_vigil_sim_protocol_bad_fault_and_protocol() -> None:
+    res = CliRunner().invoke(app, ["sim", "--protocol", "intellivue", "--fault", "off:Nope"])
+    assert res.exit_code == 2 and "unknown parameter 'Nope'" in res.stderr
+    res = CliRunner().invoke(app, ["sim", "--protocol", "dicom"])
+    assert res.exit_code == 2 and "--protocol 'dicom': choose hl7 or intellivue" in res.stderr

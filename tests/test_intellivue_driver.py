@@ -146,3 +146,29 @@ def test_garbage_messages_are_counted_not_raised() -> None:
     for junk in (b"", b"\xe1", b"\xe1\x00\x00\x02\x00\x02\xff\xff", b"\x42abc", b"\x0e\x01"):
         assert s.receive(junk) == []
     assert sum(s.stats.bad.values()) == 5
+
+
+def test_udp_lan_associates_polls_and_releases() -> None:
+    from edge_agent.intellivue.driver import UdpLink
+
+    sim = IntelliVueSim(bed_label="bed-9", udp_port=0, demo=False, invalid={"Temp"})
+    host, port = sim.address.split(":")
+    got: list[Reading] = []
+    session = Session("bed-9", poll_seconds=0.1, silence_seconds=1.0, retry_seconds=0.2)
+    link = UdpLink(session, host, int(port), on_reading=got.append)
+    stop = threading.Event()
+    t = threading.Thread(target=link.run, args=(stop,), daemon=True)
+    t.start()
+    try:
+        wait_until(lambda: len(got) >= 3, timeout=10)
+        sim.reboot(1.5)
+        wait_until(lambda: session.stats.reassociations >= 1, timeout=15)
+        n = len(got)
+        wait_until(lambda: len(got) > n + 2, timeout=10)
+    finally:
+        stop.set()
+        t.join(5)
+        sim.close()
+    assert got[-1].quality == {"Temp": "invalid"} and "Temp" not in got[-1].values
+    assert got[-1].values["HR"] is not None
+    assert sim.stats.released == 1 and sim.stats.associations >= 2
