@@ -125,3 +125,22 @@ def test_bedside_nurse_entries_with_reassess_flag(snap_compare, size):
 def test_ward_news2_band_and_reassess_marker(snap_compare, size):
     app = VigilApp(FixedPort(ward_with_nurse_entries()), operator="Ann Nurse", blink=False)
     assert snap_compare(app, terminal_size=size, run_before=settle)
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        pytest.param(("o", "down", "enter", "4"), id="oxygen"),
+        pytest.param(("i", *"MRN-7", "enter"), id="admit"),
+    ],
+)
+def test_bedside_entry_form_fits_80x24(snap_compare, keys):
+    """The oxygen form (device chosen, flow typed) and the admit form (id scanned)."""
+    app = VigilApp(FixedPort(ward_with_nurse_entries()), operator="Ann Nurse", blink=False)
+
+    async def run_before(pilot) -> None:
+        await open_bed(0)(pilot)
+        await pilot.press(*keys)
+        await settle(pilot)
+
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)

@@ -106,6 +106,11 @@ class EntryScreen(ModalScreen[BedsideEntry.Request | None]):
         super().__init__(**kw)  # type: ignore[arg-type]
         self.bed = bed
 
+    def on_mount(self) -> None:
+        # Each field keeps its name on its border once typed into (no extra rows at 80x24).
+        for field in self.query(Input):
+            field.border_title = field.placeholder.split(" (")[0].split(", Enter")[0]
+
     def error(self, text: str) -> None:
         self.query_one(".dialog--error", Static).update(text)
 
@@ -246,7 +251,7 @@ class AdmitScreen(EntryScreen):
             yield Input(placeholder="sex F / M (blank: unknown)", id="sex", max_length=1)
             yield Input(
                 self.now.strftime(ADMIT_TIME_FORMAT),
-                placeholder="admitted YYYY-MM-DD HH:MM (UTC)",
+                placeholder="admitted, UTC: YYYY-MM-DD HH:MM",
                 id="admitted",
                 max_length=16,
             )
