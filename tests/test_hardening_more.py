@@ -104,7 +104,7 @@ def test_gateway_boots_on_a_failing_disk_alarms_and_the_fleet_shows_it(
         # Every alarm raised as on a healthy disk, shown and on MQTT.
         assert raised(gw) == healthy_run["raised"]
         wait_until(
-            lambda: {m.bed for m in alarms_on(sub) if m.action == "raised"} == set(BEDS),
+            lambda: {m.bed for m in alarms_on(sub, "model") if m.action == "raised"} == set(BEDS),
             10,
             lambda: f"alarms on MQTT while the store cannot open: {alarms_on(sub)}",
         )

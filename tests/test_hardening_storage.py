@@ -83,7 +83,7 @@ def test_full_disk_alarms_still_raised_status_says_storage_failing_and_data_kept
             lambda: any(st.storage == "full" for st in statuses(sub)), 10, "status storage=full"
         )
         wait_until(
-            lambda: {m.bed for m in alarms_on(sub) if m.action == "raised"} == set(BEDS),
+            lambda: {m.bed for m in alarms_on(sub, "model") if m.action == "raised"} == set(BEDS),
             10,
             lambda: f"alarms on MQTT while the disk is full: {alarms_on(sub)}",
         )

@@ -142,7 +142,7 @@ async def test_actions_reach_the_hub_side_of_a_real_broker(broker, tmp_path, sep
             time.sleep(0.05)
         assert [m.action for m in mine] == ["acknowledged", "silenced", "feedback", "feedback"]
         assert [m.feedback for m in mine[2:]] == ["false_alarm", "deteriorating"]
-        raised = [m for m in got if m.action == "raised"]
+        raised = [m for m in got if m.action == "raised" and m.source == "model"]
         assert raised and raised[0].by == "system"
         assert gw.store.outbox_size() == 0
     finally:

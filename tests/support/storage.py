@@ -159,9 +159,12 @@ def healthy_run(
         gw.store.close()
 
 
-def alarms_on(sub: Subscriber) -> list[Alarm]:
+def alarms_on(sub: Subscriber, source: str | None = None) -> list[Alarm]:
+    """The alarm messages on MQTT; with `source`, only the model's or NEWS2's."""
     return [
         m
         for t, p, _ in list(sub.messages)
-        if "/alarm" in t and isinstance(m := parse_message(p), Alarm)
+        if "/alarm" in t
+        and isinstance(m := parse_message(p), Alarm)
+        and (source is None or m.source == source)
     ]
