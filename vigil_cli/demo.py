@@ -246,11 +246,12 @@ def bed_line(b: BedSnapshot, now_txt: str) -> str:
     alarm = b.alarm_level if b.alarm_level != "none" else "-"
     if b.alarm_state not in ("none", "active") and alarm != "-":
         alarm += f" ({b.alarm_state})"
+    n2_alarm = b.news2_alarm_level if b.news2_alarm_level != "none" else "-"
     thr = f"thr {b.threshold:.2f}, " if b.threshold else ""
     return (
         f"{now_txt} {b.bed:<6} {b.stay or '-':<11} risk {risk}{trend:1} "
         f"({thr}{b.model_name} v{b.model_version})  "
-        f"NEWS2 {n2} alarm {alarm:<10} link {b.link}"
+        f"NEWS2 {n2} alarm {alarm:<10} NEWS2 alarm {n2_alarm:<9} link {b.link}"
     )
 
 
