@@ -172,3 +172,24 @@ def test_udp_lan_associates_polls_and_releases() -> None:
     assert got[-1].quality == {"Temp": "invalid"} and "Temp" not in got[-1].values
     assert got[-1].values["HR"] is not None
     assert sim.stats.released == 1 and sim.stats.associations >= 2
+
+
+def test_linked_poll_results_make_one_reading() -> None:
+    """A poll answered in linked parts (RORLS first/last, then the final RORS, Guide
+    p. 293) gives one Reading with every part's numerics."""
+    s = Session("b")
+    s.receive(p.association_response(p.UserInfo(system_type=p.SYST_SERVER)))
+    s.receive(p.mds_create_event(1, 0, []))
+
+    def obj(handle: int, pid: int, unit: int, value: float) -> tuple[int, list]:
+        return (handle, p.numeric_attributes(p.Numeric(handle, pid, 0, unit, value)))
+
+    first = p.poll_result_message(
+        5, 1, 0, None, [obj(1, 0x4182, 0x0AA0, 71.0)], linked=p.RORLS_FIRST
+    )
+    last = p.poll_result_message(5, 1, 0, None, [obj(2, 0x4BB8, 0x0220, 95.0)], linked=p.RORLS_LAST)
+    final = p.poll_result_message(5, 1, 0, None, [])
+    assert s.receive(first) == [] and s.receive(last) == []
+    (r,) = s.receive(final)
+    assert r.values == {"HR": 71.0, "O2Sat": 95.0}
+    assert s.stats.poll_results == 1

@@ -25,6 +25,7 @@ its vital is named in `Reading.quality` with the state, unless a valid source ga
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 import threading
@@ -95,6 +96,9 @@ class Session:
         self._next_keep_alive = 0.0
         self._retry_at = 0.0
         self._pending: list[bytes] = []
+        # Linked results (RORLS) of one poll, by invoke id, until its final RORS result
+        # (Guide p. 44 "Remote Operation Linked Result", example p. 293).
+        self._linked: dict[int, list[p.PollResult]] = {}
         self.last_terms: dict[str, Term] = {}  # vital -> the MDC term of its last value
 
     # --- sending --------------------------------------------------------------------
@@ -181,8 +185,20 @@ class Session:
             and isinstance(msg.body, p.PollResult)
             and msg.body.obj_class == p.NOM_MOC_VMO_METRIC_NU
         ):
+            result = msg.body
+            if result.linked is not None:  # one part of a poll too big for one message
+                parts = self._linked.setdefault(result.invoke_id, [])
+                parts.append(result)
+                while len(self._linked) > 4:  # a final result never came: drop the oldest
+                    self._linked.pop(next(iter(self._linked)))
+                    self.stats.bad["linked_incomplete"] += 1
+                return []
+            parts = self._linked.pop(result.invoke_id, [])
+            if parts:
+                numerics = tuple(n for r in parts for n in r.numerics) + result.numerics
+                result = dataclasses.replace(parts[0], linked=None, numerics=numerics)
             self.stats.poll_results += 1
-            return [self.reading(msg.body)]
+            return [self.reading(result)]
         return []
 
     def replies(self) -> list[bytes]:
