@@ -149,3 +149,28 @@ def test_vigil_sim_protocol_bad_fault_and_protocol() -> None:
     assert res.exit_code == 2 and "unknown parameter 'Nope'" in res.stderr
     res = CliRunner().invoke(app, ["sim", "--protocol", "dicom"])
     assert res.exit_code == 2 and "--protocol 'dicom': choose hl7 or intellivue" in res.stderr
+
+
+def test_probe_over_udp_on_the_lan() -> None:
+    sim = IntelliVueSim(bed_label="ICU-3", udp_port=0, demo=True)
+    try:
+        res = _run(
+            ["edge", "probe", "--driver", "intellivue", "--udp", sim.address, "--seconds", "1"]
+        )
+    finally:
+        sim.close()
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.startswith(f"monitor on udp {sim.address}: Philips 866062, bed label ICU-3")
+    assert "no valid numeric  withheld: HR (demo_data)" in res.stdout  # demo mode
+    assert sim.stats.released == 1
+
+
+def test_decode_counts_a_frame_cut_by_a_cable_pull(tmp_path: Path) -> None:
+    stream = record_stream(3)
+    cut = stream.index(b"\xc0", stream.index(b"\xc0", 1) + 1)  # the second frame's start
+    rec = tmp_path / "pulled.bin"
+    rec.write_bytes(stream[: cut + 25] + stream[cut:])  # 25 bytes of it, then it again
+    res = CliRunner().invoke(app, ["edge", "decode", "--driver", "intellivue", str(rec)])
+    assert res.exit_code == 0
+    assert "frames not used: truncated 1" in res.stdout
+    assert "3 poll result(s)" in res.stdout
