@@ -12,9 +12,19 @@ from datetime import timedelta
 
 from edge_agent.alarms import ActionRefused
 from edge_agent.ui.app import VigilApp
+from edge_agent.ui.gateway_port import ward_view
 from edge_agent.ui.screens import BedsideScreen, HelpScreen
 from edge_agent.ui.screens.entries import EntryScreen
-from tests.support.ui import FIXED_NOW, FixedPort, fixed_ward, settle, textual_test, until
+from edge_agent.ui.widgets import BedRow
+from tests.support.ui import (
+    FIXED_NOW,
+    FixedPort,
+    fixed_state,
+    fixed_ward,
+    settle,
+    textual_test,
+    until,
+)
 
 
 class RecordingPort(FixedPort):
@@ -220,3 +230,29 @@ async def test_help_lists_the_bedside_entry_keys():
             key,
             text,
         )
+
+
+@textual_test
+async def test_a_news2_alarm_alone_shows_the_banner_rings_and_sorts_first():
+    """A ward that uses NEWS2 only has no model alarm: NEWS2's must be as loud."""
+    state = fixed_state(alarm_bed=None)
+    state.record_news2_alarm("bed04", level="alarm", state="active")
+    port = RecordingPort(ward_view(state.snapshot()))
+    app = VigilApp(port, operator="Ann", blink=False)
+    rings = []
+    app.bell = lambda: rings.append(1)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        assert rings == [1]
+        rows = [r.bed.bed for r in app.screen.query(BedRow)]
+        assert rows[0] == "bed04"
+        text = app.screen_text()
+        assert "⚠ ALARM  BED bed04" in text and "NEWS2 ALARM" in text, text
+        await pilot.press("enter")
+        await until(pilot, lambda: isinstance(app.screen, BedsideScreen))
+        text = app.screen_text()
+        assert "⚠ NEWS2 ALARM BED bed04  NEWS2 " in text, text
+        assert "│ NEWS2 ALARM" in text, text  # beside the model's level
+        await pilot.press("a")
+        await until(pilot, lambda: app.actions_done == 1)
+    assert port.calls == [("acknowledge", "bed04", "Ann")]

@@ -119,9 +119,28 @@ class BedView:
     news2_alarm_state: str = "none"  # none / active / acknowledged / silenced
 
     @property
-    def alarming(self) -> bool:
-        """An alarm the nurse has not yet acknowledged or silenced: the banner shows."""
+    def model_alarming(self) -> bool:
+        """The model's risk alarm, not yet acknowledged or silenced."""
         return self.alarm_level in ("alarm", "escalated") and self.alarm_state == "active"
+
+    @property
+    def news2_alarming(self) -> bool:
+        """The NEWS2 response alarm, not yet acknowledged or silenced."""
+        return (
+            self.news2_alarm_level in ("alarm", "escalated") and self.news2_alarm_state == "active"
+        )
+
+    @property
+    def alarming(self) -> bool:
+        """An alarm (the model's or NEWS2's) the nurse has not yet acknowledged or
+        silenced: the banner shows and the terminal rings (a ward using NEWS2 only
+        has no model alarm at all)."""
+        return self.model_alarming or self.news2_alarming
+
+    @property
+    def top_alarm_level(self) -> AlarmLevel:
+        """The higher of the model's and the NEWS2 alarm levels (for sorting)."""
+        return max(self.alarm_level, self.news2_alarm_level, key=lambda x: ALARM_RANK.get(x, 0))
 
     def vital(self, name: str) -> VitalView:
         return self.vitals.get(name) or VitalView(name=name, value=None, age_seconds=None)
@@ -172,14 +191,15 @@ class WardView:
         return next((b for b in self.beds if b.bed == bed), None)
 
     def by_risk(self) -> tuple[BedView, ...]:
-        """Sickest first: unacknowledged alarms, then alarm level, then model risk, then NEWS2."""
+        """Sickest first: unacknowledged alarms, then alarm level (the model's or NEWS2's),
+        then model risk, then NEWS2."""
         return tuple(sorted(self.beds, key=ward_sort_key))
 
 
 def ward_sort_key(b: BedView) -> tuple:
     return (
         0 if b.alarming else 1,
-        -ALARM_RANK.get(b.alarm_level, 0),
+        -ALARM_RANK.get(b.top_alarm_level, 0),
         -(b.risk if b.risk is not None else -1.0),
         -(b.news2.total if b.news2 else -1),
         b.bed,

@@ -12,6 +12,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import ListItem
 
+from contracts.messages import ALARM_RANK
 from edge_agent.ui.view import BedView, format_value
 
 # name, width, component class (monitor colours)
@@ -80,10 +81,11 @@ class BedRow(ListItem):
             t.append(f"{format_value(name, v.value):>{width}}", s)
             if i < len(COLUMNS) - 1:
                 t.append(" ")
-        state = {"acknowledged": " ack", "silenced": " silenced"}.get(b.alarm_state, "")
-        level = "·" if b.alarm_level == "none" else b.alarm_level.upper()
-        t.append(
-            f"  {level}{state if b.alarm_level != 'none' else ''}",
-            style(f"bedrow--{b.alarm_level}"),
-        )
+        # The model's alarm; NEWS2's instead when it is the higher (a NEWS2-only ward).
+        level, state, prefix = b.alarm_level, b.alarm_state, ""
+        if ALARM_RANK.get(b.news2_alarm_level, 0) > ALARM_RANK.get(level, 0):
+            level, state, prefix = b.news2_alarm_level, b.news2_alarm_state, "NEWS2 "
+        words = {"acknowledged": " ack", "silenced": " silenced"}.get(state, "")
+        shown = "·" if level == "none" else f"{prefix}{level.upper()}{words}"
+        t.append(f"  {shown}", style(f"bedrow--{level}"))
         return t
