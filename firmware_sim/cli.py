@@ -102,6 +102,21 @@ def sim(
         typer.Option("--replay", help="Stay id(s) of the canonical table to replay, one bed each."),
     ] = None,
     data: CanonicalTable = None,
+    bedside: Annotated[
+        bool,
+        typer.Option(
+            "--bedside",
+            help="--replay as a bedside monitor measures: continuous vitals interpolated"
+            " between charted values with beat-to-beat noise, NIBP per cuff cycle, Temp per"
+            " probe (firmware_sim/bedside.py); default: the chart as charted.",
+        ),
+    ] = False,
+    cuff: Annotated[
+        str, typer.Option(help="--bedside: NIBP cuff cycle (15m..60m typical).")
+    ] = "30m",
+    max_gap: Annotated[
+        str, typer.Option(help="--bedside: charted values further apart are not interpolated.")
+    ] = "4h",
     scenario: Annotated[
         str | None,
         typer.Option(
@@ -223,9 +238,25 @@ def sim(
             )
         path = _table(data or default_data())
         try:
-            sources = load_replay(path, ids, seed=seed)
+            if bedside:
+                from .bedside import BedsideConfig, load_bedside
+
+                step = max(interval / speed, 1.0 / max_rate) * speed  # = Monitor.sim_step
+                try:
+                    cfg = BedsideConfig(
+                        cadence_s=step,
+                        cuff_interval_s=_seconds(cuff, "--cuff"),
+                        max_gap_h=_seconds(max_gap, "--max-gap") / 3600.0,
+                    )
+                except ValueError as e:
+                    raise fail(f"--bedside: {e}", prefix=SIM) from None
+                sources = load_bedside(path, ids, seed=seed, config=cfg)
+            else:
+                sources = load_replay(path, ids, seed=seed)
         except DataError as e:
             raise fail(e, prefix=SIM) from None
+    elif bedside:
+        raise fail("--bedside replays a stay: give --replay STAY_ID", prefix=SIM)
     else:
         names = [s.strip() for s in (scenario or "stable").split(",")]
         bad = [s for s in names if s not in SCENARIOS]
