@@ -112,3 +112,35 @@ def test_config_needs_exactly_one_of_port_and_udp(tmp_path) -> None:
     with pytest.raises(ConfigError, match="port \\(serial\\) or udp"):
         load_config(str(p))
     time.sleep(0)
+
+
+def test_udp_line_hands_pcd01_the_bed_worker_decodes() -> None:
+    """An `intellivue` bed on the LAN: IntelliVueLine over UDP, its bytes read by the
+    gateway's own MllpDecoder, as the bed worker does."""
+    import threading
+    from datetime import UTC, datetime
+
+    from edge_agent.config import IntelliVueSource, LinkConfig
+    from edge_agent.decoder import MllpDecoder
+
+    start = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    sim = IntelliVueSim(bed_label="bed-5", udp_port=0, clock_start=start, switched_off={"Temp"})
+    stop = threading.Event()
+    cfg = IntelliVueSource(type="intellivue", udp=sim.address, poll_seconds=0.1)
+    line = IntelliVueLine("bed-5", cfg, LinkConfig(), stop)
+    dec = MllpDecoder(source="bed-5", bed="bed-5")
+    readings = []
+    try:
+        deadline = time.monotonic() + 10
+        while len(readings) < 3 and time.monotonic() < deadline:
+            data = line.read()
+            if data:
+                readings += dec.feed(data)
+    finally:
+        line.close()
+        sim.close()
+    assert len(readings) >= 3 and dec.stats.frames_bad == 0
+    r = readings[-1]
+    assert r.bed == "bed-5" and set(r.values) == {"HR", "O2Sat", "SBP", "DBP", "MAP", "Resp"}
+    assert abs((r.obs_time - start).total_seconds()) < 30  # the monitor's clock, not ours
+    assert sim.stats.released == 1  # close() released the association

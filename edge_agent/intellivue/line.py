@@ -5,7 +5,8 @@ gets an `IntelliVueLine` (`edge_agent.sources` registers it). The gateway's bed 
 reads a line's bytes and decodes them as MLLP-framed IHE PCD-01 messages, so this line
 hands each `Reading` the driver makes over as one PCD-01 ORU^R01 message: an OBX per
 vital with the MDC code of the numeric that gave it, the value in the catalogue unit
-(UCUM), the monitor's time (OBX-14) and the receipt time (MSH-7). Numerics the monitor
+(UCUM), the monitor's time (OBX-14, and MSH-7 for the gateway's clock-skew check). The
+receipt time (`Reading.received`) does not cross this bridge. Numerics the monitor
 flagged (invalid, questionable, unavailable, calibration, test or demo data) are not in
 `Reading.values`, so no OBX carries them and nothing downstream scores them.
 
@@ -42,9 +43,10 @@ def _esc(text: str) -> str:
 
 def to_pcd01(r: Reading, terms: dict[str, Term], sending_app: str) -> bytes:
     """One Reading as an IHE PCD-01 ORU^R01 (values already in catalogue units)."""
-    received = r.received or r.obs_time
+    # MSH-7 is the monitor's clock (its poll result's time), so the gateway's clock-skew
+    # check flags a monitor whose clock is off, as for an HL7 monitor.
     segs = [
-        f"MSH|^~\\&|{_esc(sending_app)}|VIGIL-INTELLIVUE|||{_ts(received)}||ORU^R01^ORU_R01|"
+        f"MSH|^~\\&|{_esc(sending_app)}|VIGIL-INTELLIVUE|||{_ts(r.obs_time)}||ORU^R01^ORU_R01|"
         f"{_esc(r.bed)}-{r.seq}|P|2.6",
         f"PID|||{_esc(r.stay)}",
         f"PV1||I|^^{_esc(r.bed)}",
