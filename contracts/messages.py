@@ -379,9 +379,102 @@ class ModelState(Envelope):
     active: ModelRef | None = None
 
 
+# Shadow evaluation (issue 13): a candidate bundle scored silently beside the active
+# one on a gateway; every step it saw counts once in each model's summary.
+SHADOW_BINS = 10  # fixed risk histogram: [0, 0.1), [0.1, 0.2), ..., [0.9, 1.0]
+
+
+class ModelSummary(_Wire):
+    """One model's part of a shadow summary, over the summary's period.
+
+    `steps`: closed steps offered to the model (scored or not: the patient time);
+    `scored`: steps with a risk; `histogram`: the risks in `SHADOW_BINS` equal bins
+    (sums to `scored`); `alarm_steps`: steps after which its alarm machine was at level
+    alarm or above (alarm time = alarm_steps x step_seconds); `raised`: alarms raised."""
+
+    name: Text(128)
+    version: Text(64)
+    threshold: Probability
+    steps: Count
+    scored: Count
+    histogram: list[Count] = Field(min_length=SHADOW_BINS, max_length=SHADOW_BINS)
+    alarm_steps: Count
+    raised: Count
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSummary:
+        if self.scored > self.steps:
+            raise ValueError("scored must not exceed steps")
+        if sum(self.histogram) != self.scored:
+            raise ValueError("histogram must sum to scored")
+        if self.alarm_steps > self.steps:
+            raise ValueError("alarm_steps must not exceed steps")
+        return self
+
+
+def cohen_kappa(both: int, only_a: int, only_b: int, neither: int) -> float | None:
+    """Cohen's kappa of two raters' yes/no per item; None when undefined (no items, or
+    chance agreement is 1: both always said the same one thing)."""
+    n = both + only_a + only_b + neither
+    if n == 0:
+        return None
+    po = (both + neither) / n
+    pa, pb = (both + only_a) / n, (both + only_b) / n
+    pe = pa * pb + (1 - pa) * (1 - pb)
+    return None if pe >= 1.0 else (po - pe) / (1 - pe)
+
+
+class ShadowSummary(Envelope):
+    """`vigil.shadow/1` on vigil/v1/gw/{gw}/shadow: what the active and the shadow
+    model did on this gateway's beds over [period_start, period_end).
+
+    `state`: running (the shadow model scored this period), dropped (it failed and was
+    unloaded: `reason`), refused (a shadow release did not verify: `reason`, the
+    release's claimed `candidate`). Agreement counts steps both models saw by their
+    alarm state after the step: `both`, `only_active`, `only_shadow`, `neither`."""
+
+    schema_: Literal["vigil.shadow/1"] = Field("vigil.shadow/1", alias="schema")
+    channel: Id
+    trigger: Literal["periodic", "on_demand", "dropped", "refused"]
+    state: Literal["running", "dropped", "refused"]
+    reason: Text(2000) = ""
+    candidate: ModelRef | None = None
+    period_start: WireTime
+    period_end: WireTime
+    step_seconds: Annotated[int, Field(ge=1, le=86_400)]
+    active: ModelSummary | None = None
+    shadow: ModelSummary | None = None
+    both: Count = 0
+    only_active: Count = 0
+    only_shadow: Count = 0
+    neither: Count = 0
+
+    @field_serializer("period_start", "period_end")
+    def _period(self, ts: datetime) -> str:
+        return iso_ms(ts)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ShadowSummary:
+        if self.period_end < self.period_start:
+            raise ValueError("period_end must not be before period_start")
+        if self.state == "running" and (self.active is None or self.shadow is None):
+            raise ValueError("a running shadow summary carries active and shadow")
+        if self.state != "running" and not self.reason.strip():
+            raise ValueError(f"a {self.state} shadow summary needs a reason")
+        agreed = self.both + self.only_active + self.only_shadow + self.neither
+        if self.shadow is not None and agreed > self.shadow.steps:
+            raise ValueError("agreement counts more steps than the shadow model saw")
+        return self
+
+    @property
+    def kappa(self) -> float | None:
+        return cohen_kappa(self.both, self.only_active, self.only_shadow, self.neither)
+
+
 class Command(Envelope):
     schema_: Literal["vigil.cmd/1"] = Field("vigil.cmd/1", alias="schema")
-    command: Literal["join_channel", "report_status", "resend"]
+    # report_shadow: send the shadow summary now (vigil.shadow/1), not at the period.
+    command: Literal["join_channel", "report_status", "report_shadow", "resend"]
     channel: Id | None = None
     # resend: re-publish the gateway's retained messages enqueued at or after `since`.
     since: WireTime | None = None
@@ -404,11 +497,20 @@ class ModelRelease(Envelope):
 
 
 GatewayMessage = Annotated[
-    Status | Vitals | Risk | Alarm | ModelState | Observation, Field(discriminator="schema_")
+    Status | Vitals | Risk | Alarm | ModelState | Observation | ShadowSummary,
+    Field(discriminator="schema_"),
 ]
 _GATEWAY = TypeAdapter(GatewayMessage)
 AnyMessage = Annotated[
-    Status | Vitals | Risk | Alarm | ModelState | Observation | Command | ModelRelease,
+    Status
+    | Vitals
+    | Risk
+    | Alarm
+    | ModelState
+    | Observation
+    | ShadowSummary
+    | Command
+    | ModelRelease,
     Field(discriminator="schema_"),
 ]
 _ANY = TypeAdapter(AnyMessage)
@@ -459,7 +561,17 @@ def parse_message(
     max_bytes: int | None = None,
     now: datetime | None = None,
     window: TimeWindow = DEFAULT_WINDOW,
-) -> Status | Vitals | Risk | Alarm | ModelState | Observation | Command | ModelRelease:
+) -> (
+    Status
+    | Vitals
+    | Risk
+    | Alarm
+    | ModelState
+    | Observation
+    | ShadowSummary
+    | Command
+    | ModelRelease
+):
     """Validate one payload into its message model, or raise MessageError(kind, reason).
 
     Never raises anything else, whatever the bytes. `now`: the receiver's clock (default
@@ -479,7 +591,17 @@ def _parse(
     max_bytes: int | None,
     now: datetime | None,
     window: TimeWindow,
-) -> Status | Vitals | Risk | Alarm | ModelState | Observation | Command | ModelRelease:
+) -> (
+    Status
+    | Vitals
+    | Risk
+    | Alarm
+    | ModelState
+    | Observation
+    | ShadowSummary
+    | Command
+    | ModelRelease
+):
     if not isinstance(payload, bytes | bytearray | memoryview):
         raise MessageError("malformed", f"payload is {type(payload).__name__}, not bytes")
     payload = bytes(payload)

@@ -39,6 +39,11 @@ def observation(gw: str, bed: str) -> str:
     return f"{PREFIX}/gw/{check_id('gateway', gw)}/bed/{check_id('bed', bed)}/observation"
 
 
+def shadow(gw: str) -> str:
+    """A gateway's shadow-evaluation summary (`vigil.shadow/1`)."""
+    return f"{PREFIX}/gw/{check_id('gateway', gw)}/shadow"
+
+
 def model_state(gw: str) -> str:
     return f"{PREFIX}/gw/{check_id('gateway', gw)}/model"
 
@@ -51,11 +56,18 @@ def models(channel: str) -> str:
     return f"{PREFIX}/models/{check_id('channel', channel)}"
 
 
+def shadow_models(channel: str) -> str:
+    """A channel's candidate bundle, run silently beside the active one (a release whose
+    signed stamp says `mode: shadow`); retained like `models`, never activated."""
+    return f"{models(channel)}/shadow"
+
+
 # What the hub subscribes to (shared subscription: workers split the load).
 HUB_SHARE_GROUP = "hub"
 GATEWAY_FILTERS = (
     f"{PREFIX}/gw/+/status",
     f"{PREFIX}/gw/+/model",
+    f"{PREFIX}/gw/+/shadow",
     f"{PREFIX}/gw/+/bed/+/vitals",
     f"{PREFIX}/gw/+/bed/+/risk",
     f"{PREFIX}/gw/+/bed/+/alarm",
@@ -80,7 +92,7 @@ def shared(filter_: str, group: str = HUB_SHARE_GROUP) -> str:
 
 
 _GW_TOPIC = re.compile(
-    rf"^{re.escape(PREFIX)}/gw/(?P<gw>{_ID_LEVEL})/(?:(?P<kind>status|model|cmd)"
+    rf"^{re.escape(PREFIX)}/gw/(?P<gw>{_ID_LEVEL})/(?:(?P<kind>status|model|shadow|cmd)"
     rf"|bed/(?P<bed>{_ID_LEVEL})/(?P<bkind>vitals|risk|alarm|observation))\Z"
 )
 

@@ -6,6 +6,8 @@ Layout under the bundle root (one folder on the gateway's disk):
     staging/<tmp>/       a bundle being written; never pointed at
     active -> bundles/<slot>     symlink: the bundle the gateway scores with
     previous -> bundles/<slot>   symlink: the one before it (rollback)
+    shadow -> bundles/<slot>     symlink: a candidate scored silently beside `active`
+                                 (edge_agent/shadow.py); never scored for a nurse
     state.json           highest release seen, last refusal, channel
 
 Power may go at any instant, so every step leaves a state `boot` can use:
@@ -33,6 +35,7 @@ from contracts.bundle import MANIFEST, MODEL, SIGNATURE
 
 ACTIVE = "active"
 PREVIOUS = "previous"
+SHADOW = "shadow"
 _SLOT = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 
@@ -124,7 +127,8 @@ class BundleStore:
         return slot
 
     def _referenced(self) -> set[Path]:
-        return {p.resolve() for p in (self.pointer(ACTIVE), self.pointer(PREVIOUS)) if p}
+        pointers = (self.pointer(ACTIVE), self.pointer(PREVIOUS), self.pointer(SHADOW))
+        return {p.resolve() for p in pointers if p}
 
     def gc(self) -> list[str]:
         """Remove staging leftovers and slots no pointer refers to; returns what went."""
@@ -140,7 +144,7 @@ class BundleStore:
                 else:
                     p.unlink(missing_ok=True)
                 gone.append(f"bundles/{p.name}")
-        for stray in (self.root / f"{ACTIVE}.new", self.root / f"{PREVIOUS}.new"):
+        for stray in (self.root / f"{n}.new" for n in (ACTIVE, PREVIOUS, SHADOW)):
             if stray.is_symlink() or stray.exists():
                 stray.unlink()
                 gone.append(stray.name)

@@ -253,6 +253,21 @@ class AdmissionConfig(_Strict):
     require: bool = False
 
 
+class ShadowConfig(_Strict):
+    """`[shadow]`: shadow evaluation of a candidate bundle (edge_agent/shadow.py).
+
+    `enabled`: accept shadow releases from the hub (false: they are ignored, nothing
+    runs beside the active model). `report_minutes`: how often the per-model summary
+    (`vigil.shadow/1`) goes to the hub while a shadow model runs; the hub's
+    `report_shadow` command asks for one at once. `queue_steps`: steps waiting for the
+    shadow model; beyond it a step is skipped for the shadow and counted, so the
+    shadow can never slow the patient-facing path."""
+
+    enabled: bool = True
+    report_minutes: float = Field(60.0, gt=0, le=7 * 24 * 60)
+    queue_steps: int = Field(1024, ge=1, le=1_000_000)
+
+
 class LinkConfig(_Strict):
     stale_after_seconds: float = Field(10.0, gt=0)
     down_after_seconds: float = Field(30.0, gt=0)
@@ -350,6 +365,7 @@ class EdgeSettings(BaseSettings):
     alarms: AlarmConfig = AlarmConfig()
     news2: News2Config = News2Config()
     admission: AdmissionConfig = AdmissionConfig()
+    shadow: ShadowConfig = ShadowConfig()
     link: LinkConfig = LinkConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     hl7: Hl7Config = Hl7Config()

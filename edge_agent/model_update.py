@@ -47,6 +47,16 @@ next release the hub stamps is accepted while older ones are still replays.
 Nothing a release or a bundle file holds escapes as an exception: `handle_release`
 refuses anything unexpected as `internal` (logged with its traceback, counted), and
 `boot` falls back from `active` to `previous` to the default whatever their files hold.
+
+Shadow candidates (issue 13, edge_agent/shadow.py): a release whose signed stamp says
+`"mode": "shadow"` is never activated here (`handle_release` ignores it: its claim is
+signed, so a shadow release sent on the active topic cannot become active, and one
+without the claim fails the signature if the claim was removed). `prove_shadow` puts
+it through the same checks as an active bundle (base64, signature, manifest, size and
+hash, release stamp, not from the future, not a replay of the last shadow seq,
+compatible inputs, staged, re-read and verified from disk, LiteRT, golden windows),
+then keeps it in its own slot behind the `shadow` pointer (`boot_shadow` reloads it
+after a restart, `drop_shadow` removes it).
 """
 
 from __future__ import annotations
@@ -83,7 +93,7 @@ from contracts.topics import check_id
 from model_runtime.litert import LiteRTError, RiskModel
 from model_runtime.verify import check_model
 
-from .bundle_store import ACTIVE, PREVIOUS, BundleStore
+from .bundle_store import ACTIVE, PREVIOUS, SHADOW, BundleStore
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +165,12 @@ def release_seq(manifest: dict[str, Any]) -> int:
         if isinstance(seq, int) and not isinstance(seq, bool) and seq > 0:
             return seq
     return 0
+
+
+def release_mode(manifest: dict[str, Any]) -> str:
+    """'shadow' when the release stamp marks a candidate to run silently, else 'active'."""
+    stamp = manifest.get(RELEASE_KEY)
+    return "shadow" if isinstance(stamp, dict) and stamp.get("mode") == "shadow" else "active"
 
 
 def _state_seq(state: dict[str, Any]) -> int:
@@ -426,6 +442,9 @@ class ModelUpdater:
 
     def _handle(self, release: ModelRelease) -> ModelState | None:
         raw = release.manifest
+        if release_mode(raw) == "shadow":  # a candidate for edge_agent/shadow.py, never here
+            self.counters["ignored"] += 1
+            return None
         name = _text(raw.get("name"), 128)
         version = _text(raw.get("version"), 64)
         seq = release_seq(raw)
@@ -547,6 +566,86 @@ class ModelUpdater:
             self.store.gc()
             raise
         return loaded, staged
+
+    # --- shadow candidates (module doc) -------------------------------------------------
+    def prove_shadow(self, release: ModelRelease) -> LoadedBundle | None:
+        """Every check of an active bundle, then keep it behind the `shadow` pointer.
+
+        Returns the loaded candidate, or None when it is the shadow already running (a
+        retained release delivered again). Raises BundleError(reason) when refused."""
+        with self._lock:
+            raw = release.manifest
+            if release_mode(raw) != "shadow":
+                raise BundleError("not_shadow", "release stamp does not say mode shadow")
+            try:
+                model_bytes = base64.b64decode(release.model_b64, validate=True)
+            except (binascii.Error, ValueError) as e:
+                raise BundleError("bad_encoding", f"model_b64 is not base64: {e}") from None
+            if len(model_bytes) > MAX_MODEL_BYTES:
+                raise BundleError(
+                    "too_large", f"model is {len(model_bytes)} bytes > {MAX_MODEL_BYTES}"
+                )
+            manifest = verify_parts(raw, release.signature, model_bytes, self.trusted)
+            seq = release_seq(raw)
+            if seq == 0:
+                raise BundleError(
+                    "unreleased", "manifest carries no signed release stamp (release.seq)"
+                )
+            self._check_not_future(raw, seq)
+            state = self.store.read_state()
+            last = state.get("shadow_seq", 0)
+            last = last if isinstance(last, int) and not isinstance(last, bool) else 0
+            current = self.store.pointer(SHADOW)
+            if seq == last and current is not None:
+                return None
+            if seq < last:
+                raise BundleError(
+                    "replayed", f"shadow release {seq} is older than shadow release {last}"
+                )
+            req = self.requirements
+            if req is not None:
+                req.check(manifest)
+            staged = self.store.stage(raw, release.signature, model_bytes)
+            try:
+                loaded = load_verified(staged, self.trusted, "shadow")
+            except BundleError:
+                self.store.gc()
+                raise
+            slot = self.store.commit(staged, f"shadow-{seq:013d}-{manifest.sha256[:12]}")
+            loaded.model.folder = slot
+            self.store.set_pointer(SHADOW, slot)
+            state = self.store.read_state()
+            state["shadow_seq"] = seq
+            self.store.write_state(state)
+            self.store.gc()
+            log.info(
+                "shadow candidate %s %s kept (release %d)", manifest.name, manifest.version, seq
+            )
+            return LoadedBundle(slot, loaded.manifest, loaded.model, loaded.key_id, seq, "shadow")
+
+    def boot_shadow(self) -> LoadedBundle | None:
+        """The kept shadow candidate, verified again; None (pointer removed) when it
+        is absent, no longer verifies or no longer fits this gateway's inputs."""
+        with self._lock:
+            folder = self.store.pointer(SHADOW)
+            if folder is None:
+                return None
+            try:
+                loaded = load_verified(folder, self.trusted, "shadow")
+                req = self.requirements
+                if req is not None:
+                    req.check(loaded.manifest)
+            except BundleError as e:
+                log.error("shadow bundle %s does not verify: %s", folder.name, e)
+                self.drop_shadow()
+                raise
+            return loaded
+
+    def drop_shadow(self) -> None:
+        """Remove the shadow candidate from disk (the active bundle is not touched)."""
+        with self._lock:
+            self.store.set_pointer(SHADOW, None)
+            self.store.gc()
 
     def _check_not_future(self, manifest: dict[str, Any], seq: int) -> None:
         """`from_the_future`: the stamp's seq or issued_at beyond the clock + the margin."""
