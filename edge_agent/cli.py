@@ -69,8 +69,10 @@ def run(
     setup_logging(s.log_level, s.log_json if json_logs is None else json_logs)
     gw = Gateway(s)
     from edge_agent.model_hook import attach_updater
+    from edge_agent.shadow import attach_shadow
 
-    attach_updater(gw)  # model updates from the hub (bundles in <store folder>/bundles)
+    # model updates from the hub (bundles in <store folder>/bundles), and shadow candidates
+    attach_shadow(gw, attach_updater(gw))
     gw.start()
 
     def _stop(signum: int, frame: FrameType | None) -> None:

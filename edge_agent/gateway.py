@@ -80,6 +80,7 @@ from .sources import LineSource, open_line
 
 if TYPE_CHECKING:
     from .pcd01 import AdtEvent, Pcd01Message
+    from .shadow import ShadowRunner
 from .state import REASSESS_KINDS, AdmissionSnapshot, GatewayState
 from .store import Store
 from .supervisor import Supervisor
@@ -257,6 +258,7 @@ class Gateway:
         self._skew_count = 0
         self._skew_last = 0.0
         self.release_hooks: list[Callable[[ModelRelease], None]] = []
+        self.shadow: ShadowRunner | None = None  # edge_agent/shadow.py: attach_shadow
         self.publisher = Publisher(
             settings,
             self.store,
@@ -958,6 +960,7 @@ class Gateway:
         n2 = self._news2(bed, step.values)
         risk: float | None = None
         observed, insufficient = 0, True
+        inp = None
         if self.model is not None:
             inp = step.model_input or bed.windows.model_input()
             observed, insufficient = inp.observed, inp.insufficient
@@ -1046,6 +1049,8 @@ class Gateway:
             }
         )
         self._keep_alarms(bed, step.stay, alarms)
+        if self.shadow is not None:  # last: a candidate scored silently (edge_agent/shadow.py)
+            self.shadow.offer(bed.id, step, inp, risk, s.level)
 
     def _news2(self, bed: Bed, values: dict[str, float | None]) -> News2:
         """NEWS2 of a step: its vitals and the bed's nurse observations; an oxygen or

@@ -99,6 +99,8 @@ class Publisher:
         self.topic_status = topics.status(gw)
         self.topic_cmd = topics.cmd(gw)
         self.topic_models = topics.models(settings.channel)
+        # The channel's shadow candidates (edge_agent/shadow.py sets it when attached).
+        self.topic_shadow: str | None = None
         m = settings.mqtt
         c = make_client(m, client_id=settings.client_id)
         c.max_inflight_messages_set(m.max_inflight)
@@ -238,7 +240,8 @@ class Publisher:
             return
         log.info("connected to %s:%s", self.settings.mqtt.host, self.settings.mqtt.port)
         client.publish(self.topic_status, self._status("online").to_json(), qos=1, retain=True)
-        client.subscribe([(self.topic_cmd, 1), (self.topic_models, 1)])
+        subs = [(self.topic_cmd, 1), (self.topic_models, 1)]
+        client.subscribe(subs + ([(self.topic_shadow, 1)] if self.topic_shadow else []))
         self._drain_first = True
         self._connected.set()
         self.state.set_broker(True)
