@@ -505,6 +505,7 @@ def gateway_acls(gw: str) -> list[dict[str, object]]:
     own = [
         topics.status(gw),
         topics.model_state(gw),
+        topics.shadow(gw),
         topics.vitals(gw, bed).replace(bed, "+"),
         topics.risk(gw, bed).replace(bed, "+"),
         topics.alarm(gw, bed).replace(bed, "+"),

@@ -32,6 +32,7 @@ from contracts.messages import (
     ModelState,
     Observation,
     Risk,
+    ShadowSummary,
     Status,
     TimeWindow,
     Vitals,
@@ -47,6 +48,7 @@ TOPIC_KIND = {
     "risk": Risk,
     "alarm": Alarm,
     "observation": Observation,
+    "shadow": ShadowSummary,
 }
 
 

@@ -156,6 +156,7 @@ def test_gateway_publishes_its_own_topics_and_the_hub_receives_them(connect):
     sent = {
         topics.status("gw-a"): _payload("status"),
         topics.model_state("gw-a"): _payload("model"),
+        topics.shadow("gw-a"): _payload("shadow"),
         topics.vitals("gw-a", "bed-1"): _payload("vitals"),
         topics.risk("gw-a", "bed-1"): _payload("risk"),
         topics.alarm("gw-a", "bed-1"): _payload("alarm"),

@@ -144,6 +144,7 @@ def test_strict_broker_access_lists_valid_identities_only(ca):
     assert sends == {
         "vigil/v1/gw/gw-1/status",
         "vigil/v1/gw/gw-1/model",
+        "vigil/v1/gw/gw-1/shadow",
         "vigil/v1/gw/gw-1/bed/+/vitals",
         "vigil/v1/gw/gw-1/bed/+/risk",
         "vigil/v1/gw/gw-1/bed/+/alarm",

@@ -190,6 +190,37 @@ class ObservationEvent(Base):
     received_at: Mapped[datetime] = mapped_column(TS)
 
 
+class ShadowSummaryEvent(Base):
+    """Shadow evaluation summaries (`vigil.shadow/1`, migration 0006): per gateway and
+    period, the active and the shadow model's steps, risk histogram, alarm steps and
+    alarms raised, and their agreement per step; what `vigil hub rollout --gate shadow`
+    reads (cloud_hub/rollout/gate.py). Refused/dropped candidates carry the reason."""
+
+    __tablename__ = "shadow_summaries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(EVENT_ID, unique=True)
+    gw: Mapped[str] = mapped_column(String(64), index=True)
+    ts: Mapped[datetime] = mapped_column(TS)
+    channel: Mapped[str] = mapped_column(String(64), index=True)
+    trigger: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    candidate_name: Mapped[str | None] = mapped_column(String(128))
+    candidate_version: Mapped[str | None] = mapped_column(String(64))
+    period_start: Mapped[datetime] = mapped_column(TS)
+    period_end: Mapped[datetime] = mapped_column(TS)
+    step_seconds: Mapped[int] = mapped_column(Integer)
+    active: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    shadow: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    shadow_name: Mapped[str | None] = mapped_column(String(128))
+    shadow_version: Mapped[str | None] = mapped_column(String(64))
+    both: Mapped[int] = mapped_column(Integer)
+    only_active: Mapped[int] = mapped_column(Integer)
+    only_shadow: Mapped[int] = mapped_column(Integer)
+    neither: Mapped[int] = mapped_column(Integer)
+    received_at: Mapped[datetime] = mapped_column(TS)
+
+
 class ModelStateEvent(Base):
     __tablename__ = "model_states"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

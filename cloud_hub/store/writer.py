@@ -51,6 +51,7 @@ from contracts.messages import (
     ModelState,
     Observation,
     Risk,
+    ShadowSummary,
     Status,
     Vitals,
     clean_text,
@@ -68,6 +69,7 @@ from .models import (
     ObservationEvent,
     OutcomeLabel,
     RiskEvent,
+    ShadowSummaryEvent,
     Stay,
     VitalsSummary,
 )
@@ -94,6 +96,7 @@ KIND_TABLE: dict[type, Table] = {
     Alarm: AlarmEvent.__table__,
     ModelState: ModelStateEvent.__table__,
     Observation: ObservationEvent.__table__,
+    ShadowSummary: ShadowSummaryEvent.__table__,
 }
 KIND_NAME: dict[type, str] = {
     Status: "status",
@@ -102,9 +105,10 @@ KIND_NAME: dict[type, str] = {
     Alarm: "alarm",
     ModelState: "model",
     Observation: "observation",
+    ShadowSummary: "shadow",
 }
 
-GatewayMessage = Status | Vitals | Risk | Alarm | ModelState | Observation
+GatewayMessage = Status | Vitals | Risk | Alarm | ModelState | Observation | ShadowSummary
 
 
 @dataclass(frozen=True)
@@ -251,6 +255,27 @@ def message_row(m: GatewayMessage, received_at: datetime, retained: bool = False
             "reason": m.reason,
             "active_name": name,
             "active_version": version,
+        }
+    if isinstance(m, ShadowSummary):
+        cand_name, cand_version = _model(m.candidate)
+        return base | {
+            "channel": m.channel,
+            "trigger": m.trigger,
+            "state": m.state,
+            "reason": m.reason,
+            "candidate_name": cand_name,
+            "candidate_version": cand_version,
+            "period_start": as_utc(m.period_start),
+            "period_end": as_utc(m.period_end),
+            "step_seconds": m.step_seconds,
+            "active": m.active.model_dump() if m.active else None,
+            "shadow": m.shadow.model_dump() if m.shadow else None,
+            "shadow_name": m.shadow.name if m.shadow else cand_name,
+            "shadow_version": m.shadow.version if m.shadow else cand_version,
+            "both": m.both,
+            "only_active": m.only_active,
+            "only_shadow": m.only_shadow,
+            "neither": m.neither,
         }
     raise TypeError(f"not a gateway message: {type(m).__name__}")
 

@@ -109,6 +109,7 @@ resource gwOwn 'Microsoft.EventGrid/namespaces/topicSpaces@2023-12-15-preview' =
     topicTemplates: [
       '${own}/status'
       '${own}/model'
+      '${own}/shadow'
       '${own}/bed/+/vitals'
       '${own}/bed/+/risk'
       '${own}/bed/+/alarm'
@@ -143,6 +144,7 @@ resource fleetTelemetry 'Microsoft.EventGrid/namespaces/topicSpaces@2023-12-15-p
     topicTemplates: [
       'vigil/v1/gw/+/status'
       'vigil/v1/gw/+/model'
+      'vigil/v1/gw/+/shadow'
       'vigil/v1/gw/+/bed/+/vitals'
       'vigil/v1/gw/+/bed/+/risk'
       'vigil/v1/gw/+/bed/+/alarm'
