@@ -193,6 +193,30 @@ def rollout_cmd(
     min_canary: Annotated[
         int, typer.Option(help="Fewest canary gateways for a staged rollout.")
     ] = 1,
+    shadow: Annotated[
+        bool,
+        typer.Option(
+            "--shadow",
+            help="Publish as a shadow candidate: the channel's gateways run it silently "
+            "beside their active model and report what it would have done.",
+        ),
+    ] = False,
+    gate: Annotated[
+        str | None,
+        typer.Option(
+            "--gate",
+            help="shadow: publish only if the candidate's shadow alarm burden at the "
+            "channel's gateways is within --alarm-budget (hub store --db).",
+        ),
+    ] = None,
+    alarm_budget: Annotated[
+        float | None,
+        typer.Option("--alarm-budget", help="With --gate shadow: alarm-hours per patient-day."),
+    ] = None,
+    min_patient_days: Annotated[
+        float,
+        typer.Option("--min-patient-days", help="With --gate shadow: fewest patient-days seen."),
+    ] = 1.0,
     host: BrokerHost = "127.0.0.1",
     port: BrokerPort = 1883,
     tls_ca: TlsCa = None,
@@ -205,7 +229,10 @@ def rollout_cmd(
 ) -> None:
     """Publish a signed model on a channel (retained), or stage it canary -> stable.
 
-    Example: vigil hub rollout vigil-sepsis@champion --staged --min-canary 2
+    --shadow publishes it as a silent candidate beside the channel's active model;
+    --gate shadow promotes it only if its shadow alarm burden there meets the budget.
+
+    Example: vigil hub rollout --bundle cand/ --channel stable --gate shadow --alarm-budget 1.0
     """
     from cloud_hub.keys import SigningKeyError, open_provider
     from cloud_hub.retrain import RetrainError, bundle_of_version
@@ -223,6 +250,20 @@ def rollout_cmd(
         raise fail("give either --channel canary|stable or --staged")
     if (model is None) == (bundle is None):
         raise fail("give either MODEL@VERSION or --bundle PATH")
+    if gate is not None and gate != "shadow":
+        raise fail(f"--gate {gate!r}: the only gate is 'shadow'")
+    if gate and (staged or shadow):
+        raise fail("--gate shadow promotes on one --channel: not with --staged or --shadow")
+    if gate and alarm_budget is None:
+        raise fail("--gate shadow needs --alarm-budget (alarm-hours per patient-day)")
+    if alarm_budget is not None and not gate:
+        raise fail("--alarm-budget belongs to --gate shadow")
+    if alarm_budget is not None and not alarm_budget > 0:
+        raise fail(f"--alarm-budget {alarm_budget:g}: must be above 0")
+    if min_patient_days < 0:
+        raise fail(f"--min-patient-days {min_patient_days:g}: must be 0 or more")
+    if shadow and staged:
+        raise fail("--shadow publishes on one --channel: not with --staged")
     try:
         provider = open_provider(key)
         if bundle is None:
@@ -232,11 +273,24 @@ def rollout_cmd(
             bundle = bundle_of_version(name, version, tracking_uri, Path(tempfile.mkdtemp()))
         manifest, blob = read_bundle_folder(bundle)
         led = _ledger(ledger, db)
+        if gate:
+            _shadow_gate(channel, manifest, db, alarm_budget, min_patient_days)
         client = connect(_broker(host, port, tls_ca, tls_cert, tls_key))
     except (SigningKeyError, RetrainError, RolloutError) as e:
         raise fail(e) from None
     try:
-        if staged:
+        if shadow:
+            from cloud_hub.rollout.release import publish_shadow
+
+            rel = make_release(
+                manifest, blob, channel, provider, seq=next_seq(led.last_seq()), shadow=True
+            )
+            publish_shadow(client, rel)
+            typer.echo(
+                f"published {manifest.get('name')} {manifest.get('version')} as a shadow "
+                f"candidate on {channel} (release {rel.manifest['release']['seq']})"
+            )
+        elif staged:
             report = staged_rollout(
                 client,
                 manifest,
@@ -403,6 +457,35 @@ def releases_cmd(
     for row in (head, *body):
         typer.echo("  ".join(x.ljust(w) for x, w in zip(row, widths, strict=True)).rstrip())
     typer.echo(f"{len(rows)} release(s)")
+
+
+def _shadow_gate(
+    channel: str,
+    manifest: dict,
+    db: str | None,
+    budget: float,
+    min_patient_days: float,
+) -> None:
+    """Print the candidate's shadow figures; exit 1 with the reasons when refused."""
+    from cloud_hub.rollout.gate import shadow_gate
+    from cloud_hub.store import StoreError, open_engine
+
+    name, version = manifest.get("name"), manifest.get("version")
+    if not isinstance(name, str) or not isinstance(version, str):
+        raise fail("the bundle's manifest has no name/version to look up shadow evidence for")
+    try:
+        engine = open_engine(existing_store(db))
+        decision = shadow_gate(
+            engine, channel, name, version, budget=budget, min_patient_days=min_patient_days
+        )
+    except StoreError as e:
+        raise fail(e) from None
+    except Exception as e:  # e.g. a store without the shadow_summaries table (not migrated)
+        raise fail(f"cannot read shadow summaries from the hub store: {e}") from None
+    for line in decision.lines():
+        typer.echo(line)
+    if not decision.passed:
+        raise typer.Exit(1)
 
 
 def _default_db() -> str:

@@ -84,14 +84,18 @@ def make_release(
     seq: int,
     rollback: bool = False,
     check: bool = True,
+    shadow: bool = False,
 ) -> ModelRelease:
-    """Stamp, sign and (unless `check` is False) verify a release as a gateway would."""
+    """Stamp, sign and (unless `check` is False) verify a release as a gateway would.
+
+    `shadow`: the stamp says `mode: shadow` (signed with the rest): gateways run the
+    bundle silently beside their active model and never activate it (issue 13)."""
     m = dict(manifest)
     m[RELEASE_KEY] = {
         "seq": seq,
         "issued_at": iso_ms(utc_now()),
         "rollback": rollback,
-    }
+    } | ({"mode": "shadow"} if shadow else {})
     signature = provider.sign_manifest(m)
     if check:
         pub = provider.public_key()
@@ -174,6 +178,17 @@ def publish_release(
     """Publish retained on the channel topic, then record it (only once the broker has it)."""
     publish_and_wait(client, topics.models(release.channel), release.to_json(), retain=True)
     return ledger.record(release)
+
+
+def publish_shadow(client: mqtt.Client, release: ModelRelease) -> None:
+    """Publish a shadow release retained on `vigil/v1/models/{channel}/shadow`.
+
+    Not recorded in the ledger: the ledger is what each channel runs for its nurses
+    (rollbacks, fleet targets); a shadow candidate is promoted only by a later active
+    release (`vigil hub rollout --gate shadow`)."""
+    if RELEASE_KEY not in release.manifest or release.manifest[RELEASE_KEY].get("mode") != "shadow":
+        raise RolloutError("not a shadow release (make_release(..., shadow=True))")
+    publish_and_wait(client, topics.shadow_models(release.channel), release.to_json(), retain=True)
 
 
 def assign(client: mqtt.Client, gw: str, channel: str) -> Command:
