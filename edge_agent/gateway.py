@@ -1350,12 +1350,12 @@ class Gateway:
                         if age > link.stale_after_seconds
                         else "ok",
                     )
-                with bed.lock:
-                    now = self.clock()
-                    events = bed.alarm.tick(now)
+                with bed.lock:  # `at`: wall clock; `now` stays monotonic for the next bed
+                    at = self.clock()
+                    events = bed.alarm.tick(at)
                     self._alarm_events(bed, bed.windows.stay or "", events)
                     if bed.news2_alarm is not None:
-                        events = bed.news2_alarm.tick(now)
+                        events = bed.news2_alarm.tick(at)
                         self._alarm_events(bed, bed.windows.stay or "", events, source="news2")
             self._mirror_counters()
 
