@@ -1,8 +1,8 @@
 """`vigil edge run` with its terminal, in a real pseudo-terminal (80x24).
 
 Sign-in prompt when no operator is configured, the ward drawn, log lines kept off the
-screen (they go to gateway.log beside the store), `q` then `y` quits, and SIGTERM to
-the gateway closes the terminal too.
+screen (they go to gateway.log beside the store), `q` then `y` quits, SIGTERM to the
+gateway closes the terminal too, and bedside entries typed at the keys are stored.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import fcntl
 import os
 import re
 import signal
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -123,3 +124,35 @@ def test_sigterm_to_the_gateway_closes_the_terminal(terminal):
     terminal.wait_for("WARD")
     terminal.proc.send_signal(signal.SIGTERM)
     assert terminal.proc.wait(20) == 0
+
+
+def test_bedside_entries_typed_in_a_real_terminal_are_stored(terminal, tmp_path):
+    """ACVPU and oxygen by their keys in a real pty: drawn, then in the gateway's store."""
+    terminal.wait_for("Sign in")
+    terminal.type("Kim Lee\r")
+    terminal.wait_for("RISK   NEWS2")  # the ward's header: the terminal is up
+    terminal.wait_for("Kim Lee │")  # signed in (the status line)
+    terminal.type("\r")  # the first bed of the ward
+    terminal.wait_for("assumed (never recorded)")
+    terminal.type("c")
+    terminal.wait_for("responds to Voice")  # the ACVPU form
+    terminal.type("v")
+    terminal.wait_for("ACVPU V voice")
+    terminal.type("o")
+    terminal.wait_for("supplemental oxygen")
+    terminal.type("\x1b[B\r")  # down to nasal cannula, Enter: the flow
+    terminal.wait_for("Nasal cannula: the flow")
+    terminal.type("2\r")
+    terminal.wait_for("O2 2 L/min nasal cannula")
+    terminal.type("q")
+    terminal.wait_for("stop this gateway")
+    terminal.type("y")
+    assert terminal.proc.wait(20) == 0
+    with sqlite3.connect(tmp_path / "gw.sqlite") as db:
+        rows = db.execute(
+            'SELECT kind, value, device, flow_l_min, "by" FROM observations'
+        ).fetchall()
+    assert sorted(rows) == [
+        ("acvpu", "V", None, None, "Kim Lee"),
+        ("oxygen", "oxygen", "nasal cannula", 2.0, "Kim Lee"),
+    ]

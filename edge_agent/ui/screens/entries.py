@@ -132,7 +132,9 @@ class OxygenScreen(EntryScreen):
             yield OptionList(*options, id="device")
             yield Input(placeholder="flow L/min, Enter to record", id="flow", max_length=6)
             yield Static("", classes="dialog--error", markup=False)
-            yield Static("[↑↓] choose  [Enter] pick / record  [Esc] cancel", markup=False)
+            yield Static(
+                "[↑↓] choose  [Enter] pick / record  [Esc] cancel", id="hint", markup=False
+            )
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
         event.stop()
@@ -140,6 +142,9 @@ class OxygenScreen(EntryScreen):
             self.send("set_oxygen", "on air", on_oxygen=False, device=None, flow_l_min=None)
             return
         self.error("")
+        label = DEVICE_LABELS.get(event.option.id or "", event.option.id)
+        hint = f"{label}: the flow in L/min, then [Enter]"
+        self.query_one("#hint", Static).update(hint)
         self.query_one("#flow", Input).focus()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
