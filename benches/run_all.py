@@ -45,6 +45,7 @@ BENCHES: dict[str, list[str]] = {
     "parser": ["benches.bench_parser", "--messages", "4000", "--repeats", "7"],
     "model": ["benches.bench_model", "--bootstrap", "200", "--json", "/tmp/model.json"],
     "durability": ["benches.bench_durability", "--writes", "2000", "--rounds", "3"],
+    "score": ["benches.bench_score", "--stays", "4000", "--jobs", "2"],
 }
 
 
