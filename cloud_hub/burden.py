@@ -315,3 +315,28 @@ def score_rows(
 
 def _opt(x: float) -> float | None:
     return None if not math.isfinite(x) else float(x)
+
+
+def with_operating_point(
+    manifest: dict[str, Any],
+    curve: Curve,
+    point: CurvePoint,
+    budget: float,
+    *,
+    data: str,
+    method: str,
+    version: str | None = None,
+    calibration: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A copy of `manifest` whose threshold is `point`'s, carrying the whole curve and the
+    budget (and `calibration` provenance); the release stamp is dropped (a new release
+    gets its own). Unsigned: `write_bundle` or `make_release` signs it."""
+    m = {k: v for k, v in manifest.items() if k != "release"}
+    m["threshold"] = {"value": point.threshold, "method": method}
+    m["alarm_budget"] = budget
+    m["operating_curve"] = curve.manifest_curve(data)
+    if version is not None:
+        m["version"] = version
+    if calibration is not None:
+        m["calibration"] = calibration
+    return m

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import typer
 
-from cloud_hub import cli_ingest, cli_rollout, cli_security, cli_train
+from cloud_hub import cli_calibrate, cli_ingest, cli_rollout, cli_security, cli_train
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -18,3 +18,4 @@ app.add_typer(cli_train.app)  # train, keys init
 app.add_typer(cli_ingest.app)  # serve, retire, fleet, labels import, export
 app.add_typer(cli_rollout.app)  # retrain, rollout, rollback, assign, targets, releases
 app.add_typer(cli_security.app)  # ca ..., enroll, revoke
+app.add_typer(cli_calibrate.app)  # calibrate

@@ -79,6 +79,45 @@ class GoldenWindow(BaseModel):
     tolerance: float = 0.02
 
 
+class OperatingPoint(BaseModel):
+    """One threshold of the burden-sensitivity curve (cloud_hub/burden.py)."""
+
+    threshold: float = Field(ge=0, le=1)
+    alarm_hours_per_patient_day: float = Field(ge=0)
+    septic_alarmed_share: float | None = Field(None, ge=0, le=1)  # None: no labels
+    median_lead_hours: float | None = None
+
+
+class OperatingCurve(BaseModel):
+    """Threshold -> alarm burden as the gateway's alarm machine raises it (issue 13), and
+    what it was measured on, so a site can move along it."""
+
+    points: list[OperatingPoint]
+    data: str  # the stays, in words (validation split, or a site's unlabelled history)
+    stays: int = Field(ge=0)  # stays counted in the burden
+    septic_stays: int = Field(0, ge=0)
+    patient_days: float = Field(ge=0)
+    labelled: bool
+    alarm: dict[str, float] = {}  # the alarm settings replayed (hysteresis, min_steps, ...)
+
+
+class Calibration(BaseModel):
+    """Provenance of a per-site threshold (`vigil hub calibrate`): same model, new threshold."""
+
+    site: str
+    channel: str
+    base_version: str
+    base_threshold: float
+    alarm_budget: float = Field(gt=0)
+    expected_alarm_hours_per_patient_day: float = Field(ge=0)
+    stays: int = Field(ge=0)
+    hours: int = Field(ge=0)
+    gateways: list[str] = []
+    calibrated_at: str
+    mlflow_run_id: str = ""
+    labels: str = "none: all stays counted"
+
+
 class Manifest(BaseModel):
     schema_: str = Field(BUNDLE_SCHEMA, alias="schema")
     name: str
@@ -97,6 +136,10 @@ class Manifest(BaseModel):
     sha256: str
     size_bytes: int
     golden: list[GoldenWindow] = []
+    # Optional (issue 13): absent from older manifests, which stay valid and verify.
+    alarm_budget: float | None = Field(None, gt=0)  # alarm-hours/patient-day aimed at
+    operating_curve: OperatingCurve | None = None
+    calibration: Calibration | None = None
 
     model_config = {"populate_by_name": True, "serialize_by_alias": True}
 
