@@ -163,7 +163,8 @@ class BedsideSource:
             ok = ~np.isnan(vals[:, _V[n]])
             self.tracks[n] = _Track((hours[ok] + 0.5) * _HOUR, vals[ok, _V[n]])
         c = self.config
-        bp_hours = np.unique(hours[~np.isnan(vals[:, [_V[n] for n in BP_VITALS]]).any(axis=1)])
+        bp_charted = (~np.isnan(vals[:, [_V[n] for n in BP_VITALS]])).any(axis=1)
+        bp_hours = np.unique(hours[bp_charted])
         if c.bp == "auto":
             self.arterial = bp_hours.size > 0 and _share(bp_hours) >= c.arterial_min_share
         else:
