@@ -245,6 +245,9 @@ async def test_admit_transfer_discharge_by_keys(tmp_path, stay_rows):
         assert bed.news2 is None and bed.unscored_reason
         app = VigilApp(GatewayPort(gw), operator="Nurse Di", blink=False)
         async with app.run_test(size=(80, 24)) as pilot:
+            await settle(pilot)
+            row = next(line for line in app.screen_text().splitlines() if "bed-1 " in line)
+            assert row.rstrip().endswith("not scored"), row
             await open_bed(app, pilot, "bed-1")
             text = app.screen_text()
             assert "NOT SCORED: no patient" in text and "monitor's stay" in text, text

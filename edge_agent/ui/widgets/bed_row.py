@@ -87,5 +87,8 @@ class BedRow(ListItem):
             level, state, prefix = b.news2_alarm_level, b.news2_alarm_state, "NEWS2 "
         words = {"acknowledged": " ack", "silenced": " silenced"}.get(state, "")
         shown = "·" if level == "none" else f"{prefix}{level.upper()}{words}"
+        if level == "none" and b.unscored_reason:  # vitals shown, nothing scored: say so
+            t.append("  not scored", style("bedrow--stale"))
+            return t
         t.append(f"  {shown}", style(f"bedrow--{level}"))
         return t
