@@ -7,7 +7,9 @@ protocol checking each other. It answers an association request with an associat
 result (Guide p. 299), announces itself with an MDS Create Event (p. 54, model
 "866062", bed label, absolute time), answers every poll request for numerics with an
 extended poll result (p. 61) holding HR (ECG), SpO2, pleth pulse, NBP sys/dia/mean (one
-compound object), Resp and Temp, answers a keep-alive poll, and a release request.
+compound object), Resp and Temp, answers a poll of the Patient Demographics object (pp.
+103-105: admitted, patient id, sex, birth date; `admit()` changes the patient), a
+keep-alive poll, and a release request.
 
 On the LAN (`udp_port`), it answers Data Export messages on UDP 127.0.0.1 (one message
 per datagram, Guide ch. 4 p. 29) to whoever sent the last one.
@@ -189,6 +191,9 @@ class IntelliVueSim:
     pty: bool = True  # False: no line, what it sends is kept in `wire` (recordings)
     udp_port: int | None = None  # set: Data Export over UDP on 127.0.0.1:port (0: any)
     speed: float = 1.0  # the monitor's clock runs this many times real time (tests, demo)
+    patient_id: str = "MRN-000001"  # the admitted patient (Patient Demographics object)
+    patient_sex: int = 1  # PatientSex: 1 male, 2 female (Guide p. 105)
+    patient_dob: datetime = datetime(1950, 6, 15, tzinfo=UTC)
     clock_start: datetime | None = None  # its clock at start (default: now)
 
     def __post_init__(self) -> None:
@@ -236,6 +241,12 @@ class IntelliVueSim:
             self._associated = False
             self._t0 = time.monotonic()
             self._mute_until = time.monotonic() + seconds
+
+    def admit(self, patient_id: str, sex: int = 2, dob: datetime | None = None) -> None:
+        """A new patient is admitted at this monitor (the nurse's Admit dialog)."""
+        with self._lock:
+            self.patient_id, self.patient_sex = patient_id, sex
+            self.patient_dob = dob or self.patient_dob
 
     # --- protocol --------------------------------------------------------------------
 
@@ -298,6 +309,25 @@ class IntelliVueSim:
         res = _MDS + struct.pack(">HH", 0xF13B, len(reply)) + reply
         return _data(2, invoke, 7, res)
 
+    def _demographics_frame(self, invoke: int, poll_number: int) -> bytes:
+        def string(text: str, size: int = 34) -> bytes:  # String: u16 octets, UTF-16 (p. 39)
+            raw = text.encode("utf-16-be")[: size - 2].ljust(size, b"\x00")
+            return struct.pack(">H", len(raw)) + raw
+
+        avas = [
+            (0x0921, struct.pack(">H", 0x0200)),  # handle
+            (0x0957, struct.pack(">H", 2)),  # NOM_ATTR_PT_DEMOG_ST: ADMITTED
+            (0x095A, string(self.patient_id)),  # NOM_ATTR_PT_ID
+            (0x0961, struct.pack(">H", self.patient_sex)),  # NOM_ATTR_PT_SEX
+            (0x0958, _bcd_time(self.patient_dob)),  # NOM_ATTR_PT_DOB
+        ]
+        obj = struct.pack(">H", 0x0200) + _attrs(avas)
+        ctx = struct.pack(">HHH", 0, 1, len(obj)) + obj
+        reply = struct.pack(">HI", poll_number, self._rel()) + _bcd_time(self.now())
+        reply += struct.pack(">HHH", 1, 42, 0x0807) + struct.pack(">HH", 1, len(ctx)) + ctx
+        res = _MDS + struct.pack(">HH", 0x0C16, len(reply)) + reply
+        return _data(2, invoke, 7, res)
+
     def _on_message(self, msg: bytes) -> None:
         first = msg[0]
         if first == 0x0D:  # association request
@@ -328,6 +358,8 @@ class IntelliVueSim:
             if obj_class == 6:
                 self.stats.results += 1
                 self._send(self._result_frame(invoke, poll_number))
+            elif obj_class == 42:  # NOM_MOC_PT_DEMOG (Guide pp. 103-105)
+                self._send(self._demographics_frame(invoke, poll_number))
             else:  # keep-alive (alert monitor): an empty result
                 reply = struct.pack(">HI", poll_number, self._rel()) + b"\xff" * 8
                 reply += struct.pack(">HHH", 1, obj_class, 0x0811) + struct.pack(">HH", 0, 0)

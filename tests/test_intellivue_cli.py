@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from firmware_sim.intellivue import IntelliVueSim, record_stream
+from tests.support.waiting import wait_until
 from vigil_cli.main import app
 
 VIGIL = [sys.executable, "-m", "vigil_cli.main"]
@@ -157,6 +158,7 @@ def test_probe_over_udp_on_the_lan() -> None:
         res = _run(
             ["edge", "probe", "--driver", "intellivue", "--udp", sim.address, "--seconds", "1"]
         )
+        wait_until(lambda: sim.stats.released == 1, timeout=5)  # the release datagram
     finally:
         sim.close()
     assert res.returncode == 0, res.stderr

@@ -56,6 +56,13 @@ def test_associates_polls_and_reads_every_vital(running: Running) -> None:
     for name, v in r.values.items():
         assert v is not None and plausible(name, v), (name, v)
     assert r.received is not None and abs((r.received - r.obs_time).total_seconds()) < 5
+    # the Patient Demographics object: the admitted patient's id (pseudonymised later by
+    # the gateway), sex and age
+    assert r.stay == running.sim.patient_id
+    assert r.static["Gender"] == 1.0
+    assert r.static["Age"] == r.obs_time.year - 1950 - (
+        (r.obs_time.month, r.obs_time.day) < (6, 15)
+    )
     # the poll period is kept: no flood of requests
     assert running.sim.stats.polls <= s.stats.polls_sent + 1
 
@@ -136,9 +143,11 @@ def test_session_never_sends_set_or_alarm_commands() -> None:
         else:
             assert msg[0] in (p.CN_SPDU, p.FN_SPDU)
     # t = 0 .. 6.3 s in 0.7 s steps: a numerics poll each whole second (7), a keep-alive
-    # every 2 s after polling began (3)
-    assert sum(1 for m in sent if m[0] == p.DATA_SPDU and m[24:26] == b"\xf1\x3b") == 7
-    assert sum(1 for m in sent if m[0] == p.DATA_SPDU and m[24:26] == b"\x0c\x16") == 3
+    # (alert monitor) every 2 s after polling began (3), the patient demographics once
+    polls = [m for m in sent if m[0] == p.DATA_SPDU and m[10:12] == b"\x00\x07"]
+    assert sum(1 for m in polls if m[24:26] == b"\xf1\x3b") == 7
+    single = [int.from_bytes(m[32:34], "big") for m in polls if m[24:26] == b"\x0c\x16"]
+    assert sorted(single) == [p.NOM_MOC_PT_DEMOG] + [p.NOM_MOC_VMO_AL_MON] * 3
 
 
 def test_garbage_messages_are_counted_not_raised() -> None:
@@ -165,6 +174,9 @@ def test_udp_lan_associates_polls_and_releases() -> None:
         wait_until(lambda: session.stats.reassociations >= 1, timeout=15)
         n = len(got)
         wait_until(lambda: len(got) > n + 2, timeout=10)
+        stop.set()
+        t.join(5)
+        wait_until(lambda: sim.stats.released == 1, timeout=5)  # the release datagram
     finally:
         stop.set()
         t.join(5)
@@ -193,3 +205,18 @@ def test_linked_poll_results_make_one_reading() -> None:
     (r,) = s.receive(final)
     assert r.values == {"HR": 71.0, "O2Sat": 95.0}
     assert s.stats.poll_results == 1
+
+
+@pytest.mark.parametrize("running", [{}], indirect=True)
+def test_a_new_patient_on_the_monitor_is_a_new_stay(running: Running) -> None:
+    running.session.demographics_seconds = 0.3
+    wait_until(lambda: running.readings and running.readings[-1].stay == "MRN-000001", timeout=10)
+    running.sim.admit("MRN-777", sex=2)
+    wait_until(lambda: running.readings[-1].stay == "MRN-777", timeout=10)
+    assert running.readings[-1].static["Gender"] == 0.0
+    # after a lost association the patient is asked again before numerics are used
+    running.sim.reboot(1.5)
+    wait_until(lambda: running.session.stats.reassociations >= 1, timeout=15)
+    n = len(running.readings)
+    wait_until(lambda: len(running.readings) > n + 2, timeout=10)
+    assert all(r.stay == "MRN-777" for r in running.readings[n:])

@@ -76,6 +76,9 @@ def test_intellivue_bed_end_to_end_with_cable_pull_and_reboot(broker, tmp_path) 
         for m in [parse_message(payload)]
     ]
     assert vitals and all(isinstance(v, Vitals) for v in vitals)
+    # the monitor's patient id leaves only as the gateway's pseudonym
+    assert {v.stay for v in vitals} == {gw.stay_pseudonym(sim.patient_id, None)}
+    assert not any(sim.patient_id.encode() in payload for _, payload, _ in sub.messages)
     for v in vitals:  # the invalid SpO2 is never a value
         assert v.values.get("O2Sat") is None, v.values
         assert v.values.get("HR") is None or 60 <= v.values["HR"] <= 95
@@ -136,6 +139,8 @@ def test_udp_line_hands_pcd01_the_bed_worker_decodes() -> None:
             data = line.read()
             if data:
                 readings += dec.feed(data)
+        line.close()  # releases the association
+        wait_until(lambda: sim.stats.released == 1, timeout=5)
     finally:
         line.close()
         sim.close()
@@ -143,4 +148,3 @@ def test_udp_line_hands_pcd01_the_bed_worker_decodes() -> None:
     r = readings[-1]
     assert r.bed == "bed-5" and set(r.values) == {"HR", "O2Sat", "SBP", "DBP", "MAP", "Resp"}
     assert abs((r.obs_time - start).total_seconds()) < 30  # the monitor's clock, not ours
-    assert sim.stats.released == 1  # close() released the association

@@ -10,7 +10,11 @@ The dialog: association request -> association result (AC) -> the monitor's MDS 
 Event -> our MDS Create Event Result -> an extended poll of the numerics
 (NOM_MOC_VMO_METRIC_NU, observed-value group) every `poll_seconds` -> poll results.
 A keep-alive (a poll of the alert monitor's static group, Guide p. 63) goes every
-`keep_alive_seconds`. The monitor drops an association it hears nothing from for 3x
+`keep_alive_seconds`; the Patient Demographics object (Guide pp. 103-105) is polled right
+after association and every `demographics_seconds`: the admitted patient's id becomes
+`Reading.stay` (the gateway pseudonymises it; never logged here), sex and birth date give
+Gender and Age. A lost association forgets the patient, so no reading after a reboot or
+a re-cabling is filed under the previous patient. The monitor drops an association it hears nothing from for 3x
 the negotiated poll period (at least 10 s, Guide p. 27); the client treats `silence_seconds`
 without a message the same way (cable pulled, monitor rebooted) and associates again,
 as it does after an abort, a refuse or the monitor's release request. `stop()` sends a
@@ -73,6 +77,7 @@ class Session:
         keep_alive_seconds: float = 10.0,
         silence_seconds: float = 10.0,
         retry_seconds: float = 2.0,
+        demographics_seconds: float = 60.0,
         clock: Callable[[], datetime] = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -81,11 +86,13 @@ class Session:
         self.keep_alive_seconds = keep_alive_seconds
         self.silence_seconds = silence_seconds
         self.retry_seconds = retry_seconds
+        self.demographics_seconds = demographics_seconds
         self.clock = clock
         self.monotonic = monotonic
         self.stats = SessionStats()
         self.state = "idle"  # idle | associating | waiting_mds | polling | releasing | stopped
         self.identity: p.MdsCreate | None = None
+        self.patient: p.Demographics | None = None  # identifying: never logged
         self.negotiated: p.UserInfo | None = None
         self._invoke = 0
         self._poll_number = 0
@@ -94,6 +101,7 @@ class Session:
         self._last_tx = 0.0
         self._next_poll = 0.0
         self._next_keep_alive = 0.0
+        self._next_demographics = 0.0
         self._retry_at = 0.0
         self._pending: list[bytes] = []
         # Linked results (RORLS) of one poll, by invoke id, until its final RORS result
@@ -111,6 +119,7 @@ class Session:
         if self.state in ("polling", "waiting_mds"):
             log.warning("bed %s: IntelliVue association lost: %s", self.bed, why)
         self.stats.lost[why] += 1
+        self.patient = None  # a reboot or a new cable may mean a new patient: ask again
         self.state = "idle"
         self._retry_at = now + self.retry_seconds
 
@@ -126,6 +135,16 @@ class Session:
             self.state = "associating"
             self._last_rx = now  # the silence timer runs from the request
         elif self.state == "polling":
+            if self.demographics_seconds and now >= self._next_demographics:
+                out.append(
+                    p.poll_request(
+                        self._next_invoke(),
+                        self._poll_number,
+                        p.NOM_MOC_PT_DEMOG,
+                        p.NOM_ATTR_GRP_PT_DEMOG,
+                    )
+                )
+                self._next_demographics = now + self.demographics_seconds
             if now >= self._next_poll:
                 self._poll_number = (self._poll_number + 1) & 0xFFFF
                 out.append(p.extended_poll_request(self._next_invoke(), self._poll_number))
@@ -173,6 +192,7 @@ class Session:
             self._pending = [p.mds_create_result(msg.body.invoke_id, msg.body.rel_time)]
             self.state = "polling"
             self._next_poll = now
+            self._next_demographics = now  # who the patient is, before the first numerics
             self._next_keep_alive = now + self.keep_alive_seconds
         elif kind in ("refuse", "abort", "release_request"):
             self._lose(kind, now)
@@ -180,11 +200,12 @@ class Session:
                 self._pending = [p.RELEASE_RESPONSE]
         elif kind == "release_result":
             self.state = "stopped"
-        elif (
-            kind == "poll_result"
-            and isinstance(msg.body, p.PollResult)
-            and msg.body.obj_class == p.NOM_MOC_VMO_METRIC_NU
-        ):
+        elif kind == "poll_result" and isinstance(msg.body, p.PollResult):
+            if msg.body.demographics is not None:
+                self.patient = msg.body.demographics
+                self.stats.messages["demographics"] += 1
+            if msg.body.obj_class != p.NOM_MOC_VMO_METRIC_NU:
+                return []
             result = msg.body
             if result.linked is not None:  # one part of a poll too big for one message
                 parts = self._linked.setdefault(result.invoke_id, [])
@@ -207,6 +228,24 @@ class Session:
         return out
 
     # --- readings -------------------------------------------------------------------
+
+    @property
+    def stay(self) -> str:
+        """The admitted patient's id (the gateway replaces it by its pseudonym), else ""."""
+        pt = self.patient
+        return pt.patient_id if pt is not None and pt.admitted else ""
+
+    def static(self, when: datetime) -> dict[str, float | None]:
+        """Age (years at `when`) and Gender (1 male, 0 female) of the admitted patient."""
+        out: dict[str, float | None] = dict(STATIC)
+        pt = self.patient
+        if pt is None or not pt.admitted:
+            return out
+        out["Gender"] = {p.SEX_MALE: 1.0, p.SEX_FEMALE: 0.0}.get(pt.sex or 0)
+        if pt.dob is not None and pt.dob <= when:
+            d, b = when.date(), pt.dob.date()
+            out["Age"] = float(d.year - b.year - ((d.month, d.day) < (b.month, b.day)))
+        return out
 
     def device_time(self, result: p.PollResult, numeric: p.Numeric | None = None) -> datetime:
         """The monitor's time of a result: the numeric's own time stamp, else the result's
@@ -253,14 +292,15 @@ class Session:
         self._seq += 1
         self.stats.readings += 1
         ident = self.identity
+        obs_time = self.device_time(result, first[2] if first else None)
         return Reading(
             bed=self.bed,
-            stay="",
+            stay=self.stay,
             monitor_id=(ident.model or ident.system_id) if ident else "intellivue",
             seq=self._seq,
-            obs_time=self.device_time(result, first[2] if first else None),
+            obs_time=obs_time,
             values=values,
-            static=dict(STATIC),
+            static=self.static(obs_time),
             quality=quality,
             received=self.clock(),
         )

@@ -69,12 +69,14 @@ NOM_MOC_VMO_METRIC_NU = 6
 NOM_MOC_VMS_MDS = 33
 NOM_MOC_VMS_MDS_COMPOS_SINGLE_BED = 35
 NOM_MOC_VMO_AL_MON = 54
+NOM_MOC_PT_DEMOG = 42
 NOM_NOTI_MDS_CREAT = 0x0D06  # 3334
 NOM_NOTI_CONN_INDIC = 0x0D17  # 3351
 NOM_ACT_POLL_MDIB_DATA = 0x0C16
 NOM_ACT_POLL_MDIB_DATA_EXT = 0xF13B  # 61755
 NOM_ATTR_GRP_METRIC_VAL_OBS = 0x0803
 NOM_ATTR_GRP_VMO_STATIC = 0x0811
+NOM_ATTR_GRP_PT_DEMOG = 0x0807
 
 # Attribute ids (Guide ch. 9 "Attribute IDs").
 NOM_ATTR_ID_BED_LABEL = 0x091E
@@ -93,6 +95,10 @@ NOM_ATTR_TIME_ABS = 0x0987
 NOM_ATTR_TIME_REL = 0x098F
 NOM_ATTR_TIME_STAMP_ABS = 0x0990
 NOM_ATTR_TIME_STAMP_REL = 0x0991
+NOM_ATTR_PT_DEMOG_ST = 0x0957
+NOM_ATTR_PT_DOB = 0x0958
+NOM_ATTR_PT_ID = 0x095A  # NOM_ATTR_PT_LIFETIME_ID since Rev. G
+NOM_ATTR_PT_SEX = 0x0961
 NOM_ATTR_NET_ADDR_INFO = 0xF100
 NOM_ATTR_PCOL_SUPPORT = 0xF101
 NOM_ATTR_TIME_PD_POLL = 0xF13E
@@ -565,6 +571,56 @@ def _decode_nu(r: Reader, handle: int, label: int | None, t: datetime | None) ->
     return Numeric(handle, pid, state, unit, decode_float(raw), label, t)
 
 
+# PatDmgState (Guide p. 103) and PatientSex (p. 105).
+PT_ADMITTED = 2
+PT_DISCHARGED = 8
+SEX_MALE, SEX_FEMALE = 1, 2
+
+
+@dataclass(frozen=True)
+class Demographics:
+    """The Patient Demographics object (Guide ch. 7 pp. 103-105): admission state, the
+    patient (lifetime) id, sex and date of birth. Identifying: never
+    logged or printed; the gateway keeps only its pseudonym of the id."""
+
+    state: int = 0  # EMPTY 0, PRE_ADMITTED 1, ADMITTED 2, DISCHARGED 8
+    patient_id: str = ""
+    sex: int | None = None
+    dob: datetime | None = None
+
+    @property
+    def admitted(self) -> bool:
+        return self.state == PT_ADMITTED
+
+
+def decode_demographics(attrs: list[tuple[int, bytes]]) -> Demographics:
+    fields: dict[str, object] = {}
+    for aid, value in attrs:
+        if aid == NOM_ATTR_PT_DEMOG_ST and len(value) >= 2:
+            fields["state"] = int.from_bytes(value[:2], "big")
+        elif aid == NOM_ATTR_PT_ID:
+            fields["patient_id"] = string_value(value)
+        elif aid == NOM_ATTR_PT_SEX and len(value) >= 2:
+            fields["sex"] = int.from_bytes(value[:2], "big")
+        elif aid == NOM_ATTR_PT_DOB:
+            fields["dob"] = decode_abs_time(value)
+    return Demographics(**fields)  # type: ignore[arg-type]
+
+
+def string_value(raw: bytes) -> str:
+    """A `String` (Guide p. 39: u16 length in octets, then UNICODE u16 characters,
+    0-padded), read as UTF-16 big-endian."""
+    r = Reader(raw)
+    n = r.u16()
+    text = r.take(min(n, r.left))
+    return text.decode("utf-16-be", "replace").split("\x00")[0].strip()
+
+
+def encode_string(text: str, size: int) -> bytes:
+    raw = text.encode("utf-16-be")[: size - 2].ljust(size, b"\x00")
+    return struct.pack(">H", len(raw)) + raw
+
+
 @dataclass(frozen=True)
 class PollResult:
     """A (linked) poll data result (Guide pp. 56-62): header fields and its numerics."""
@@ -579,6 +635,7 @@ class PollResult:
     obj_class: int
     numerics: tuple[Numeric, ...]
     objects: int
+    demographics: Demographics | None = None  # a poll of NOM_MOC_PT_DEMOG
 
 
 @dataclass(frozen=True)
@@ -674,6 +731,7 @@ def _poll_result(r: Reader, invoke_id: int, linked: int | None) -> Message:
     obj_class = r.u16()
     r.u16()  # polled attribute group
     numerics: list[Numeric] = []
+    demographics: Demographics | None = None
     objects = 0
     # PollInfoList: SingleContextPoll (context_id, ObservationPoll list) (Guide p. 57).
     contexts, clen = r.u16(), r.u16()
@@ -686,6 +744,9 @@ def _poll_result(r: Reader, invoke_id: int, linked: int | None) -> Message:
             objects += 1
             handle = orr.u16()
             attrs = decode_attributes(orr)
+            if obj_class == NOM_MOC_PT_DEMOG:
+                demographics = decode_demographics(attrs)
+                continue
             label = t = None
             for aid, value in attrs:
                 if aid == NOM_ATTR_ID_LABEL and len(value) == 4:
@@ -702,7 +763,7 @@ def _poll_result(r: Reader, invoke_id: int, linked: int | None) -> Message:
                     numerics.extend(_decode_nu(vs, handle, label, t) for _ in range(n))
     body = PollResult(
         invoke_id, linked, extended, poll_number, seq, rel_time, abs_time, obj_class,
-        tuple(numerics), objects,
+        tuple(numerics), objects, demographics,
     )  # fmt: skip
     return Message("poll_result", body, invoke_id)
 

@@ -105,6 +105,10 @@ def decode_stream(
             out.poll_results += 1
             row = poll_row(session, msg.body, readings[0])
             yield Decoded(n, msg.kind, _poll_text(n, row), row)
+        elif isinstance(msg.body, p.PollResult) and msg.body.demographics is not None:
+            state = "admitted" if msg.body.demographics.admitted else "no patient admitted"
+            text = f"frame {n}: patient demographics: {state} (identifiers not shown)"
+            yield Decoded(n, "demographics", text)
         elif msg.kind == "mds_create" and isinstance(msg.body, p.MdsCreate):
             yield Decoded(n, msg.kind, f"frame {n}: MDS create event: {identity_text(msg.body)}")
         else:
