@@ -245,6 +245,7 @@ def calibrate(
             f"--alarm-budget must be > 0 alarm-hours per patient-day, got {budget:g}"
         )
     channel = channel or site
+    site_gateways(engine, site)  # an unknown site is named before anything is loaded
     pub = provider.public_key()
     trusted = load_trusted_keys([default_trusted_keys_dir()]) | {key_id(pub): pub}
     raw, blob, where = base_bundle(bundle, channel, ledger, trusted)

@@ -69,6 +69,13 @@ CASES: list[tuple[str, int, str]] = [
     ("hub rollout vigil-sepsis --channel stable --key {w}/keys/signing.key", 2, "NAME@VERSION"),
     ("hub rollback --key {w}/missing.key", 2, "missing.key"),
     ("hub rollback --ledger {w}/bin.dat", 2, "'--ledger'"),
+    ("hub calibrate --site icu-1 --alarm-budget 0", 2, "--alarm-budget must be > 0"),
+    ("hub calibrate --site icu-1 --alarm-budget 1 --db sqlite:///{w}/typo.db", 2, "no hub store"),
+    (
+        "hub calibrate --site icu-1 --alarm-budget 1 --db sqlite:///{w}/hub.db --key {w}/keys/signing.key",
+        2,
+        "--site icu-1: no gateway",
+    ),
     ("hub assign gw-1 --channel canary --port " + CLOSED, 2, "127.0.0.1:" + CLOSED),
     ("hub assign gw-1 --channel canary --port 70000", 2, "port = 70000"),
     ("hub assign gw-1 --channel canary --tls-cert {w}/dir", 2, "'--tls-cert'"),
