@@ -186,4 +186,8 @@ def aggregate_readings(values: Iterable[float | None], name: str) -> float:
     ]
     if not good:
         return float("nan")
+    if len(good) == 1:  # a charted hour or a cuff cycle: its value (np.median costs ~10 us)
+        return good[0]
+    if len(good) == 2:
+        return (good[0] + good[1]) / 2.0
     return float(np.median(good))
