@@ -96,8 +96,20 @@ def train_cmd(
         ),
     ] = None,
     key: SigningKeyFile = None,
+    alarm_budget: Annotated[
+        float | None,
+        typer.Option(
+            "--alarm-budget",
+            help="Alarm-hours per patient-day (non-septic stays): choose the threshold on "
+            "the burden curve of the gateway's alarm machine instead of by utility; the "
+            "bundle's manifest carries the curve.",
+        ),
+    ] = None,
 ) -> None:
     """Train and compare models on a patient-level split; track and register in MLflow.
+
+    With --alarm-budget the threshold is the one within that burden losing least
+    sensitivity, measured on validation through the gateway's alarm machine.
 
     Example: vigil hub train --arch gru --epochs 8 --bundle models/candidate
     """
@@ -126,6 +138,7 @@ def train_cmd(
             experiment=experiment,
             registered_model=model_name,
             baselines=baselines,
+            alarm_budget=alarm_budget,
         )
         comp = compare(cfg, echo=typer.echo)
     except (ValueError, DatasetError) as e:
@@ -147,4 +160,17 @@ def train_cmd(
             out = bundle_champion(comp, bundle, signing_key, echo=typer.echo)
         except Exception as e:  # conversion runs apart; report, never a traceback wall
             raise fail(f"bundle not written: {e}") from None
+        if alarm_budget is not None:
+            from cloud_hub.burden import BudgetError
+            from cloud_hub.training.burden import bundle_at_budget
+
+            try:
+                bundle_at_budget(comp, out, signing_key, alarm_budget, echo=typer.echo)
+            except BudgetError as e:
+                raise fail(
+                    f"--alarm-budget {alarm_budget:g}: {e} (the bundle in {out} keeps the "
+                    "utility threshold: do not ship it as a budgeted one)"
+                ) from None
+            except Exception as e:  # verification of the rewritten bundle; never a traceback
+                raise fail(f"bundle at the alarm budget not written: {e}") from None
         typer.echo(f"signed bundle: {out}")

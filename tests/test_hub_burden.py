@@ -50,7 +50,7 @@ def hub_risks(model, stay) -> StayRisks:
     return score_rows(model, spec, stay.name, stay.iculos, stay.vitals, static, stay.label)
 
 
-def measured(scorer, stays) -> tuple[float, float, int]:
+def measured(scorer, stays) -> tuple[float, float | None, int]:
     """(alarm-hours per patient-day in non-septic stays, share of septic stays alarmed in
     [onset-12 h, onset-3 h], septic stays) from the gateway's per-hour alarm levels."""
     alarm_hours = hours = in_time = septic = 0
@@ -64,7 +64,7 @@ def measured(scorer, stays) -> tuple[float, float, int]:
         else:
             alarm_hours += len(alarmed)
             hours += len(scored.hours)
-    return alarm_hours / (hours / 24), in_time / septic, septic
+    return alarm_hours / (hours / 24), (in_time / septic if septic else None), septic
 
 
 def test_the_burden_a_manifest_promises_is_what_the_gateway_alarm_machine_raises(tmp_path, stays):
@@ -128,3 +128,60 @@ def test_choose_threshold_keeps_within_the_budget_and_says_when_nothing_does():
         choose_threshold(stiff, 1.0)
     with pytest.raises(BudgetError, match="must be > 0"):
         choose_threshold(curve, 0.0)
+
+
+def test_train_with_an_alarm_budget_ships_the_curve_the_gateway_then_reproduces(tmp_path):
+    """`vigil hub train --alarm-budget`: a short real run; the bundle's threshold is the
+    budget's, its manifest carries the int8 model's validation curve, and the validation
+    stays replayed through the gateway's own path give the burden it promises."""
+    from mlflow import MlflowClient
+    from typer.testing import CliRunner
+
+    from cloud_hub.training.dataset import load_table, prepare
+    from contracts.bundle import generate_key
+    from converters import physionet as importer
+    from vigil_cli.main import app
+
+    data = tmp_path / "canonical.parquet"
+    importer.import_physionet(physionet(), data, limit=200)
+    key, pub, _ = generate_key(tmp_path / "keys")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    budget = 2.0
+    args = "hub train --epochs 1 --window 6 --units 8 --arch gru --seed 11 --no-baselines"
+    res = CliRunner().invoke(
+        app,
+        [*args.split(), "--data", str(data), "--tracking-uri", uri, "--alarm-budget", "2"]
+        + ["--bundle", str(tmp_path / "bundle"), "--key", str(key)],
+    )
+    assert res.exit_code == 0, res.output
+    assert "alarm budget 2: threshold" in res.output
+
+    gateway = make_scorer([tmp_path / "bundle"], [pub])
+    m = gateway.model.manifest
+    assert m.alarm_budget == budget and m.operating_curve is not None
+    assert m.operating_curve.labelled and "int8" in m.operating_curve.data
+    assert m.threshold.method.startswith("alarm budget 2 alarm-hours per patient-day")
+    promise = next(p for p in m.operating_curve.points if p.threshold == m.threshold.value)
+    assert promise.alarm_hours_per_patient_day <= budget
+
+    # The validation stays of that run (same seed, same split), as the files they came from.
+    df, fingerprint = load_table(str(data))
+    val = prepare(df, steps=6, seed=11, fingerprint=fingerprint).splits["val"]
+    wanted = {sid.removeprefix("pn-") for sid in val.stay_ids}
+    items = iter_items(physionet())  # the importer took the first 200 names, sorted
+    files = [s for it in items if it.name.removesuffix(".psv") in wanted for s in stays_of(it)]
+    curve = m.operating_curve
+    assert len(files) == len(wanted) == curve.stays + curve.septic_stays
+    burden, _, septic = measured(gateway, files)
+    assert septic == curve.septic_stays
+    assert burden == pytest.approx(promise.alarm_hours_per_patient_day, rel=0.10, abs=1e-9)
+
+    run = MlflowClient(uri).search_runs(
+        [MlflowClient(uri).get_experiment_by_name("vigil-sepsis").experiment_id],
+        "tags.architecture = 'gru'",
+    )[0]
+    assert (
+        run.data.tags["alarm_budget"] == "2" and "alarm budget 2" in run.data.tags["threshold_rule"]
+    )
+    assert "val_budget_alarm_hours_per_patient_day" in run.data.metrics
+    assert "bundle_alarm_hours_per_patient_day" in run.data.metrics

@@ -68,6 +68,9 @@ class TrainConfig:
     experiment: str = tracking.DEFAULT_EXPERIMENT
     registered_model: str = tracking.DEFAULT_REGISTERED_MODEL
     baselines: bool = True
+    # Alarm-hours per patient-day: the threshold is then chosen on the burden curve
+    # (training/burden.py), not on utility; None keeps the utility rule.
+    alarm_budget: float | None = None
 
     def __post_init__(self) -> None:
         bad = [a for a in self.archs if a not in ARCHITECTURES]
@@ -86,6 +89,12 @@ class TrainConfig:
             raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
         if not (0 < self.lr < 1):
             raise ValueError(f"--lr must be in (0, 1), got {self.lr}")
+        if self.alarm_budget is not None and not (
+            math.isfinite(self.alarm_budget) and self.alarm_budget > 0
+        ):
+            raise ValueError(
+                f"--alarm-budget must be > 0 alarm-hours per patient-day, got {self.alarm_budget:g}"
+            )
 
 
 @dataclass
@@ -169,10 +178,21 @@ def _predict(model: keras.Model, w: Windows) -> np.ndarray:
 
 
 def _evaluate_both(
-    prepared: Prepared, val_risk: np.ndarray, test_risk: np.ndarray
+    prepared: Prepared,
+    val_risk: np.ndarray,
+    test_risk: np.ndarray,
+    alarm_budget: float | None = None,
 ) -> tuple[metrics.Evaluation, metrics.Evaluation]:
+    """Threshold on validation (utility, or the alarm budget's curve, logged to the active
+    run), then both splits at it."""
     val, test = prepared.splits["val"], prepared.splits["test"]
-    threshold, _ = metrics.choose_threshold(val.y, val_risk, val.stay, val.scorable)
+    if alarm_budget is None:
+        threshold, _ = metrics.choose_threshold(val.y, val_risk, val.stay, val.scorable)
+    else:
+        from .burden import log_curve, threshold_for_budget
+
+        threshold, curve = threshold_for_budget(val, val_risk, alarm_budget)
+        log_curve(curve, threshold, alarm_budget, f"validation split: {val.n_stays} stays")
     return (
         metrics.evaluate(val.y, val_risk, val.stay, val.scorable, threshold),
         metrics.evaluate(test.y, test_risk, test.stay, test.scorable, threshold),
@@ -185,6 +205,7 @@ def _log_evaluation(
     val_risk: np.ndarray,
     ev_val: metrics.Evaluation,
     ev_test: metrics.Evaluation,
+    rule: str = metrics.THRESHOLD_RULE,
 ) -> None:
     """Metrics, threshold rule and the four plots into the active run."""
     import mlflow
@@ -194,12 +215,12 @@ def _log_evaluation(
     mlflow.log_dict(
         {
             "value": ev_val.threshold,
-            "method": metrics.THRESHOLD_RULE,
+            "method": rule,
             "insufficient_windows": "not scored: no alarm, left out of AUROC/AUPRC",
         },
         "threshold.json",
     )
-    mlflow.set_tag("threshold_rule", metrics.THRESHOLD_RULE)
+    mlflow.set_tag("threshold_rule", rule)
     val = prepared.splits["val"]
     y, r = val.y[val.scorable], val_risk[val.scorable]
     figures = {
@@ -210,6 +231,15 @@ def _log_evaluation(
     }
     for path, fig in figures.items():
         mlflow.log_figure(fig, path)
+
+
+def _rule(cfg: TrainConfig) -> str:
+    """How the threshold is chosen under `cfg`, in words (MLflow, threshold.json)."""
+    if cfg.alarm_budget is None:
+        return metrics.THRESHOLD_RULE
+    from .burden import RULE
+
+    return RULE.format(budget=cfg.alarm_budget)
 
 
 def _common_params(cfg: TrainConfig, prepared: Prepared) -> dict[str, Any]:
@@ -291,8 +321,8 @@ def train(
         mlflow.log_metric("train_seconds", train_seconds)
         val_risk = _predict(model, val_w)
         test_risk = _predict(model, prepared.splits["test"])
-        ev_val, ev_test = _evaluate_both(prepared, val_risk, test_risk)
-        _log_evaluation(arch, prepared, val_risk, ev_val, ev_test)
+        ev_val, ev_test = _evaluate_both(prepared, val_risk, test_risk, cfg.alarm_budget)
+        _log_evaluation(arch, prepared, val_risk, ev_val, ev_test, _rule(cfg))
 
         example = {k: v[:4] for k, v in val_w.inputs().items()}
         info = mlflow.keras.log_model(
@@ -348,8 +378,8 @@ def run_baselines(
         )
         t0 = time.perf_counter()
         val_risk, test_risk = baselines.news2_risk(val), baselines.news2_risk(test)
-        ev_val, ev_test = _evaluate_both(prepared, val_risk, test_risk)
-        _log_evaluation("NEWS2", prepared, val_risk, ev_val, ev_test)
+        ev_val, ev_test = _evaluate_both(prepared, val_risk, test_risk, cfg.alarm_budget)
+        _log_evaluation("NEWS2", prepared, val_risk, ev_val, ev_test, _rule(cfg))
         echo(
             f"news2: val AUROC {ev_val.auroc:.3f} utility {ev_val.utility:.3f} "
             f"(NEWS2 >= {ev_val.threshold * baselines.NEWS2_MAX:.0f})"
@@ -381,8 +411,8 @@ def run_baselines(
         mlflow.log_metric("train_seconds", secs)
         val_risk = baselines.logistic_risk(model, val)
         test_risk = baselines.logistic_risk(model, test)
-        ev_val, ev_test = _evaluate_both(prepared, val_risk, test_risk)
-        _log_evaluation("logistic", prepared, val_risk, ev_val, ev_test)
+        ev_val, ev_test = _evaluate_both(prepared, val_risk, test_risk, cfg.alarm_budget)
+        _log_evaluation("logistic", prepared, val_risk, ev_val, ev_test, _rule(cfg))
         mlflow.sklearn.log_model(
             model, name="model", pip_requirements=[f"scikit-learn=={sklearn.__version__}"]
         )
