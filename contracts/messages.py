@@ -246,6 +246,15 @@ class Vitals(Envelope):
     static: Annotated[
         dict[Id, Annotated[float, Field(ge=-1e6, le=1e6)] | None], Field(max_length=32)
     ] = {}
+    # Optional (absent from older gateways, left out when empty): vital -> the state
+    # in which the monitor withheld it this step (e.g. "invalid", "demo_data";
+    # edge_agent/intellivue/), for vitals with no value: why the value is missing.
+    quality: Annotated[dict[Id, Text(64)], Field(max_length=64)] | None = None
+
+    def to_json(self) -> bytes:
+        """Without `quality` when there is none, so a hub older than it accepts it."""
+        skip = {"quality"} if self.quality is None else None
+        return self.model_dump_json(exclude=skip).encode()
 
     @field_serializer("step_start")
     def _ss(self, ts: datetime) -> str:

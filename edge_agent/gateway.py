@@ -1,7 +1,9 @@
 """The gateway core: one worker thread per bed from line bytes to MQTT events.
 
 Per bed: source bytes -> `MllpDecoder` (MLLP frames, IHE PCD-01 messages, an ACK written
-back when the line's `ack` is set) -> `Reading` -> `GatewayState` (latest vitals)
+back when the line's `ack` is set) -> `Reading` (a line whose driver makes Readings
+itself, IntelliVue Data Export, hands them over with their quality flags: `read_readings`)
+-> `GatewayState` (latest vitals; withheld numerics shown and counted by state)
 -> `BedWindows` (steps by observation time) -> on each closed step, patient-facing
 first: build the model input with the shared preprocessing, score it with the
 verified bundle (or say "insufficient data"), compute NEWS2, run the bed's
@@ -362,7 +364,18 @@ class Gateway:
             log.exception("bed %s: cannot set up its source", cfg.id)
             self.state.event("link", f"source cannot start: {e}", bed=cfg.id)
             return
+        # A line whose driver makes Readings itself (IntelliVue Data Export) hands them
+        # over as they are, quality flags and receipt time included: no HL7 round trip.
+        direct = getattr(bed.line, "read_readings", None)
         while not self._stop.is_set():
+            if direct is not None:
+                readings = direct()
+                if readings is None:
+                    self.state.event("link", f"line {bed.line.describe()} reset", bed=cfg.id)
+                for r in readings or ():
+                    self._check_clock(cfg.id, r.obs_time)
+                    self.process_reading(cfg.id, r)
+                continue
             data = bed.line.read()
             if data is None:
                 bed.decoder.reset()
@@ -380,7 +393,7 @@ class Gateway:
             if d.reason == "wrong_bed":
                 bed.wrong_bed += 1
             if d.message is not None:
-                self._check_clock(bed_id, d.message)
+                self._check_clock(bed_id, d.message.msg_time)
             for r in d.readings:
                 self.process_reading(bed_id, r)
             n += len(d.readings)
@@ -399,13 +412,13 @@ class Gateway:
 
     def _deliver(self, bed_id: str, msg: Pcd01Message, readings: list[Reading]) -> None:
         """A listener's message for `bed_id` (the listener's thread)."""
-        self._check_clock(bed_id, msg)
+        self._check_clock(bed_id, msg.msg_time)
         for r in readings:
             self.process_reading(bed_id, r)
 
-    def _check_clock(self, bed_id: str, msg: Pcd01Message) -> None:
-        """Flag a monitor whose clock (MSH-7) is far off the gateway's."""
-        skew = (msg.msg_time - self.clock()).total_seconds()
+    def _check_clock(self, bed_id: str, monitor_time: datetime) -> None:
+        """Flag a monitor whose clock (MSH-7, a driver's device time) is far off ours."""
+        skew = (monitor_time - self.clock()).total_seconds()
         off = abs(skew) > self.settings.hl7.clock_skew_seconds
         with self._skew_lock:
             was = self._skewed.get(bed_id)
@@ -922,7 +935,9 @@ class Gateway:
             )
             return []
         bed.last_data = time.monotonic()
-        self.state.record_reading(bed_id, r.stay, r.obs_time, r.values, static=r.static)
+        self.state.record_reading(
+            bed_id, r.stay, r.obs_time, r.values, static=r.static, quality=r.quality
+        )
         if self.settings.admission.require and self.admission(bed_id) is None:
             # Shown (vitals, above), not scored: no step, no risk, no NEWS2 alarm.
             self.state.set_unscored(bed_id, NO_PATIENT)
@@ -1029,6 +1044,7 @@ class Gateway:
                 values=step.values,
                 readings=step.readings,
                 static={k: v for k, v in step.static.items() if k != "ICULOS"},
+                quality=step.quality or None,
             ),
         )
         self._publish(topics.risk(gw, bed.id), msg)

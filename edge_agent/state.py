@@ -12,7 +12,9 @@ Stable interface for the UI (edge_agent/ui): `GatewayState.snapshot()` ->
 (latest vitals with their age, risk history, NEWS2 with sub-scores, alarm level and
 state, model name/version, monitor link; the NEWS2 response alarm's level; the nurse
 observations carried into NEWS2 with their age and "re-assess" flag; who is admitted
-and from where; why a bed is not scored). Nurse actions do not go through here: they
+and from where; why a bed is not scored; `quality`: vital -> why the monitor withheld
+it in the latest reading, e.g. "invalid" or "demo_data", and `withheld`: state ->
+numerics withheld so far, from drivers that report validity, edge_agent/intellivue/). Nurse actions do not go through here: they
 go to `Gateway.acknowledge/silence/feedback` and the bedside entries
 (`set_oxygen/set_acvpu/set_spo2_scale/admit/transfer/discharge`), which run the
 alarm/observation path and then update this state.
@@ -125,6 +127,11 @@ class BedSnapshot:
     unscored_reason: str | None = None  # vitals shown but not scored, and why
     news2_alarm_level: AlarmLevel = "none"  # the NEWS2 response alarm (beside the model's)
     news2_alarm_state: str = "none"  # none / active / acknowledged / silenced
+    # vital -> state that withheld its numeric in the latest reading (invalid,
+    # questionable, unavailable, calibration, test_data, demo_data; several joined by
+    # ","): that vital shows no value. `withheld`: state -> numerics withheld so far.
+    quality: Mapping[str, str] = field(default_factory=dict)
+    withheld: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -218,6 +225,8 @@ class _Bed:
     unscored_reason: str | None = None
     news2_alarm_level: AlarmLevel = "none"
     news2_alarm_state: str = "none"
+    quality: dict[str, str] = field(default_factory=dict)
+    withheld: dict[str, int] = field(default_factory=dict)
 
 
 class GatewayState:
@@ -298,7 +307,10 @@ class GatewayState:
         values: Mapping[str, float | None],
         *,
         static: Mapping[str, float | None] | None = None,
+        quality: Mapping[str, str] | None = None,
     ) -> None:
+        """A reading arrived. A vital in `quality` (withheld by the monitor) shows no
+        value from now on, not the last valid one, and its state is counted."""
         now = self._clock()
         with self._lock:
             b = self._bed(bed)
@@ -318,6 +330,15 @@ class GatewayState:
                 v.value, v.at, v.obs_time = value, now, obs_time
                 if value is not None:
                     v.history.append(float(value))
+            b.quality = dict(quality or {})
+            for name, why in b.quality.items():
+                v = b.vitals.get(name)
+                if v is not None and name not in values:
+                    v.value, v.at, v.obs_time = None, now, obs_time
+                for state in why.split(","):
+                    b.withheld[state] = b.withheld.get(state, 0) + 1
+                    key = f"withheld_{state}"
+                    self._counters[key] = self._counters.get(key, 0) + 1
         self._notify(Change("reading", bed))
 
     def record_risk(
@@ -562,4 +583,6 @@ class GatewayState:
             unscored_reason=b.unscored_reason,
             news2_alarm_level=b.news2_alarm_level,
             news2_alarm_state=b.news2_alarm_state,
+            quality=dict(b.quality),
+            withheld=dict(b.withheld),
         )

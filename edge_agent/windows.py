@@ -14,11 +14,18 @@ forward fill may reach back further than the window). A window with fewer than
 `min_observed` raw values is marked insufficient: the gateway says so instead of
 scoring a guess. Readings older than the open step (late or clock going back) are
 counted and dropped; a new stay id on the bed starts a new history.
+
+A vital the monitor withheld (`Reading.quality`: invalid, demo data, ...) is not a
+reading of that vital: the step's value is the median of the valid ones only, and a
+step with none has no value (`ClosedStep.quality` says which state withheld it). The
+model input forward-fills such a step from earlier hours exactly as it fills any hour
+without a measurement, as in training; the published step and NEWS2 never do.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -54,6 +61,9 @@ class ClosedStep:
     # The model input for this step, built when it closed (before a stay change resets
     # the history): stay_windows(history up to this step)[-1].
     model_input: ModelInput | None = None
+    # vital -> the state (most frequent) that withheld it, for vitals with no value in
+    # this step although the monitor sent them flagged (invalid, demo_data, ...).
+    quality: dict[str, str] = field(default_factory=dict)
 
     @property
     def end(self) -> datetime:
@@ -71,6 +81,7 @@ class _Open:
     values: dict[str, list[float | None]]
     static: dict[str, float | None] = field(default_factory=dict)
     readings: int = 0
+    withheld: dict[str, Counter[str]] = field(default_factory=dict)
 
 
 class BedWindows:
@@ -149,6 +160,11 @@ class BedWindows:
             static=static,
             readings=o.readings,
             model_input=self.model_input(),
+            quality={
+                n: c.most_common(1)[0][0]
+                for n, c in o.withheld.items()
+                if math.isnan(values.get(n, math.nan))
+            },
         )
         self.last_step = step
         return step
@@ -186,6 +202,8 @@ class BedWindows:
         for n in o.values:
             o.values[n].append(r.values.get(n))
         o.static = {k: v for k, v in r.static.items() if k != "ICULOS"}
+        for n, why in r.quality.items():
+            o.withheld.setdefault(n, Counter())[why] += 1
         return closed
 
     def flush(self) -> ClosedStep | None:

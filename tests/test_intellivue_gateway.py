@@ -59,8 +59,9 @@ def test_intellivue_bed_end_to_end_with_cable_pull_and_reboot(broker, tmp_path) 
         wait_until(lambda: _count(sub, "/vitals") >= n + 2, timeout=30)
         assert gw.publisher.wait_idle(10)
         frames = line.frames.stats
-        bed = gw.beds["bed-4"]
-        decoded = bed.decoder.stats.frames_ok
+        snap = next(b for b in gw.state.snapshot().beds if b.bed == "bed-4")
+        counters = gw.state.snapshot().counters
+        hl7 = gw.beds["bed-4"].decoder.stats.frames_ok
     finally:
         gw.stop()
         sub.close()
@@ -68,7 +69,13 @@ def test_intellivue_bed_end_to_end_with_cable_pull_and_reboot(broker, tmp_path) 
 
     assert sim.stats.associations >= 3  # the first, after the pull, after the reboot
     assert frames.bad["truncated"] >= 1  # the half frame of the pull, counted
-    assert decoded == session.stats.readings or decoded >= session.stats.readings - 1
+    # the line's Readings reach the gateway as they are: no HL7 on the way, every one
+    # processed, their quality kept (the bedside shows SpO2 withheld, counted)
+    assert hl7 == 0
+    assert snap.readings in (session.stats.readings, session.stats.readings - 1)
+    assert snap.quality == {"O2Sat": "invalid"} and snap.vitals["O2Sat"].value is None
+    assert snap.withheld["invalid"] >= snap.readings - 1
+    assert counters["withheld_invalid"] == snap.withheld["invalid"]
     vitals = [
         m
         for t, payload, _ in sub.messages
@@ -79,8 +86,9 @@ def test_intellivue_bed_end_to_end_with_cable_pull_and_reboot(broker, tmp_path) 
     # the monitor's patient id leaves only as the gateway's pseudonym
     assert {v.stay for v in vitals} == {gw.stay_pseudonym(sim.patient_id, None)}
     assert not any(sim.patient_id.encode() in payload for _, payload, _ in sub.messages)
-    for v in vitals:  # the invalid SpO2 is never a value
+    for v in vitals:  # the invalid SpO2 is never a value, and the step says why
         assert v.values.get("O2Sat") is None, v.values
+        assert v.readings == 0 or v.quality == {"O2Sat": "invalid"}, v
         assert v.values.get("HR") is None or 60 <= v.values["HR"] <= 95
     with_data = [v for v in vitals if v.readings > 0]
     assert len(with_data) >= 6
@@ -148,3 +156,68 @@ def test_udp_line_hands_pcd01_the_bed_worker_decodes() -> None:
     r = readings[-1]
     assert r.bed == "bed-5" and set(r.values) == {"HR", "O2Sat", "SBP", "DBP", "MAP", "Resp"}
     assert abs((r.obs_time - start).total_seconds()) < 30  # the monitor's clock, not ours
+
+
+def test_withheld_vital_is_no_value_in_its_step_and_is_shown_as_withheld() -> None:
+    """A vital the monitor flagged is not a reading of it: the step has no value (not
+    the previous hour's), says why, and the bedside shows no number for it."""
+    from datetime import UTC, datetime, timedelta
+
+    from edge_agent.decoder import Reading
+    from edge_agent.gateway import fallback_spec
+    from edge_agent.state import GatewayState
+    from edge_agent.windows import BedWindows
+
+    t0 = datetime(2026, 3, 4, tzinfo=UTC)
+
+    def reading(minutes: int, values: dict, quality: dict) -> Reading:
+        return Reading("b", "s", "mp70", minutes, t0 + timedelta(minutes=minutes), values,
+                       {}, icu_admit=t0, quality=quality)  # fmt: skip
+
+    w = BedWindows("b", fallback_spec())
+    state = GatewayState("g", ["b"])
+    rs = [
+        reading(10, {"HR": 80.0, "O2Sat": 97.0}, {}),  # hour 0: SpO2 measured
+        reading(70, {"HR": 82.0}, {"O2Sat": "invalid"}),  # hour 1: SpO2 flagged
+        reading(80, {"HR": 84.0}, {"O2Sat": "demo_data"}),
+        reading(90, {"HR": 86.0}, {"O2Sat": "invalid"}),
+        reading(130, {"HR": 88.0, "O2Sat": 95.0}, {"Temp": "calibration"}),  # hour 2
+    ]
+    steps = []
+    for r in rs:
+        steps += w.add(r)
+        state.record_reading("b", r.stay, r.obs_time, r.values, quality=r.quality)
+        if r.seq == 90:
+            snap = state.snapshot()
+            bed = snap.beds[0]
+            assert bed.quality == {"O2Sat": "invalid"}
+            assert bed.vitals["O2Sat"].value is None  # not the 97 of hour 0
+            assert bed.vitals["HR"].value == 86.0
+    assert [s.values["O2Sat"] for s in steps] == [97.0, None]
+    assert steps[0].quality == {} and steps[1].quality == {"O2Sat": "invalid"}
+    assert steps[1].values["HR"] == 84.0
+    bed = state.snapshot().beds[0]
+    assert bed.quality == {"Temp": "calibration"} and bed.vitals["O2Sat"].value == 95.0
+    assert bed.withheld == {"invalid": 2, "demo_data": 1, "calibration": 1}
+    assert state.snapshot().counters["withheld_invalid"] == 2
+
+
+def test_vitals_quality_is_optional_and_checked() -> None:
+    """`quality` in vigil.vitals/1: absent when empty (an older hub takes the message),
+    kept when present, and a bad one refused with what was wrong."""
+    import json
+    from datetime import UTC, datetime
+
+    from contracts.messages import Vitals, parse_message
+
+    base = dict(gw="g", bed="b", stay="s", step_start=datetime(2026, 1, 1, tzinfo=UTC),
+                step_seconds=3600, iculos_hours=1.0, values={"O2Sat": None})  # fmt: skip
+    plain = Vitals(**base).to_json()
+    assert "quality" not in json.loads(plain)
+    assert parse_message(plain).quality is None
+    flagged = Vitals(**base, quality={"O2Sat": "demo_data"}).to_json()
+    assert parse_message(flagged).quality == {"O2Sat": "demo_data"}
+    bad = json.loads(flagged)
+    bad["quality"] = {"O2 Sat": "invalid"}
+    with pytest.raises(ValueError, match="quality"):
+        parse_message(json.dumps(bad).encode())

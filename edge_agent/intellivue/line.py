@@ -2,17 +2,18 @@
 
 A bed with `source = { type = "intellivue", port = "/dev/ttyUSB0" }` (or `udp = "host"`)
 gets an `IntelliVueLine` (`edge_agent.sources` registers it). The gateway's bed worker
-reads a line's bytes and decodes them as MLLP-framed IHE PCD-01 messages, so this line
-hands each `Reading` the driver makes over as one PCD-01 ORU^R01 message: an OBX per
-vital with the MDC code of the numeric that gave it, the value in the catalogue unit
-(UCUM), the monitor's time (OBX-14, and MSH-7 for the gateway's clock-skew check). The
-receipt time (`Reading.received`) does not cross this bridge. Numerics the monitor
-flagged (invalid, questionable, unavailable, calibration, test or demo data) are not in
-`Reading.values`, so no OBX carries them and nothing downstream scores them.
+takes its `Reading`s as the driver made them (`read_readings`): the same shape an HL7
+monitor's readings have after `MllpDecoder` (vital -> value in catalogue units, device
+time, receipt time), plus `Reading.quality` (vital -> why the monitor's numeric was
+withheld: invalid, questionable, unavailable, calibration, test or demo data), so the
+windows, scoring and NEWS2 do not know which driver delivered them. Withheld numerics
+are not in `Reading.values`, so nothing downstream scores them.
 
-This bridge costs one HL7 parse per poll (about 1 ms, BENCHMARKS.md); a gateway that
-takes `Reading`s from a line directly would skip it and could also keep `Reading.quality`
-(see docs/ARCHITECTURE.md, "IntelliVue Data Export driver").
+`read()` (the plain `LineSource` interface) still hands each Reading over as one IHE
+PCD-01 ORU^R01 (`to_pcd01`: an OBX per vital with the MDC code of the numeric that gave
+it, the catalogue unit, the monitor's time in OBX-14 and MSH-7), for anything that reads
+a line's bytes; that bridge costs one HL7 parse per poll (about 1 ms, BENCHMARKS.md
+"IntelliVue driver") and loses `quality` and `received`, so the gateway does not use it.
 """
 
 from __future__ import annotations
@@ -86,6 +87,8 @@ class IntelliVueLine(LineSource):
         self._port: Any = None
         self._sock: socket.socket | None = None
         self._addr: tuple[str, int] | None = None
+        self._direct = False  # read_readings() called: Readings kept, no PCD-01 bridge
+        self._ready: list[Reading] = []
 
     def describe(self) -> str:
         c = self.cfg
@@ -142,14 +145,29 @@ class IntelliVueLine(LineSource):
             return []
         return [data]
 
+    def read_readings(self) -> list[Reading] | None:
+        """One turn of the driver: the Readings it completed, as they are (quality and
+        receipt time kept); what the gateway's bed worker takes from this line. None when
+        the line was lost and reopened, [] after a quiet turn, as `read()` says."""
+        self._direct = True
+        if self.read() is None:
+            self._ready.clear()
+            return None
+        out, self._ready = self._ready, []
+        return out
+
     def _read(self) -> bytes:
-        """One turn of the driver; the readings it completed, as MLLP-framed PCD-01."""
+        """One turn of the driver: its Readings, kept for `read_readings`, or (plain
+        `read()`) as MLLP-framed PCD-01."""
         for msg in self.session.outgoing():
             self._send(msg)
         out = bytearray()
         ident = self.session.identity
         for body in self._messages():
             for r in self.session.receive(body):
+                if self._direct:
+                    self._ready.append(r)
+                    continue
                 app = (ident.model or "IntelliVue") if ident else "IntelliVue"
                 out += mllp_frame(to_pcd01(r, self.session.last_terms, f"IntelliVue-{app}"))
             for reply in self.session.replies():
