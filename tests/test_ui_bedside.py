@@ -256,3 +256,20 @@ async def test_a_news2_alarm_alone_shows_the_banner_rings_and_sorts_first():
         await pilot.press("a")
         await until(pilot, lambda: app.actions_done == 1)
     assert port.calls == [("acknowledge", "bed04", "Ann")]
+
+
+@textual_test
+async def test_keys_of_other_screens_typed_into_a_form_are_text():
+    """A scanned id or a reason may hold q, w, e or ?: typed into a field they are text,
+    never quit, ward, events or help."""
+    port = RecordingPort(fixed_ward())
+    app = VigilApp(port, operator="Ann", blink=False)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await open_bed03(app, pilot)
+        await pilot.press("i", *"qwe", "question_mark", *"-7", "enter", "enter", "enter", "enter")
+        await until(pilot, lambda: app.actions_done == 1)
+        await pilot.press("p", "2", *"copd, was qe", "question_mark", "enter")
+        await until(pilot, lambda: app.actions_done == 2)
+        assert isinstance(app.screen, BedsideScreen)
+    assert [c[3] for c in port.calls] == ["qwe?-7", 2]
+    assert port.calls[1][4] == "copd, was qe?"
