@@ -11,11 +11,13 @@ from textual.widgets import Input, Static
 
 
 class LoginScreen(ModalScreen[str]):
-    """Asks the operator's name; every alarm action is recorded with it."""
+    """Asks the operator's name; every alarm action and bedside entry is recorded with it."""
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static("Sign in: your name is recorded with every alarm action.", markup=False)
+            yield Static(
+                "Sign in: your name is recorded with every alarm action and entry.", markup=False
+            )
             yield Input(placeholder="name", id="operator", max_length=64)
             yield Static("", classes="dialog--error", markup=False)
 
