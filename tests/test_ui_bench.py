@@ -89,7 +89,8 @@ def test_ui_shows_every_bed_latest_value_at_64_beds_1hz_with_nothing_dropped(bro
                 app.poll()
                 await app.workers.wait_for_complete()
                 await pilot.pause()
-                assert app.refreshes == before + 1
+                # At least this fetch (the app's 1 s timer may add one on a busy machine).
+                assert app.refreshes >= before + 1
                 screens = [s for s in app.screen_stack if isinstance(s, WardViewScreen)]
                 assert screens
                 for s in screens:
