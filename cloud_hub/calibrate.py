@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from model_runtime.litert import RiskModel
 
 EXPERIMENT = "vigil-calibration"
+MAX_GAP_HOURS = 24 * 7  # the gateway's MAX_GAP_STEPS at one-hour steps
 Echo = Callable[[str], None]
 
 
@@ -168,14 +169,19 @@ def read_site(engine: Engine, site: str, manifest: Manifest) -> SiteHistory:
             "yet: nothing to calibrate on"
         )
     for (gw, stay), rows in by_stay.items():
-        hist.stays.append(
-            (
-                f"{gw}/{stay}",
-                np.array([r[0] for r in rows]),
-                np.array([r[1] for r in rows], dtype=float),
-                np.array([r[2] for r in rows], dtype=float),
+        hours = np.array([r[0] for r in rows])
+        # A jump of more than a week starts a new history at the gateway (a clock reset,
+        # edge_agent/windows.py MAX_GAP_STEPS): the same here.
+        cuts = np.flatnonzero(np.diff(np.floor(hours)) > MAX_GAP_HOURS) + 1
+        for k, (a, b) in enumerate(zip(np.r_[0, cuts], np.r_[cuts, len(rows)], strict=True)):
+            hist.stays.append(
+                (
+                    f"{gw}/{stay}" + (f"#{k}" if k else ""),
+                    hours[a:b],
+                    np.array([r[1] for r in rows[a:b]], dtype=float),
+                    np.array([r[2] for r in rows[a:b]], dtype=float),
+                )
             )
-        )
     if not hist.stays:
         why = "; ".join(f"{n} with {r}" for r, n in hist.skipped.items())
         raise CalibrationError(f"--site {site}: no usable vital-sign summaries ({why})")

@@ -69,6 +69,8 @@ def measured(scorer, stays) -> tuple[float, float | None, int]:
 
 def test_the_burden_a_manifest_promises_is_what_the_gateway_alarm_machine_raises(tmp_path, stays):
     base = make_scorer([default_bundle_dir()], [default_trusted_keys_dir()])
+    # The committed manifest predates the optional fields: still valid, still verified.
+    assert base.model.manifest.operating_curve is None and base.model.manifest.alarm_budget is None
     hub = [hub_risks(base.model, s) for s in stays]
     # The hub scores every hour exactly as the gateway's per-step path does.
     for s, h in zip(stays[:25], hub[:25], strict=True):
