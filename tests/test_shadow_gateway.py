@@ -5,6 +5,7 @@ outbox holds what it would send the hub."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from edge_agent.shadow import attach_shadow
 from tests.support.edge import edge_settings
 from tests.support.rollout import make_key, release
 from tests.support.storage import septic_frames
+from tests.support.waiting import wait_until
 
 GW = "gw-shadow-local"
 
@@ -154,4 +156,40 @@ def test_a_failing_shadow_model_is_dropped_and_reported_while_the_active_goes_on
         assert msg.shadow.steps == msg.active.steps > 0  # what it saw before it failed
         assert runner.counters["dropped"] == 1
     finally:
+        gw.store.close()
+
+
+def test_summaries_go_out_every_report_period_while_a_shadow_model_runs(tmp_path, keyed):
+    from edge_agent.config import ShadowConfig
+
+    private, pub = keyed
+    s = edge_settings(
+        tmp_path,
+        gateway_id=GW,
+        beds=("bed-1", "bed-2"),
+        trusted_keys=[default_trusted_keys_dir(), pub],
+        shadow=ShadowConfig(report_minutes=0.01),  # every 0.6 s
+    )
+    gw = Gateway(s)
+    runner = attach_shadow(gw, attach_updater(gw))
+    frames = septic_frames(300)
+    try:
+        time.sleep(1.5)  # periods pass: without a shadow model nothing is sent
+        assert sent_summaries(gw) == []
+        runner.handle_release(release(private, seq=20, version="9", edit=shadow_stamp))
+        for i in range(300):
+            for bed, fs in frames.items():
+                gw.process_bytes(bed, fs[i])
+        assert runner.drain(10)
+        assert wait_until(
+            lambda: sum(m.shadow.steps for m in sent_summaries(gw)) == runner.counters["steps"],
+            what="every scored step reported",
+        )
+        sent = sent_summaries(gw)
+        assert {m.trigger for m in sent} == {"periodic"} and all(m.state == "running" for m in sent)
+        assert runner.counters["steps"] == len(gw.store.rows("steps"))
+        assert all(a.period_end <= b.period_start for a, b in zip(sent, sent[1:], strict=False))
+        assert gw.state.snapshot().counters["shadow_reports"] >= len(sent)
+    finally:
+        gw._stop.set()
         gw.store.close()
