@@ -187,3 +187,16 @@ def test_train_with_an_alarm_budget_ships_the_curve_the_gateway_then_reproduces(
     )
     assert "val_budget_alarm_hours_per_patient_day" in run.data.metrics
     assert "bundle_alarm_hours_per_patient_day" in run.data.metrics
+
+
+@pytest.mark.parametrize("budget", ["0", "-2", "nan"])
+def test_train_refuses_a_budget_that_is_not_one(tmp_path, budget):
+    from typer.testing import CliRunner
+
+    from vigil_cli.main import app
+
+    r = CliRunner().invoke(
+        app, ["hub", "train", "--data", str(tmp_path / "none.parquet"), "--alarm-budget", budget]
+    )
+    assert r.exit_code == 2, r.output
+    assert "--alarm-budget must be > 0 alarm-hours per patient-day" in r.output
