@@ -148,6 +148,7 @@ def test_calibrate_moves_the_site_threshold_to_its_budget_and_the_gateway_activa
             "--tracking-uri", uri,
         )  # fmt: skip
         assert r.returncode == 0, r.stderr
+        print(r.stdout)  # the site's figures, shown with `pytest -rP`
         assert f"site {SITE}: {len(site)} stays" in r.stdout
         assert f"published vigil-sepsis {base_version}-cal-{SITE}-" in r.stdout
         wait_until(
