@@ -222,6 +222,11 @@ class ShadowRunner:
         loaded = self.loaded
         if loaded is None:
             return
+        m = loaded.manifest
+        if (st.active_name, st.active_version) == (m.name, m.version):
+            # Promoted (e.g. by `--gate shadow`): nothing left to compare it with.
+            self._drop(loaded, f"promoted: {m.name} {m.version} is now the active model")
+            return
         risk: float | None = None
         if not st.insufficient:
             try:

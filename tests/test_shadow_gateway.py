@@ -193,3 +193,26 @@ def test_summaries_go_out_every_report_period_while_a_shadow_model_runs(tmp_path
     finally:
         gw._stop.set()
         gw.store.close()
+
+
+def test_a_promoted_candidate_stops_running_in_shadow(tmp_path, keyed):
+    private, pub = keyed
+    gw, updater, runner = boot(tmp_path, pub)
+    frames = septic_frames(200)
+    try:
+        runner.handle_release(release(private, seq=20, version="9", edit=shadow_stamp))
+        assert updater.handle_release(release(private, seq=30, version="9")).state == "active"
+        assert gw.model.version == "9" and runner.loaded is not None
+        for i in range(200):
+            for bed, fs in frames.items():
+                gw.process_bytes(bed, fs[i])
+        assert runner.drain(10)
+        assert runner.loaded is None and updater.store.pointer("shadow") is None
+        (last,) = sent_summaries(gw)
+        assert (last.state, last.reason) == (
+            "dropped",
+            "promoted: vigil-sepsis 9 is now the active model",
+        )
+        assert updater.current().manifest.version == "9"  # the active bundle stays
+    finally:
+        gw.store.close()
