@@ -171,10 +171,19 @@ def rig(broker, tmp_path):
     engine.dispose()
 
 
-def shadow_release(rig, folder: Path, seq: int) -> None:
-    manifest, blob = read_bundle_folder(folder)
-    rel = make_release(manifest, blob, "stable", rig["provider"], seq=seq, shadow=True)
-    publish_shadow(rig["client"], rel)
+def shadow_release(rig, folder: Path) -> None:
+    """`vigil hub rollout --shadow`: signed, stamped mode shadow, retained on the channel's
+    shadow topic."""
+    result = CliRunner().invoke(
+        hub_app,
+        [
+            "rollout", "--bundle", str(folder), "--channel", "stable", "--shadow",
+            "--db", f"sqlite:///{rig['tmp'] / 'hub.db'}",
+            "--key", str(rig["key"]), "--port", str(rig["port"]),
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "as a shadow candidate on stable" in result.output
 
 
 def ask_report(rig) -> None:
@@ -202,7 +211,7 @@ def test_shadow_candidates_are_scored_silently_reported_and_gated(rig, frames, t
     active = (gw.model.name, gw.model.version)
     # A noisy candidate: the shipped model with a very low threshold.
     noisy = candidate(tmp_path / "noisy", "9", 0.05)
-    shadow_release(rig, noisy, seq=1_000)
+    shadow_release(rig, noisy)
     assert wait_until(lambda: runner.loaded is not None, what="shadow model loaded")
     assert runner.loaded.manifest.version == "9" and gw.model.version == active[1]
     assert gw.beds["bed-1"].alarm.params.threshold == gw.model.threshold  # untouched
@@ -249,7 +258,7 @@ def test_shadow_candidates_are_scored_silently_reported_and_gated(rig, frames, t
 
     # A quiet candidate: the same model with a high threshold.
     quiet = candidate(tmp_path / "quiet", "10", 0.95)
-    shadow_release(rig, quiet, seq=2_000)
+    shadow_release(rig, quiet)
     assert wait_until(lambda: runner.loaded.manifest.version == "10")
     feed(gw, frames, half, CYCLES)
     ask_report(rig)
@@ -280,7 +289,7 @@ def test_a_shadow_model_never_changes_the_nurses_alarms(rig, frames, tmp_path):
     """The same beds through a gateway with a noisy shadow model and one without: the
     alarm trail, the risks and the steps are identical."""
     gw, runner = rig["gw"], rig["runner"]
-    shadow_release(rig, candidate(tmp_path / "noisy", "9", 0.05), seq=1_000)
+    shadow_release(rig, candidate(tmp_path / "noisy", "9", 0.05))
     assert wait_until(lambda: runner.loaded is not None)
     toml = write_config(
         tmp_path / "plain.toml", tmp_path / "plain" / "gw.sqlite", tmp_path / "none.pub", 1
