@@ -46,6 +46,11 @@ BENCHES: dict[str, list[str]] = {
     "model": ["benches.bench_model", "--bootstrap", "200", "--json", "/tmp/model.json"],
     "durability": ["benches.bench_durability", "--writes", "2000", "--rounds", "3"],
     "score": ["benches.bench_score", "--stays", "4000", "--jobs", "2"],
+    "burden": ["benches.bench_burden"],
+    "intellivue": [
+        "benches.bench_intellivue",
+        *("--polls", "3000", "--repeats", "5", "--beds", "8,32", "--seconds", "20"),
+    ],
 }
 
 

@@ -191,6 +191,30 @@ class FixedPort:
     def feedback(self, bed: str, by: str, kind: str, note: str | None) -> None:
         self.calls.append(("feedback", bed, by, kind, note))
 
+    # The bedside entries (oxygen, ACVPU, SpO2 scale, admission): recorded, as above.
+    def set_oxygen(
+        self, bed: str, by: str, on_oxygen: bool, device: str | None, flow_l_min: float | None
+    ) -> None:
+        self.calls.append(("set_oxygen", bed, by, on_oxygen, device, flow_l_min))
+
+    def set_acvpu(self, bed: str, by: str, level: str) -> None:
+        self.calls.append(("set_acvpu", bed, by, level))
+
+    def set_spo2_scale(self, bed: str, by: str, scale: int, reason: str | None) -> None:
+        self.calls.append(("set_spo2_scale", bed, by, scale, reason))
+
+    def admit(
+        self, bed: str, by: str, patient_id: str, age: float | None, sex: str | None,
+        admitted_at: datetime | None,
+    ) -> None:  # fmt: skip
+        self.calls.append(("admit", bed, by, patient_id, age, sex, admitted_at))
+
+    def transfer(self, bed: str, by: str, to_bed: str) -> None:
+        self.calls.append(("transfer", bed, by, to_bed))
+
+    def discharge(self, bed: str, by: str) -> None:
+        self.calls.append(("discharge", bed, by))
+
 
 def replay_until_alarm(gw: Gateway, bed: str, arr: np.ndarray, readings_per_hour: int = 2) -> int:
     """Feed a real stay's hourly rows to `gw` (its data path) until `bed` alarms.
