@@ -345,10 +345,21 @@ class ShadowRunner:
         self.gateway.state.event(
             "model", f"shadow model {candidate.name} {candidate.version} refused: {reason}"
         )
-        with self._lock:
-            msg = self._take("refused", "refused", reason, candidate)
-            if self.loaded is not None:  # the running candidate goes on being evaluated
-                self._shadow = None
+        # No tallies: the running candidate's period (if any) goes on and is reported
+        # under its own name, never under the refused one's.
+        now = self.gateway.clock()
+        spec = self.gateway.model.manifest.preprocessing if self.gateway.model else None
+        msg = ShadowSummary(
+            gw=self.gateway.settings.gateway_id,
+            channel=self.updater.channel,
+            trigger="refused",
+            state="refused",
+            reason=reason[:2000],
+            candidate=candidate,
+            period_start=now,
+            period_end=now,
+            step_seconds=spec.window.step_seconds if spec else 3600,
+        )
         self._send(msg)
 
     def use(self, loaded: LoadedBundle) -> None:

@@ -74,6 +74,11 @@ def test_shadow_releases_are_checked_like_active_ones(tmp_path, keyed):
         ok = runner.handle_release(release(private, seq=20, version="9", edit=shadow_stamp))
         assert ok is not None and runner.loaded.manifest.version == "9"
         assert gw.model.version == active  # the nurse's model is untouched
+        frames = septic_frames(150)
+        for i in range(150):
+            for bed, fs in frames.items():
+                gw.process_bytes(bed, fs[i])
+        assert runner.drain(10) and runner.counters["steps"] > 0
 
         cases = {
             "replayed": release(private, seq=15, version="10", edit=shadow_stamp),
@@ -97,6 +102,11 @@ def test_shadow_releases_are_checked_like_active_ones(tmp_path, keyed):
             assert last.reason.startswith(reason), (reason, last.reason)
         assert runner.loaded.manifest.version == "9" and gw.model.version == active
         assert runner.counters["refused"] == len(cases)
+        # The refusals carried no tallies: the running candidate's period is its own.
+        assert all(m.shadow is None and m.active is None for m in sent_summaries(gw))
+        running = runner.report("on_demand")
+        assert running.shadow.version == "9" and running.state == "running"
+        assert running.shadow.steps == runner.counters["steps"] == len(gw.store.rows("steps"))
         events = [e.text for e in gw.state.snapshot().events if e.kind == "model"]
         assert any("shadow model vigil-sepsis 13 refused: unknown_key" in t for t in events)
     finally:
