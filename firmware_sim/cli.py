@@ -182,9 +182,30 @@ def sim(
 
         if device or mllp_connect:
             raise fail("--protocol intellivue runs on --pty or --tcp PORT (UDP)", prefix=SIM)
+        if replay and scenario:
+            raise fail("choose --replay STAY_ID or --scenario NAME, not both", prefix=SIM)
+        played = None  # what the monitors measure: replayed stays or scenarios
+        try:
+            if replay:
+                ids = [s.strip() for s in replay.split(",") if s.strip()]
+                played = load_replay(_table(data or default_data()), ids, seed=seed)
+            elif scenario:
+                names = [s.strip() for s in scenario.split(",")]
+                if bad := [s for s in names if s not in SCENARIOS]:
+                    raise DataError(
+                        f"unknown scenario {bad[0]!r}; choose from {', '.join(SCENARIOS)}"
+                    )
+                onset_s = _seconds(onset, "--onset") if onset else None
+                n = beds or len(names)
+                played = [
+                    GeneratedSource(names[i % len(names)], seed + i, onset_s) for i in range(n)
+                ]
+        except DataError as e:
+            raise fail(e, prefix=SIM) from None
         try:
             serve(
                 beds or 1,
+                sources=played,
                 speed=speed,
                 seed=seed,
                 clock_start=naive_as_utc(parse_iso(start)) if start else None,

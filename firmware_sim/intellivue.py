@@ -11,6 +11,14 @@ compound object), Resp and Temp, answers a poll of the Patient Demographics obje
 103-105: admitted, patient id, sex, birth date; `admit()` changes the patient), a
 keep-alive poll, and a release request.
 
+What it measures: by default a steady generated patient (each numeric a slow sine about
+a normal value); with `source`, a `firmware_sim.physiology` source, the same ones `vigil
+sim` plays over HL7: a replayed stay of the canonical table (`load_replay`, `--replay`)
+or a generated scenario (`GeneratedSource`, `--scenario`). The source is sampled at the
+monitor's clock (`speed`), HR also gives the pleth pulse, SBP/DBP/MAP the NBP compound;
+a vital the source has no value for is not in the poll result (the parameter is not
+measured), and the replayed stay's id, sex and age are the admitted patient.
+
 On the LAN (`udp_port`), it answers Data Export messages on UDP 127.0.0.1 (one message
 per datagram, Guide ch. 4 p. 29) to whoever sent the last one.
 
@@ -36,6 +44,10 @@ import tty
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .physiology import PhysiologySource
 
 # Guide ch. 4 p. 30-31: framing; ch. 5/7/9: codes.
 _BOF, _EOF, _ESC = 0xC0, 0xC1, 0x7D
@@ -57,6 +69,16 @@ PARAMETERS: dict[str, tuple[int, list[tuple[int, int, float, float, int]]]] = {
     "Resp": (0x0105, [(0x500A, 0x0AE0, 16.0, 2.0, 0)]),  # NOM_RESP_RATE, rpm
     "Temp": (0x0106, [(0x4B48, 0x17A0, 37.0, 0.3, 1)]),  # NOM_TEMP, degC
 }
+# parameter -> the catalogue vital of each of its rows, when a physiology source plays
+SOURCE_VITALS: dict[str, tuple[str, ...]] = {
+    "HR": ("HR",),
+    "SpO2": ("O2Sat",),
+    "Pulse": ("HR",),
+    "NBP": ("SBP", "DBP", "MAP"),
+    "Resp": ("Resp",),
+    "Temp": ("Temp",),
+}
+_SEX = {"M": 1, "F": 2}  # PatientSex (Guide p. 105); 0: unknown
 
 
 def _fcs(data: bytes) -> bytes:
@@ -193,13 +215,23 @@ class IntelliVueSim:
     speed: float = 1.0  # the monitor's clock runs this many times real time (tests, demo)
     patient_id: str = "MRN-000001"  # the admitted patient (Patient Demographics object)
     patient_sex: int = 1  # PatientSex: 1 male, 2 female (Guide p. 105)
-    patient_dob: datetime = datetime(1950, 6, 15, tzinfo=UTC)
+    patient_dob: datetime | None = datetime(1950, 6, 15, tzinfo=UTC)  # None: not sent
     clock_start: datetime | None = None  # its clock at start (default: now)
+    source: PhysiologySource | None = None  # what it measures (default: a steady patient)
 
     def __post_init__(self) -> None:
         self.wire = bytearray()
         self._epoch = time.monotonic()
         self._start = self.clock_start or datetime.now(UTC).replace(microsecond=0)
+        self._sampled_at: float | None = None
+        if self.source is not None:
+            pt = self.source.patient
+            self.patient_id, self.patient_sex = pt.stay_id, _SEX.get(pt.sex, 0)
+            self.patient_dob = (
+                None
+                if pt.age_years is None
+                else self._start - timedelta(days=365.25 * pt.age_years + 1)
+            )
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._associated = False
@@ -275,18 +307,35 @@ class IntelliVueSim:
         self.stats.bad_fcs_sent += bad
         self._write(_wrap(user, bad_fcs=bad))
 
+    def sample(self) -> dict[str, float | None] | None:
+        """The source's vitals at the monitor's clock (None: no source). The stay's time
+        is the source's start plus the monitor's elapsed time (it runs through reboots)."""
+        if self.source is None:
+            return None
+        t = self.source.start_s + (time.monotonic() - self._epoch) * self.speed
+        dt = 0.0 if self._sampled_at is None else max(0.0, t - self._sampled_at)
+        self._sampled_at = t
+        end = self.source.end_s
+        return {} if end is not None and t >= end else self.source.sample(t, dt)
+
     def values(self, t: float) -> list[tuple[int, list[bytes]]]:
         """Numeric objects at `t` seconds: (handle, [NuObsValue bytes])."""
         out = []
+        played = self.sample()
         for i, (name, (handle, rows)) in enumerate(PARAMETERS.items()):
             if name in self.switched_off:
                 continue
             state = (_DEMO if self.demo else 0) | (_INVALID if name in self.invalid else 0)
             vals = []
-            for physio, unit, base, amp, dec in rows:
-                v = base + amp * math.sin(t / 60.0 + i + self.seed)
-                vals.append(struct.pack(">HHH", physio, state, unit) + _float(v, dec))
-            out.append((handle, vals))
+            for k, (physio, unit, base, amp, dec) in enumerate(rows):
+                if played is None:
+                    v: float | None = base + amp * math.sin(t / 60.0 + i + self.seed)
+                else:
+                    v = played.get(SOURCE_VITALS[name][k])
+                if v is not None:  # not measured: not in the result
+                    vals.append(struct.pack(">HHH", physio, state, unit) + _float(v, dec))
+            if vals:
+                out.append((handle, vals))
         return out
 
     def _result_frame(self, invoke: int, poll_number: int) -> bytes:
@@ -310,8 +359,9 @@ class IntelliVueSim:
         return _data(2, invoke, 7, res)
 
     def _demographics_frame(self, invoke: int, poll_number: int) -> bytes:
-        def string(text: str, size: int = 34) -> bytes:  # String: u16 octets, UTF-16 (p. 39)
-            raw = text.encode("utf-16-be")[: size - 2].ljust(size, b"\x00")
+        def string(text: str) -> bytes:  # String: u16 octets, UTF-16 (p. 39), 0-padded
+            raw = text.encode("utf-16-be")
+            raw = raw.ljust(max(34, len(raw) + 2), b"\x00")
             return struct.pack(">H", len(raw)) + raw
 
         avas = [
@@ -319,8 +369,9 @@ class IntelliVueSim:
             (0x0957, struct.pack(">H", 2)),  # NOM_ATTR_PT_DEMOG_ST: ADMITTED
             (0x095A, string(self.patient_id)),  # NOM_ATTR_PT_ID
             (0x0961, struct.pack(">H", self.patient_sex)),  # NOM_ATTR_PT_SEX
-            (0x0958, _bcd_time(self.patient_dob)),  # NOM_ATTR_PT_DOB
         ]
+        if self.patient_dob is not None:
+            avas.append((0x0958, _bcd_time(self.patient_dob)))  # NOM_ATTR_PT_DOB
         obj = struct.pack(">H", 0x0200) + _attrs(avas)
         ctx = struct.pack(">HHH", 0, 1, len(obj)) + obj
         reply = struct.pack(">HI", poll_number, self._rel()) + _bcd_time(self.now())
@@ -471,22 +522,33 @@ def serve(
     duration: float | None = None,
     echo: Callable[[str], None] = print,
     control: bool = False,
+    sources: list[PhysiologySource] | None = None,
 ) -> list[IntelliVueSim]:
     """Run `beds` simulated IntelliVues (pty, or UDP ports udp_port, +1, ...) until
     `duration` or Ctrl-C; with `control`, stdin lines `cable_pull BED SECONDS` and
-    `reboot BED SECONDS` inject those faults. Returns the monitors (closed)."""
+    `reboot BED SECONDS` inject those faults. `sources` (replayed stays, scenarios): bed
+    i measures sources[i], one bed each. Returns the monitors (closed)."""
     kw = parse_faults(faults or [])
-    sims = [
-        IntelliVueSim(
-            bed_label=f"bed-{i + 1}",
-            seed=seed + i,
-            speed=speed,
-            clock_start=clock_start,
-            udp_port=None if udp_port is None else (udp_port + i if udp_port else 0),
-            **kw,  # type: ignore[arg-type]
-        )
-        for i in range(beds)
-    ]
+    if sources:
+        beds = len(sources)
+    sims: list[IntelliVueSim] = []
+    try:
+        for i in range(beds):
+            sims.append(
+                IntelliVueSim(
+                    bed_label=f"bed-{i + 1}",
+                    seed=seed + i,
+                    speed=speed,
+                    clock_start=clock_start,
+                    udp_port=None if udp_port is None else (udp_port + i if udp_port else 0),
+                    source=sources[i] if sources else None,
+                    **kw,  # type: ignore[arg-type]
+                )
+            )
+    except (ValueError, OSError):
+        for s in sims:
+            s.close()
+        raise
     for s in sims:
         echo(f"{s.bed_label} {s.address}")
     sys.stdout.flush()  # a parent process reads the addresses before the run ends
