@@ -3,11 +3,13 @@
 1. Per poll, in one thread (median of repeats): what the gateway does for one monitor
    each second with the Data Export driver: build and frame the poll request, deframe
    and check the poll result (8 numerics, one compound NBP), decode it, make the
-   `Reading`; then the PCD-01 bridge the gateway's bed worker reads today (build the
-   ORU^R01 and parse it again with `MllpDecoder`). Beds per core = 1 s / (cost per poll).
+   `Reading` (what the gateway's bed worker takes from the line: `read_readings`); then,
+   for comparison, the PCD-01 bridge of `IntelliVueLine.read()` (build the ORU^R01 and
+   parse it again with `MllpDecoder`). Beds per core = 1 s / (cost per poll).
 2. Real lines: N simulated IntelliVues (`vigil sim --protocol intellivue`, another
    process) on ptys, N `IntelliVueLine`s in this process polling at 1 Hz through
-   pyserial for `--seconds`; this process's CPU time / (N x seconds) is the CPU per
+   pyserial for `--seconds`, read as the gateway reads them (`read_readings`; `--bridge`:
+   `read()`, the PCD-01 bytes); this process's CPU time / (N x seconds) is the CPU per
    monitor, with every thread and syscall the gateway's line readers cost (the scoring,
    store and MQTT of the gateway are measured by benches/bench_edge.py).
 
@@ -68,7 +70,7 @@ def per_poll(polls: int, repeats: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in results.items()}
 
 
-def real_lines(beds: int, seconds: float) -> dict[str, float]:
+def real_lines(beds: int, seconds: float, bridge: bool = False) -> dict[str, float]:
     sim = subprocess.Popen(
         [sys.executable, "-m", "vigil_cli.main", "sim", "--protocol", "intellivue", "--pty",
          "--beds", str(beds), "--duration", f"{int(seconds + 30)}s"],
@@ -87,9 +89,11 @@ def real_lines(beds: int, seconds: float) -> dict[str, float]:
     def run(i: int) -> None:
         line = lines[i]
         while not stop.is_set():
-            data = line.read()
-            if data:
-                got[i] += data.count(b"\x1c\x0d")
+            if bridge:
+                data = line.read()
+                got[i] += data.count(b"\x1c\x0d") if data else 0
+            else:
+                got[i] += len(line.read_readings() or ())
         line.close()
 
     threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(beds)]
@@ -124,6 +128,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--beds", default="8,32")
     ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--bridge", action="store_true", help="real lines read as PCD-01 bytes")
     a = ap.parse_args()
     print(f"# {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cores, Python {platform.python_version()}")  # fmt: skip
@@ -134,9 +139,9 @@ def main() -> None:
             f" monitor, {1 / v:,.0f} beds per core"
         )
     for n in (int(x) for x in a.beds.split(",") if x):
-        r = real_lines(n, a.seconds)
+        r = real_lines(n, a.seconds, a.bridge)
         print(
-            f"real lines, {r['beds']} beds on ptys for {a.seconds:g} s: associated"
+            f"real lines{' (PCD-01 bridge)' if a.bridge else ''}, {r['beds']} beds on ptys for {a.seconds:g} s: associated"
             f" {r['associated']}, {r['polls_per_bed_per_s']:.2f} polls/bed/s,"
             f" CPU {r['cpu_per_bed_ms_per_s']:.2f} ms per bed per s"
             f" ({r['cpu_per_bed_ms_per_s'] / 10:.3f} % of a core), process {r['cpu_total_pct']:.1f} %"
