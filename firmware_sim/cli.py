@@ -365,7 +365,9 @@ def sim(
     log.info(
         "%d monitor(s), %s, a message every %.3f s wall = %.1f s simulated",
         n,
-        f"replay {replay}" if replay else f"scenario {scenario or 'stable'}",
+        f"{'bedside ' if bedside else ''}replay {replay}"
+        if replay
+        else f"scenario {scenario or 'stable'}",
         monitors[0].wall_interval,
         monitors[0].sim_step,
     )

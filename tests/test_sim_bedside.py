@@ -210,3 +210,20 @@ def test_bad_bedside_settings_are_refused_in_one_line(stays, tmp_path):
         assert len(lines) == 1 and message in lines[0], p.stderr
     with pytest.raises(ValueError, match="bp must be one of"):
         BedsideConfig(bp="wireless")
+
+
+def test_vigil_sim_plays_a_stay_at_the_bedside(stays, tmp_path):
+    """`vigil sim --replay ID --bedside` runs a monitor on a pty until the stay ends."""
+    table = write_canonical(tmp_path / "t.parquet", {"pn-" + SPARSE: stays[SPARSE]})
+    p = subprocess.run(
+        [VIGIL, "sim", "--data", str(table), "--replay", "pn-" + SPARSE, "--bedside"]
+        + ["--speed", "36000", "--max-rate", "100", "--cuff", "15m", "--duration", "20s"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("bed-1 /dev/pts/")
+    assert f"1 monitor(s), bedside replay pn-{SPARSE}, " in p.stderr, p.stderr
+    # one reading per 360 simulated seconds over the stay's 50 hours, then it ends
+    assert f"bed-1: {50 * 10} cycles" in p.stderr, p.stderr
