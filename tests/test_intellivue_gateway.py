@@ -221,3 +221,20 @@ def test_vitals_quality_is_optional_and_checked() -> None:
     bad["quality"] = {"O2 Sat": "invalid"}
     with pytest.raises(ValueError, match="quality"):
         parse_message(json.dumps(bad).encode())
+
+
+def test_the_example_configs_intellivue_bed_is_valid() -> None:
+    """deploy/edge/gateway.example.toml's commented IntelliVue bed, switched on, loads."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from edge_agent.config import EdgeSettings, IntelliVueSource
+
+    text = (Path(__file__).parents[1] / "deploy/edge/gateway.example.toml").read_text()
+    text = re.sub(
+        r"^#(\[\[beds\]\]|id = |source = \{ type = \"intellivue\")", r"\1", text, flags=re.M
+    )
+    s = EdgeSettings(**tomllib.loads(text))
+    (bed,) = [b for b in s.beds if isinstance(b.source, IntelliVueSource)]
+    assert bed.source.port == "/dev/ttyUSB0" and bed.source.poll_seconds == 1.0

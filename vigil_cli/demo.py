@@ -13,6 +13,10 @@ end of `--duration`:
    listener as an MLLP client, as real monitors do, sending standard IHE PCD-01
    ORU^R01 and waiting for each ACK; each replays a real ICU stay of the canonical
    PhysioNet table at an accelerated clock (`--speed`, default 1800: an hour in 2 s);
+   With `--driver intellivue` each bed's monitor is instead a simulated Philips
+   IntelliVue on a pty (firmware_sim/intellivue.py, the same stay or scenario), and the
+   bed an `intellivue` source: the gateway's Data Export driver associates and polls it
+   (edge_agent/intellivue/), as at a bed whose monitor's MIB/RS-232 port is cabled in;
 5. the ward terminal in the foreground, or with `--headless` one line per bed every
    `--every` seconds (risk with the model version, NEWS2, alarm).
 
@@ -155,13 +159,17 @@ def gateway_settings(
     speed: float,
     protocol: str = "5",
     listen_port: int = 2575,
+    intellivue: dict[str, str] | None = None,
 ) -> EdgeSettings:
     """The gateway's settings: every bed an `mllp-listen` source on 127.0.0.1:`listen_port`,
-    matched by its bed label (PV1-3.3); the monitors come from `start_monitors`."""
+    matched by its bed label (PV1-3.3); the monitors come from `start_monitors`. With
+    `intellivue` (bed -> pty of its simulated IntelliVue), every bed an `intellivue`
+    source polled 10 times a second (one poll per 3 simulated minutes at x1800)."""
     from edge_agent.config import (
         BedConfig,
         BedMatch,
         EdgeSettings,
+        IntelliVueSource,
         MllpListenSource,
         MqttConfig,
     )
@@ -174,7 +182,9 @@ def gateway_settings(
                 host="127.0.0.1",
                 port=listen_port,
                 match=BedMatch(bed_label=p.bed),
-            ),
+            )
+            if intellivue is None
+            else IntelliVueSource(type="intellivue", port=intellivue[p.bed], poll_seconds=0.1),
         )
         for p in plans
     ]
@@ -220,6 +230,34 @@ def start_monitors(
     runner = MonitorRunner(monitors)
     runner.start()
     return runner
+
+
+class IntelliVueMonitors:
+    """One simulated IntelliVue per bed on a pty (`--driver intellivue`)."""
+
+    def __init__(self, plans: list[BedPlan], table: Path | None, speed: float) -> None:
+        from firmware_sim.intellivue import IntelliVueSim
+        from firmware_sim.physiology import GeneratedSource, load_replay
+
+        self.sims: list[IntelliVueSim] = []
+        try:
+            for i, p in enumerate(plans):
+                if p.stay is not None and table is not None:
+                    (src,) = load_replay(table, [p.stay], seed=i)
+                else:
+                    src = GeneratedSource(p.scenario, i)  # type: ignore[assignment]
+                self.sims.append(IntelliVueSim(bed_label=p.bed, seed=i, speed=speed, source=src))
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def ports(self) -> dict[str, str]:
+        return {s.bed_label: s.address for s in self.sims}
+
+    def close(self) -> None:
+        for s in self.sims:
+            s.close()
 
 
 def wait_hub_ready(proc: subprocess.Popen, log_path: Path, timeout: float) -> bool:
@@ -334,6 +372,12 @@ def demo(
         "--broker",
         help="auto (Mosquitto when installed, else in-process amqtt), mosquitto or amqtt.",
     ),
+    driver: str = typer.Option(
+        "pcd01",
+        "--driver",
+        help="pcd01 (monitors send HL7 ORU^R01 over MLLP) or intellivue (simulated Philips "
+        "IntelliVues on ptys, polled by the gateway's Data Export driver).",
+    ),
 ) -> None:
     """Run the whole system on this machine (broker, hub, monitors, gateway, ward UI).
 
@@ -378,9 +422,12 @@ def demo(
 
     if broker_kind not in ("auto", "mosquitto", "amqtt"):
         raise fail(f"--broker {broker_kind!r}: expected auto, mosquitto or amqtt")
+    if driver not in ("pcd01", "intellivue"):
+        raise fail(f"--driver {driver!r}: expected pcd01 or intellivue")
 
     hub_db = folder / "hub.db"
     broker = hub = gw = monitors = None
+    ivue: IntelliVueMonitors | None = None
     code = 0
     try:
         broker = embedded_broker(folder / "broker", prefer=broker_kind)
@@ -420,8 +467,19 @@ def demo(
         from edge_agent.gateway import Gateway
 
         listen_port = free_port()
+        if driver == "intellivue":
+            ivue = IntelliVueMonitors(plans, table, speed)
         gw = Gateway(
-            gateway_settings(plans, table, broker.port, folder, speed, protocol, listen_port)
+            gateway_settings(
+                plans,
+                table,
+                broker.port,
+                folder,
+                speed,
+                protocol,
+                listen_port,
+                intellivue=ivue.ports if ivue else None,
+            )
         )
         m = gw.model
         echo(
@@ -432,6 +490,9 @@ def demo(
         echo(
             f"monitors at x{speed:g} (1 simulated hour = {3600 / speed:.1f} s), MLLP clients "
             f"of the gateway's listener 127.0.0.1:{listen_port} (IHE PCD-01, ACKed):"
+            if ivue is None
+            else f"monitors at x{speed:g} (1 simulated hour = {3600 / speed:.1f} s), "
+            "simulated Philips IntelliVues on ptys polled by the gateway (Data Export):"
         )
         for p in plans:
             echo(f"  {p.bed:<6} {p.label}")
@@ -443,7 +504,8 @@ def demo(
             )
         echo(f"logs   : {folder}/demo.log, hub.log; stop with Ctrl-C")
         gw.start()
-        monitors = start_monitors(plans, table, listen_port, speed)
+        if ivue is None:
+            monitors = start_monitors(plans, table, listen_port, speed)
         if duration:
             threading.Timer(duration, stop_event.set).start()
         if headless:
@@ -472,7 +534,9 @@ def demo(
         if monitors is not None:
             monitors.close()
         if gw is not None:
-            gw.stop(flush_timeout=5)
+            gw.stop(flush_timeout=5)  # releases the IntelliVue associations
+        if ivue is not None:
+            ivue.close()
         rc = stop(hub, 20)
         if broker is not None:
             broker.stop()
