@@ -311,3 +311,92 @@ def test_real_connect_indication_decodes_to_the_publishers_monitor() -> None:
     assert len(ci.attributes) == 16
     with pytest.raises(p.ProtocolError):
         p.decode_connect_indication(packet[14 + 20 + 8 : 14 + 20 + 8 + 40])
+
+
+def test_real_monitor_patient_demographics_frame_mindleaving() -> None:
+    """A real monitor's Patient Demographics poll result as one MIB/RS-232 frame, logged
+    by the publisher's datalogger (base64 of the de-escaped frame, BOF to EOF) when
+    their own parser failed on it ("out of the range of valid values"); provenance in
+    SOURCES.md. Its FCS checks, and our codec decodes it."""
+    import base64
+
+    from edge_agent.intellivue.driver import Session
+
+    text = (SAMPLES / "mindleaving_patient_demographics_frame.txt").read_text()
+    raw = base64.b64decode(text.split("Faulty data: ", 1)[1].strip())
+    assert raw[0] == 0xC0 and raw[-1] == 0xC1 and len(raw) == 300
+    header, body, check = raw[1:5], raw[5:-3], raw[-3:-1]
+    assert header == bytes([0x11, 0x01, 0x01, 0x24]) and len(body) == 0x124
+    assert fcs(header + body) == check  # the monitor's own frame check sequence
+    msg = p.decode_message(body)
+    assert msg.kind == "poll_result" and msg.body.obj_class == 42  # NOM_MOC_PT_DEMOG
+    demog = msg.body.demographics
+    # the publisher's monitor: an admitted patient, id "123", female, no birth date set
+    assert (demog.state, demog.patient_id, demog.sex, demog.dob) == (2, "123", 2, None)
+    # on the wire (escaped again: the frame holds a 0xC0 byte), through the frame reader
+    frames = FrameDecoder()
+    (got,) = frames.feed(b"\xc0" + escape(header + body + check) + b"\xc1")
+    assert got == body and frames.stats.frames_ok == 1
+    s = Session("bed-1")
+    s.state = "polling"
+    assert s.receive(got) == [] and s.stay == "123"
+    assert s.static(datetime(2026, 1, 1, tzinfo=UTC))["Gender"] == 0.0
+
+
+def _jaj42(name: str) -> list[bytes]:
+    text = (SAMPLES / name).read_text()
+    return [bytes.fromhex(x.strip()) for x in text.splitlines() if x.strip() and x[0] != "#"]
+
+
+def test_real_monitor_exchange_jaj42_against_the_publishers_inventory() -> None:
+    """Real UDP payloads of a Philips M8000 (jaj42/intellipy, MIT; SOURCES.md): the MDS
+    create event and the numerics poll answered in two linked parts. The publisher's
+    own tests pin 20 numeric objects and these handles for HR, SpO2, pleth pulse,
+    Resp, ABP and NBP; we decode the same, and the monitor was in demo mode, so every
+    numeric carries DEMO_DATA and the driver scores none of them."""
+    from edge_agent.intellivue.driver import Session
+
+    mds, part1, part2, final = (
+        p.decode_message(m) for m in _jaj42("jaj42_enumeration_replies.hex")[:4]
+    )
+    assert mds.kind == "mds_create"
+    assert (mds.body.manufacturer, mds.body.model) == ("Philips", "M8000")
+    parts = [part1.body, part2.body]
+    assert [r.linked for r in parts] == [1, 3] and final.body.linked is None  # first, last
+    assert sum(r.objects for r in parts) == 20  # the publisher's EXPECTED_COUNTS
+    numerics = [n for r in parts for n in r.numerics]
+    by_handle: dict[int, set[int]] = {}
+    for n in numerics:
+        by_handle.setdefault(n.handle, set()).add(n.physio_id)
+    # the publisher's EXPECTED_NUMERICS handles, with the guide's physio ids
+    assert by_handle[33459] == {0x4182}  # Heart Rate: NOM_ECG_CARD_BEAT_RATE
+    assert by_handle[33749] == {0x4BB8}  # SpO2: NOM_PULS_OXIM_SAT_O2
+    assert by_handle[33756] == {0x4822}  # pulse from the pleth: NOM_PLETH_PULS_RATE
+    assert by_handle[33466] == {0x500A}  # Respiration Rate: NOM_RESP_RATE
+    assert by_handle[35098] == {0x4A15, 0x4A16, 0x4A17}  # ABP sys/dia/mean
+    assert by_handle[33386] == {0x4A05, 0x4A06, 0x4A07}  # NBP sys/dia/mean
+    assert all(n.state & 0x0400 for n in numerics)  # DEMO_DATA, Guide p. 77
+    s = Session("bed-1")
+    s.state = "polling"
+    s.receive(_jaj42("jaj42_enumeration_replies.hex")[0])
+    (r,) = [x for m in _jaj42("jaj42_enumeration_replies.hex")[1:4] for x in s.receive(m)]
+    assert r.values == {}  # demo data is never a value
+    assert {r.quality[v] for v in ("HR", "O2Sat", "Resp", "SBP", "DBP", "MAP")} == {"demo_data"}
+    assert r.monitor_id == "M8000" and r.obs_time.year == 2017
+
+
+def test_real_monitor_discharged_demographics_jaj42() -> None:
+    """The same monitor's Patient Demographics reply: the publisher's test says
+    DISCHARGED, no patient id, SEX_UNKNOWN, no birth date; so do we, and the driver
+    files no reading under a patient."""
+    from edge_agent.intellivue.driver import Session
+
+    (raw,) = _jaj42("jaj42_ptdemog_reply.hex")
+    msg = p.decode_message(raw)
+    assert msg.kind == "poll_result" and msg.body.obj_class == 42
+    d = msg.body.demographics
+    assert (d.state, d.patient_id, d.sex, d.dob) == (8, "", 0, None)  # 8: DISCHARGED
+    s = Session("bed-1")
+    s.state = "polling"
+    s.receive(raw)
+    assert s.stay == "" and s.static(datetime(2026, 1, 1, tzinfo=UTC))["Gender"] is None
