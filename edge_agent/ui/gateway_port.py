@@ -60,7 +60,9 @@ def admission_view(a: AdmissionSnapshot | None) -> AdmissionView | None:
 
 def bed_view(b: BedSnapshot) -> BedView:
     vitals = {
-        name: VitalView(name, v.value, v.age_seconds, tuple(v.history))
+        name: VitalView(
+            name, v.value, v.age_seconds, tuple(v.history), withheld=b.quality.get(name)
+        )
         for name, v in b.vitals.items()
     }
     return BedView(

@@ -46,6 +46,9 @@ class VitalView:
     value: float | None
     age_seconds: float | None  # since the reading; None: never seen
     history: tuple[float, ...] = ()  # recent values, oldest first, for the sparkline
+    # Why the monitor withheld its latest value (invalid, demo_data, calibration, ...):
+    # shown instead of a number, never the last valid one (edge_agent/state.py quality).
+    withheld: str | None = None
 
     @property
     def missing(self) -> bool:

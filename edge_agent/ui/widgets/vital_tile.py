@@ -49,6 +49,8 @@ class VitalTile(Widget):
         if self.kind == "bp":
             self.query_one(".tile--sub", Static).update(f"MAP {vals[2]}")
         age = "" if main is None else ("no data" if missing else format_age(main.age_seconds))
+        if main is not None and missing and main.withheld:  # the monitor said why
+            age = main.withheld.replace("_", " ").upper()
         if stale:
             age += " ago"
         self.query_one(".tile--age", Static).update(age)
