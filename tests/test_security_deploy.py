@@ -348,6 +348,8 @@ def test_event_grid_topic_spaces_enforce_the_design_access_rules():
             topics.vitals(gw, bed).replace(bed, "+"),
             topics.risk(gw, bed).replace(bed, "+"),
             topics.alarm(gw, bed).replace(bed, "+"),
+            topics.observation(gw, bed).replace(bed, "+"),
+            topics.shadow(gw),
         }
 
     assert spaces["gw-own-telemetry"] == gw_topics("GW")

@@ -64,7 +64,7 @@ def _chaos_dbs(tmp_path, risk_order: list[int], alarms: int = 1):
     gw, hub = sqlite3.connect(gw_db), sqlite3.connect(hub_db)
     gw.execute("CREATE TABLE steps (bed, stay, step_start)")
     gw.execute("CREATE TABLE risk (event_id, bed)")
-    gw.execute("CREATE TABLE alarms (event_id)")
+    gw.execute("CREATE TABLE alarms (event_id, source DEFAULT 'model')")
     hub.execute("CREATE TABLE vitals_summaries (id INTEGER PRIMARY KEY, gw, bed, stay, step_start)")
     hub.execute("CREATE TABLE risk_events (id INTEGER PRIMARY KEY, gw, event_id, bed, window_end)")
     hub.execute("CREATE TABLE alarms (id INTEGER PRIMARY KEY, gw, event_id)")
@@ -84,7 +84,7 @@ def _chaos_dbs(tmp_path, risk_order: list[int], alarms: int = 1):
             (f"r{i}",),
         )
     for i in range(alarms):
-        gw.execute("INSERT INTO alarms VALUES (?)", (f"a{i}",))
+        gw.execute("INSERT INTO alarms (event_id) VALUES (?)", (f"a{i}",))
         hub.execute("INSERT INTO alarms (gw, event_id) VALUES ('chaos-gw', ?)", (f"a{i}",))
     for c in (gw, hub):
         c.commit()
