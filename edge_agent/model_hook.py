@@ -106,8 +106,12 @@ def attach_updater(gateway: Gateway, bundle_root: Path | None = None) -> ModelUp
     jobs: queue.Queue[ModelRelease | None] = queue.Queue(maxsize=8)
 
     def work() -> None:
-        while True:
-            release = jobs.get()
+        stop = getattr(gateway, "_stop", None)
+        while stop is None or not stop.is_set():  # ends with the gateway (gateway.stop)
+            try:
+                release = jobs.get(timeout=0.5)
+            except queue.Empty:
+                continue
             if release is None:
                 return
             if release.channel != updater.channel:

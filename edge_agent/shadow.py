@@ -209,8 +209,11 @@ class ShadowRunner:
             log.exception("shadow: step of bed %s not queued", bed)
 
     def _work_steps(self) -> None:
-        while True:
-            item = self._steps.get()
+        while not self.gateway._stop.is_set():  # ends with the gateway (gateway.stop)
+            try:
+                item = self._steps.get(timeout=0.5)
+            except queue.Empty:
+                continue
             try:
                 self._score(item)
             except Exception:  # never let one step end shadow evaluation
@@ -310,8 +313,11 @@ class ShadowRunner:
             log.warning("shadow release queue full: release %s dropped", release.event_id)
 
     def _work_releases(self) -> None:
-        while True:
-            release = self._releases.get()
+        while not self.gateway._stop.is_set():
+            try:
+                release = self._releases.get(timeout=0.5)
+            except queue.Empty:
+                continue
             try:
                 self.handle_release(release)
             except Exception:

@@ -61,3 +61,28 @@ def db(request, tmp_path):
 @pytest.fixture
 def engine(db):
     return db[1]
+
+
+@pytest.fixture(autouse=True)
+def _threads_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Report threads a test started and left running (they skew the memory and timing
+    of the tests after it): VIGIL_THREAD_LEAKS=FILE appends `test: thread names`."""
+    import os
+    import threading
+
+    out = os.environ.get("VIGIL_THREAD_LEAKS")
+    before = set(threading.enumerate()) if out else set()
+    yield
+    if out:
+        import time
+
+        def left_behind() -> list[str]:
+            return [t.name for t in threading.enumerate() if t not in before and t.is_alive()]
+
+        left = left_behind()
+        if left:  # threads told to stop at teardown get a moment to end
+            time.sleep(0.7)
+            left = left_behind()
+        if left:
+            with open(out, "a") as f:
+                f.write(f"{request.node.nodeid}: {', '.join(sorted(left))}\n")

@@ -312,4 +312,5 @@ def test_a_shadow_model_never_changes_the_nurses_alarms(rig, frames, tmp_path):
             for r in plain.store.rows("risk")
         ]
     finally:
+        plain._stop.set()
         plain.store.close()

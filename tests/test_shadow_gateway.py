@@ -110,6 +110,7 @@ def test_shadow_releases_are_checked_like_active_ones(tmp_path, keyed):
         events = [e.text for e in gw.state.snapshot().events if e.kind == "model"]
         assert any("shadow model vigil-sepsis 13 refused: unknown_key" in t for t in events)
     finally:
+        gw._stop.set()  # the gateway's threads end with it
         gw.store.close()
 
     # A restart runs the kept candidate again, verified from disk.
@@ -118,6 +119,7 @@ def test_shadow_releases_are_checked_like_active_ones(tmp_path, keyed):
         assert runner.loaded is not None and runner.loaded.manifest.version == "9"
         assert runner.loaded.source == "shadow"
     finally:
+        gw._stop.set()  # the gateway's threads end with it
         gw.store.close()
 
     # A candidate tampered with on disk is dropped at boot, the active model is not.
@@ -132,6 +134,7 @@ def test_shadow_releases_are_checked_like_active_ones(tmp_path, keyed):
             for e in gw.state.snapshot().events
         )
     finally:
+        gw._stop.set()  # the gateway's threads end with it
         gw.store.close()
 
 
@@ -166,6 +169,7 @@ def test_a_failing_shadow_model_is_dropped_and_reported_while_the_active_goes_on
         assert msg.shadow.steps == msg.active.steps > 0  # what it saw before it failed
         assert runner.counters["dropped"] == 1
     finally:
+        gw._stop.set()  # the gateway's threads end with it
         gw.store.close()
 
 
@@ -225,4 +229,5 @@ def test_a_promoted_candidate_stops_running_in_shadow(tmp_path, keyed):
         )
         assert updater.current().manifest.version == "9"  # the active bundle stays
     finally:
+        gw._stop.set()  # the gateway's threads end with it
         gw.store.close()
