@@ -97,7 +97,8 @@ def start_gateway(toml: Path) -> Gateway:
     gw = Gateway(load_config(toml))
     attach_updater(gw)
     gw.start(sources=False)
-    assert wait_until(lambda: gw.publisher.connected, timeout=10)
+    # subscribed (SUBACK), not only connected: what is sent to its cmd topic arrives
+    assert wait_until(gw.publisher.subscribed.is_set, timeout=10)
     return gw
 
 

@@ -173,7 +173,7 @@ def test_gateway_clock_days_behind_refuses_commands_unless_the_window_is_widened
     gw.start(sources=False)
     pub = Publisher(broker.port)
     try:
-        wait_until(lambda: gw.publisher.connected, 10, "gateway connected")
+        wait_until(gw.publisher.subscribed.is_set, 10, "gateway subscribed (SUBACK)")
         cmd = Command(gw="hub", command="report_status")  # stamped by the hub's clock
         pub.send(topics.cmd(gw_id), cmd.to_json())
         wait_until(lambda: gw.publisher.counters["received"] >= 1, 10, "command delivered")
