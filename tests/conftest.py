@@ -86,3 +86,27 @@ def _threads_left_behind(request: pytest.FixtureRequest) -> Iterator[None]:
         if left:
             with open(out, "a") as f:
                 f.write(f"{request.node.nodeid}: {', '.join(sorted(left))}\n")
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_before() -> Iterator[None]:
+    """Undo what a test's in-process `vigil` command did to logging (root level and
+    handlers, logger levels): a root left at INFO made a later test capture 10^5
+    listener records in memory (its RSS bound failed only in random order)."""
+    import logging
+
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    levels = {
+        name: lg.level
+        for name, lg in logging.Logger.manager.loggerDict.items()
+        if isinstance(lg, logging.Logger)
+    }
+    yield
+    root.setLevel(level)
+    for h in root.handlers[:]:
+        if h not in handlers and type(h).__module__ != "_pytest.logging":
+            root.removeHandler(h)
+    for name, lg in list(logging.Logger.manager.loggerDict.items()):
+        if isinstance(lg, logging.Logger):
+            lg.setLevel(levels.get(name, logging.NOTSET))
