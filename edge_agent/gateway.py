@@ -51,6 +51,8 @@ from typing import TYPE_CHECKING
 from contracts import topics
 from contracts.messages import (
     ACVPU_VALUES,
+    EARLIEST,
+    LATEST,
     MAX_FLOW_L_MIN,
     OXYGEN_DEVICES,
     Alarm,
@@ -927,6 +929,16 @@ class Gateway:
         windows, store, outbox, MQTT) the stay is its pseudonym (edge_agent/privacy.py).
         The bed's admission from ADT completes it (`_admitted`)."""
         bed = self.beds[bed_id]
+        if not EARLIEST <= r.obs_time < LATEST:
+            # A garbled observation time (OBX-14 of year 9026, a monitor clock reset to
+            # 1970): such a step could never be sent (contracts/messages.py), and the
+            # bed's later readings would look late against it. Counted and dropped.
+            self.state.count("reading_time_out_of_range")
+            log.warning(
+                "bed %s: reading dropped: observation time %s outside [%d, %d)",
+                bed_id, r.obs_time.isoformat()[:32], EARLIEST.year, LATEST.year,
+            )  # fmt: skip
+            return []
         r = self._admitted(bed_id, r)
         if r.bed != bed_id:
             bed.wrong_bed += 1

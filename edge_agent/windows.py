@@ -185,6 +185,14 @@ class BedWindows:
                 closed.append(self._close())
             self._reset(r.stay, anchor)
         idx = self._index(r.obs_time)
+        ref = self._open.index if self._open is not None else self._last_index
+        if ref is not None and idx < ref - MAX_GAP_STEPS:
+            # The clock went back by more than a week (a monitor clock reset, or the
+            # step before came from a wrong time): a new history, not a week of "late"
+            # readings that would leave the bed unscored.
+            if self._open is not None and self._open.readings:
+                closed.append(self._close())
+            self._reset(r.stay, anchor)
         if self._open is not None and idx != self._open.index:
             if idx < self._open.index:
                 self.late += 1

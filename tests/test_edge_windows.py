@@ -123,6 +123,29 @@ def test_late_readings_are_counted_and_dropped(spec):
     assert bw.late == 1
 
 
+def test_a_clock_gone_back_by_more_than_a_week_starts_a_new_history_not_late_forever(spec):
+    """One reading from a wrong time (a week ahead) must not leave the bed's later,
+    correct readings dropped as 'late' for good: the jump back starts a new history."""
+    import dataclasses
+
+    arr = physionet_stay("p000001")[:6]
+    d, bw = MllpDecoder(), BedWindows("bed-1", spec)
+    rs = d.feed(frames_for("pn-z", arr))
+    for r in rs[:6]:
+        bw.add(r)
+    ahead = dataclasses.replace(rs[6], obs_time=rs[6].obs_time + timedelta(days=30))
+    bw.add(ahead)
+    late_before = bw.late
+    closed = []
+    for r in rs[6:]:
+        closed += bw.add(r)
+    assert bw.late == late_before  # not one of them taken as late
+    wrong = [c for c in closed if c.start > ahead.obs_time - timedelta(hours=1)]
+    right = [c for c in closed if c.start < ahead.obs_time - timedelta(days=7)]
+    assert len(wrong) == 1 and len(wrong) + len(right) == len(closed)  # the wrong one closed
+    assert len(right) >= 3  # and the bed's hours after it scored as before
+
+
 def test_a_new_stay_on_the_bed_closes_the_old_stays_last_step_with_its_own_window(spec):
     a, b = physionet_stay("p000001")[:10], physionet_stay("p015180")[:5]
     dyn, static = stay_arrays(a)
